@@ -1,0 +1,342 @@
+package chart
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/cli"
+	"helm.sh/helm/v3/pkg/registry"
+	"helm.sh/helm/v3/pkg/release"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+)
+
+// DefaultTimeout bounds an install or upgrade including the wait for Ready.
+const DefaultTimeout = 10 * time.Minute
+
+// Env is where an action runs: the kubeconfig, its context and the
+// namespace. Tests set Config and Clientset instead, to run against Helm's
+// memory storage and a fake cluster.
+type Env struct {
+	Kubeconfig string
+	Context    string
+	Namespace  string
+	// Config, when set, is used as is (its RegistryClient is filled in if
+	// nil). Otherwise one is built from Kubeconfig/Context with the
+	// "secret" storage driver, like the helm CLI.
+	Config *action.Configuration
+	// Clientset reads the password Secret and diagnoses pods; built from the
+	// kubeconfig when nil and Config is nil.
+	Clientset kubernetes.Interface
+	// Log receives Helm's debug lines; nil discards them.
+	Log func(format string, args ...any)
+}
+
+func (e *Env) settings() *cli.EnvSettings {
+	s := cli.New()
+	if e.Kubeconfig != "" {
+		s.KubeConfig = e.Kubeconfig
+	}
+	if e.Context != "" {
+		s.KubeContext = e.Context
+	}
+	if e.Namespace != "" {
+		s.SetNamespace(e.Namespace)
+	}
+	return s
+}
+
+func (e *Env) namespace() string {
+	if e.Namespace == "" {
+		return "default"
+	}
+	return e.Namespace
+}
+
+// setup returns the Helm configuration with a registry client in place.
+// The registry client must be set BEFORE action.NewInstall/NewUpgrade,
+// which copy it into their ChartPathOptions; set later, OCI pulls fail
+// with "missing registry client".
+func (e *Env) setup() (*action.Configuration, *cli.EnvSettings, error) {
+	settings := e.settings()
+	logf := e.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	cfg := e.Config
+	if cfg == nil {
+		cfg = new(action.Configuration)
+		if err := cfg.Init(settings.RESTClientGetter(), e.namespace(), "secret", func(f string, a ...any) { logf(f, a...) }); err != nil {
+			return nil, nil, fmt.Errorf("helm: cannot use kubeconfig %q: %v", settings.KubeConfig, err)
+		}
+		if e.Clientset == nil {
+			rc, err := settings.RESTClientGetter().ToRESTConfig()
+			if err != nil {
+				return nil, nil, fmt.Errorf("kubeconfig %q: %v", settings.KubeConfig, err)
+			}
+			cs, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return nil, nil, fmt.Errorf("kubeconfig %q: %v", settings.KubeConfig, err)
+			}
+			e.Clientset = cs
+		}
+	}
+	if cfg.RegistryClient == nil {
+		rc, err := registry.NewClient(
+			registry.ClientOptCredentialsFile(settings.RegistryConfig),
+			registry.ClientOptWriter(io.Discard),
+			registry.ClientOptEnableCache(true),
+		)
+		if err != nil {
+			return nil, nil, fmt.Errorf("helm registry client: %v", err)
+		}
+		cfg.RegistryClient = rc
+	}
+	return cfg, settings, nil
+}
+
+// loadChart locates ref (OCI reference, local directory or .tgz) at version
+// and loads it.
+func loadChart(opts *action.ChartPathOptions, settings *cli.EnvSettings, ref, version string) (*loadedChart, error) {
+	if ref == "" {
+		ref = DefaultRef
+	}
+	local := isLocal(ref)
+	if !local {
+		if version == "" {
+			version = DefaultVersion
+		}
+		opts.Version = version
+	}
+	path, err := opts.LocateChart(ref, settings)
+	if err != nil {
+		if local {
+			return nil, fmt.Errorf("chart %s: %v", ref, err)
+		}
+		return nil, fmt.Errorf("pull chart %s version %s: %v (offline? pass a local chart dir or .tgz as the chart ref)", ref, version, err)
+	}
+	ch, err := loader.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("load chart %s: %v", path, err)
+	}
+	return &loadedChart{ch: ch, path: path}, nil
+}
+
+func isLocal(ref string) bool {
+	if strings.HasPrefix(ref, "oci://") || strings.HasPrefix(ref, "http://") || strings.HasPrefix(ref, "https://") {
+		return false
+	}
+	_, err := os.Stat(ref)
+	return err == nil || strings.HasPrefix(ref, ".") || strings.HasPrefix(ref, "/")
+}
+
+// Install installs the chart as a new release, waiting until its resources
+// are Ready.
+type Install struct {
+	Env
+	Release string
+	// ChartRef is an OCI reference (default DefaultRef), a chart directory or
+	// a packaged .tgz.
+	ChartRef string
+	// Version pins the chart version for remote refs (default DefaultVersion).
+	Version string
+	Values  Values
+	// Timeout bounds the install and wait (default DefaultTimeout).
+	Timeout         time.Duration
+	CreateNamespace bool
+	// NoWait returns once resources are created, without waiting for Ready.
+	NoWait bool
+}
+
+// Run installs the release.
+func (in Install) Run(ctx context.Context) (*release.Release, error) {
+	if in.Release == "" {
+		return nil, errors.New("chart install: release name is empty")
+	}
+	cfg, settings, err := in.setup()
+	if err != nil {
+		return nil, err
+	}
+	vals, err := in.Values.Merge()
+	if err != nil {
+		return nil, err
+	}
+	act := action.NewInstall(cfg)
+	act.ReleaseName = in.Release
+	act.Namespace = in.namespace()
+	act.CreateNamespace = in.CreateNamespace
+	act.Wait = !in.NoWait
+	act.Timeout = orDefault(in.Timeout)
+	lc, err := loadChart(&act.ChartPathOptions, settings, in.ChartRef, in.Version)
+	if err != nil {
+		return nil, err
+	}
+	rel, err := act.RunWithContext(ctx, lc.ch, vals)
+	if err != nil {
+		return rel, in.explain(ctx, "install", in.Release, err)
+	}
+	return rel, nil
+}
+
+// Upgrade upgrades an installed release. The root password is always passed
+// (read from the live Secret, else the previous release's manifest):
+// without it the Bitnami chart refuses with "PASSWORDS ERROR".
+type Upgrade struct {
+	Env
+	Release  string
+	ChartRef string
+	Version  string
+	Values   Values
+	Timeout  time.Duration
+	// ReuseValues keeps the previous release's values under the new ones.
+	ReuseValues bool
+	NoWait      bool
+}
+
+// Run upgrades the release.
+func (up Upgrade) Run(ctx context.Context) (*release.Release, error) {
+	if up.Release == "" {
+		return nil, errors.New("chart upgrade: release name is empty")
+	}
+	cfg, settings, err := up.setup()
+	if err != nil {
+		return nil, err
+	}
+	vals, err := up.Values.Merge()
+	if err != nil {
+		return nil, err
+	}
+	if s, _ := lookup(vals, "auth.rbac.rootPassword").(string); s == "" {
+		pw, err := up.rootPassword(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		setPath(vals, "auth.rbac.rootPassword", pw)
+	}
+	act := action.NewUpgrade(cfg)
+	act.Namespace = up.namespace()
+	act.Wait = !up.NoWait
+	act.Timeout = orDefault(up.Timeout)
+	act.ReuseValues = up.ReuseValues
+	lc, err := loadChart(&act.ChartPathOptions, settings, up.ChartRef, up.Version)
+	if err != nil {
+		return nil, err
+	}
+	rel, err := act.RunWithContext(ctx, up.Release, lc.ch, vals)
+	if err != nil {
+		return rel, up.explain(ctx, "upgrade", up.Release, err)
+	}
+	return rel, nil
+}
+
+// rootPassword reads the password the running release uses: the Secret is
+// the truth (the chart may have generated it), the last release's rendered
+// manifest a fallback when the Secret cannot be read.
+func (up Upgrade) rootPassword(ctx context.Context, cfg *action.Configuration) (string, error) {
+	var secretErr error
+	if up.Clientset != nil {
+		pw, err := ReadRootPassword(ctx, up.Clientset, up.namespace(), up.Release)
+		if err == nil {
+			return pw, nil
+		}
+		secretErr = err
+	}
+	if cfg.Releases != nil {
+		if last, err := cfg.Releases.Last(up.Release); err == nil {
+			if pw, ok := passwordFromManifest(last.Manifest, FullName(up.Release)); ok {
+				return pw, nil
+			}
+		} else if secretErr == nil {
+			secretErr = fmt.Errorf("release %q not found in namespace %s: install it first", up.Release, up.namespace())
+		}
+	}
+	if secretErr == nil {
+		secretErr = errors.New("no Secret and no previous manifest holds it")
+	}
+	return "", fmt.Errorf("upgrade %s: cannot find the root password (%v); pass auth.rbac.rootPassword=... to avoid the chart's PASSWORDS ERROR", up.Release, secretErr)
+}
+
+// ReadRootPassword returns the root password from Secret <fullname>, key
+// etcd-root-password.
+func ReadRootPassword(ctx context.Context, cs kubernetes.Interface, namespace, release string) (string, error) {
+	name := FullName(release)
+	sec, err := cs.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("secret %s/%s not found: is release %q installed with auth.rbac.create=true?", namespace, name, release)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read secret %s/%s: %v", namespace, name, err)
+	}
+	pw, ok := sec.Data[RootPasswordKey]
+	if !ok || len(pw) == 0 {
+		return "", fmt.Errorf("secret %s/%s has no %q key: set auth.rbac.rootPassword", namespace, name, RootPasswordKey)
+	}
+	return string(pw), nil
+}
+
+// passwordFromManifest finds Secret name in a rendered manifest and decodes
+// its root password.
+func passwordFromManifest(manifest, name string) (string, bool) {
+	for _, doc := range strings.Split(manifest, "\n---") {
+		var obj struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+			Data       map[string]string `json:"data"`
+			StringData map[string]string `json:"stringData"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil || obj.Kind != "Secret" || obj.Metadata.Name != name {
+			continue
+		}
+		if s := obj.StringData[RootPasswordKey]; s != "" {
+			return s, true
+		}
+		if b, err := base64.StdEncoding.DecodeString(obj.Data[RootPasswordKey]); err == nil && len(b) > 0 {
+			return string(b), true
+		}
+	}
+	return "", false
+}
+
+// explain adds to a failed action the pods that are not Ready and why, since
+// Helm's own "context deadline exceeded" does not say what to look at.
+func (e *Env) explain(ctx context.Context, what, release string, err error) error {
+	msg := err.Error()
+	if e.Clientset == nil || !isWaitFailure(msg) {
+		return fmt.Errorf("helm %s: %v", what, err)
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	diag := NotReady(dctx, e.Clientset, e.namespace(), release)
+	if diag == "" {
+		return fmt.Errorf("helm %s: %v", what, err)
+	}
+	return fmt.Errorf("helm %s: %v; not ready: %s", what, err, diag)
+}
+
+func isWaitFailure(msg string) bool {
+	for _, s := range []string{"deadline exceeded", "timed out", "timeout", "not ready", "context canceled"} {
+		if strings.Contains(strings.ToLower(msg), s) {
+			return true
+		}
+	}
+	return false
+}
+
+func orDefault(d time.Duration) time.Duration {
+	if d <= 0 {
+		return DefaultTimeout
+	}
+	return d
+}

@@ -1,0 +1,529 @@
+// Package revlog reconstructs etcd's revision log from a recorded history:
+// for each revision, the key events (put or delete, value, create revision,
+// version, lease) that happened at it.
+//
+// etcd keeps no log the client can read after the fact, so the log is pieced
+// together from every piece of evidence the run recorded: acknowledged
+// writes and the revisions their responses carried, values seen by reads and
+// watches (every write value is unique, so a value pins down the write that
+// produced it, even one whose outcome was unknown), the watch events
+// themselves, and lease revokes, whose deletes are derived from the keys
+// attached to the lease. Two pieces of evidence that disagree about the same
+// revision and key are a conflict, which the watch checker reports: one of
+// them is a lie etcd told.
+package revlog
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+)
+
+// Event types, as in history.Event.Type.
+const (
+	PutEvent    = "put"
+	DeleteEvent = "delete"
+)
+
+// firstRevision is the first revision a write can create: an empty etcd
+// store is at revision 1.
+const firstRevision = 2
+
+// Event is one key change at one revision.
+type Event struct {
+	Type  string
+	Key   string
+	Value string
+	// ModRevision is the revision the event happened at.
+	ModRevision int64
+	// CreateRevision and Version are 0 when no evidence told them and they
+	// could not be derived from a certain prior state.
+	CreateRevision int64
+	Version        int64
+	Lease          int64
+	// Sources name the evidence, such as "put op 12" or "watch 3".
+	Sources []string
+}
+
+// KV returns the key-value pair a put event left behind.
+func (e *Event) KV() history.KV {
+	return history.KV{Key: e.Key, Value: e.Value, ModRevision: e.ModRevision,
+		CreateRevision: e.CreateRevision, Version: e.Version, Lease: e.Lease}
+}
+
+// String describes the event in one short phrase for messages.
+func (e *Event) String() string {
+	if e.Type == DeleteEvent {
+		return fmt.Sprintf("delete %q@%d", e.Key, e.ModRevision)
+	}
+	return fmt.Sprintf("put %q=%q@%d", e.Key, e.Value, e.ModRevision)
+}
+
+// Match reports whether k falls in the watch or range request [key, end):
+// an empty end means the single key, "\x00" means every key >= key, as in
+// etcd's API.
+func Match(key, end, k string) bool {
+	switch end {
+	case "":
+		return k == key
+	case "\x00":
+		return k >= key
+	}
+	return k >= key && k < end
+}
+
+type revision struct {
+	events map[string]*Event
+	// complete: some evidence accounts for the whole revision (an
+	// acknowledged single-key write, a read of a single-key write's value,
+	// a revoke whose attached keys are known).
+	complete   bool
+	completeBy string
+}
+
+// span is a revision interval during which a watch on [key, end) saw every
+// event, so a revision in it with no event for a key in range had none.
+type span struct {
+	key, end string
+	from, to int64
+}
+
+// Log is the reconstructed revision log. Build it with Build; it is read-only
+// afterwards and safe for concurrent readers.
+type Log struct {
+	revs      map[int64]*revision
+	order     []int64 // revisions with evidence, ascending
+	byKey     map[string][]*Event
+	max       int64
+	writers   map[string]*history.Operation
+	spans     []span
+	uncertain []int64 // revisions in [firstRevision, max] that are not complete
+	spanMax   int64   // the highest revision any watch saw through
+}
+
+// Build derives the revision log from h. The returned conflicts are pieces of
+// evidence that contradict each other, one line each; a correct etcd and a
+// correct recorder never produce any.
+func Build(h *history.History) (*Log, []string) {
+	l := &Log{revs: map[int64]*revision{}, byKey: map[string][]*Event{}, writers: map[string]*history.Operation{}}
+	var conflicts []string
+	conflict := func(format string, args ...any) { conflicts = append(conflicts, fmt.Sprintf(format, args...)) }
+
+	for i := range h.Operations {
+		op := &h.Operations[i]
+		if (op.Kind == history.Put || op.Kind == history.Txn) && op.Value != "" {
+			if _, dup := l.writers[op.Value]; !dup {
+				l.writers[op.Value] = op
+			}
+		}
+	}
+
+	// Acknowledged writes first: they are the strongest evidence, and a
+	// single-key write accounts for its whole revision.
+	for i := range h.Operations {
+		op := &h.Operations[i]
+		if op.Outcome != history.OK || op.Resp == nil {
+			continue
+		}
+		src := fmt.Sprintf("%s op %d (client %d)", op.Kind, op.ID, op.ClientID)
+		switch op.Kind {
+		case history.Put:
+			l.add(Event{Type: PutEvent, Key: op.Key, Value: op.Value, ModRevision: op.Resp.Revision, Lease: op.Lease}, src, true, conflict)
+		case history.Txn:
+			if op.Resp.Succeeded {
+				l.add(Event{Type: PutEvent, Key: op.Key, Value: op.Value, ModRevision: op.Resp.Revision, Lease: op.Lease}, src, true, conflict)
+			}
+		case history.Delete:
+			if op.Resp.Deleted > 0 && op.End == "" {
+				l.add(Event{Type: DeleteEvent, Key: op.Key, ModRevision: op.Resp.Revision}, src, true, conflict)
+			}
+		}
+	}
+	// Values returned by reads: each names the put that wrote it.
+	for i := range h.Operations {
+		op := &h.Operations[i]
+		if op.Outcome != history.OK || op.Resp == nil {
+			continue
+		}
+		for _, kv := range op.Resp.KVs {
+			l.addKV(kv, fmt.Sprintf("%s op %d (client %d)", op.Kind, op.ID, op.ClientID), conflict)
+		}
+	}
+	// Watch events, and the prev KVs they carry.
+	for i := range h.Watches {
+		w := &h.Watches[i]
+		src := fmt.Sprintf("watch %d (client %d)", w.ID, w.ClientID)
+		for _, r := range w.Responses {
+			for _, ev := range r.Events {
+				e := Event{Type: ev.Type, Key: ev.Key, ModRevision: ev.ModRevision}
+				if ev.Type != DeleteEvent {
+					e.Type = PutEvent
+					e.Value, e.CreateRevision, e.Version, e.Lease = ev.Value, ev.CreateRevision, ev.Version, ev.Lease
+				}
+				l.add(e, src, false, conflict)
+				if ev.PrevKV != nil {
+					l.addKV(*ev.PrevKV, src+" prev_kv", conflict)
+				}
+			}
+		}
+		if s, ok := watchSpan(w); ok {
+			l.spans = append(l.spans, s)
+			l.spanMax = max(l.spanMax, s.to)
+		}
+	}
+	l.index()
+
+	// Lease revokes delete every key still attached to the lease, all in the
+	// revision the revoke returned. Process them in revision order so that a
+	// revoke sees the deletes of earlier ones.
+	revokes := []*history.Operation{}
+	for i := range h.Operations {
+		op := &h.Operations[i]
+		if op.Kind == history.LeaseRevoke && op.Outcome == history.OK && op.Resp != nil && op.Lease != 0 {
+			revokes = append(revokes, op)
+		}
+	}
+	sort.SliceStable(revokes, func(i, j int) bool { return revokes[i].Resp.Revision < revokes[j].Resp.Revision })
+	for _, op := range revokes {
+		if l.addRevoke(op, conflict) {
+			l.index()
+		}
+	}
+	l.derive()
+	return l, conflicts
+}
+
+// watchSpan is the revision interval a watch promised to deliver completely:
+// from the revision it asked for (or the first it showed) to the last it
+// observed through an event or a progress notification.
+func watchSpan(w *history.Watch) (span, bool) {
+	from := w.StartRevision
+	var to int64
+	for _, r := range w.Responses {
+		if r.CompactRevision > 0 || r.Error != "" && len(r.Events) == 0 {
+			continue
+		}
+		if from == 0 {
+			if len(r.Events) > 0 {
+				from = r.Events[0].ModRevision
+			} else if r.Revision > 0 {
+				from = r.Revision + 1
+			}
+		}
+		for _, ev := range r.Events {
+			to = max(to, ev.ModRevision)
+		}
+		if r.Progress {
+			to = max(to, r.Revision)
+		}
+	}
+	if from == 0 || to < from {
+		return span{}, false
+	}
+	return span{key: w.Key, end: w.End, from: from, to: to}, true
+}
+
+func (l *Log) addKV(kv history.KV, src string, conflict func(string, ...any)) {
+	if kv.ModRevision <= 0 {
+		return
+	}
+	// A read value accounts for its whole revision only when it was written
+	// by a single-key put or txn; otherwise other keys may share it.
+	op, single := l.writers[kv.Value]
+	single = single && op.Key == kv.Key
+	l.add(Event{Type: PutEvent, Key: kv.Key, Value: kv.Value, ModRevision: kv.ModRevision,
+		CreateRevision: kv.CreateRevision, Version: kv.Version, Lease: kv.Lease}, src, single, conflict)
+}
+
+// add merges one piece of evidence into the log.
+func (l *Log) add(e Event, src string, complete bool, conflict func(string, ...any)) {
+	if e.ModRevision <= 0 {
+		return
+	}
+	r := l.revs[e.ModRevision]
+	if r == nil {
+		r = &revision{events: map[string]*Event{}}
+		l.revs[e.ModRevision] = r
+	}
+	if old := r.events[e.Key]; old != nil {
+		if d := differ(old, &e); d != "" {
+			conflict("revision %d key %q: %s says %s but %s says %s (%s)", e.ModRevision, e.Key,
+				strings.Join(old.Sources, ", "), old, src, &e, d)
+			return
+		}
+		if old.CreateRevision == 0 {
+			old.CreateRevision = e.CreateRevision
+		}
+		if old.Version == 0 {
+			old.Version = e.Version
+		}
+		if len(old.Sources) < 4 {
+			old.Sources = append(old.Sources, src)
+		}
+	} else {
+		if r.complete {
+			conflict("revision %d: %s says it changed only its own key, but %s says %s", e.ModRevision, r.completeBy, src, &e)
+			return
+		}
+		if complete && len(r.events) > 0 {
+			for _, o := range r.events {
+				conflict("revision %d: %s says it changed only %q, but %s says %s", e.ModRevision, src, e.Key, strings.Join(o.Sources, ", "), o)
+				break
+			}
+			return
+		}
+		e.Sources = []string{src}
+		r.events[e.Key] = &e
+	}
+	if complete && !r.complete {
+		r.complete, r.completeBy = true, src
+	}
+}
+
+// differ names the first field on which two accounts of the same (revision,
+// key) disagree, or returns "" when they agree. Zero create revisions and
+// versions mean "not known" and agree with anything.
+func differ(a, b *Event) string {
+	switch {
+	case a.Type != b.Type:
+		return "type differs"
+	case a.Type == DeleteEvent:
+		return ""
+	case a.Value != b.Value:
+		return "value differs"
+	case a.Lease != b.Lease:
+		return fmt.Sprintf("lease %x vs %x", a.Lease, b.Lease)
+	case a.CreateRevision != 0 && b.CreateRevision != 0 && a.CreateRevision != b.CreateRevision:
+		return fmt.Sprintf("create revision %d vs %d", a.CreateRevision, b.CreateRevision)
+	case a.Version != 0 && b.Version != 0 && a.Version != b.Version:
+		return fmt.Sprintf("version %d vs %d", a.Version, b.Version)
+	}
+	return ""
+}
+
+// addRevoke adds the deletes of a revoke and reports whether it changed the
+// log.
+func (l *Log) addRevoke(op *history.Operation, conflict func(string, ...any)) bool {
+	rev := op.Resp.Revision
+	var keys []string
+	for key, evs := range l.byKey {
+		attached := false
+		for _, e := range evs {
+			if e.Type == PutEvent && e.Lease == op.Lease {
+				attached = true
+				break
+			}
+		}
+		if !attached {
+			continue
+		}
+		kv, exists, certain := l.Before(key, rev)
+		if exists && certain && kv.Lease == op.Lease {
+			keys = append(keys, key)
+		}
+	}
+	if len(keys) == 0 {
+		return false
+	}
+	if r := l.revs[rev]; r != nil && r.complete {
+		// Another write owns the revision the revoke returned, so the revoke
+		// deleted nothing although keys were attached. The lease checker
+		// reports keys that outlive their revoke; nothing to add here.
+		return false
+	}
+	sort.Strings(keys)
+	src := fmt.Sprintf("lease-revoke op %d (client %d) of lease %x", op.ID, op.ClientID, op.Lease)
+	for _, k := range keys {
+		l.add(Event{Type: DeleteEvent, Key: k, ModRevision: rev}, src, false, conflict)
+	}
+	r := l.revs[rev]
+	for k, e := range r.events {
+		if e.Type != DeleteEvent || !containsString(keys, k) {
+			conflict("revision %d: %s deleted %s, but %s says %s", rev, src, strings.Join(keys, ", "), strings.Join(e.Sources, ", "), e)
+		}
+	}
+	r.complete, r.completeBy = true, src
+	return true
+}
+
+func containsString(s []string, x string) bool {
+	i := sort.SearchStrings(s, x)
+	return i < len(s) && s[i] == x
+}
+
+// index rebuilds the sorted views after evidence was added.
+func (l *Log) index() {
+	l.order = l.order[:0]
+	l.byKey = map[string][]*Event{}
+	l.max = 0
+	for rev, r := range l.revs {
+		l.order = append(l.order, rev)
+		l.max = max(l.max, rev)
+		for _, e := range r.events {
+			l.byKey[e.Key] = append(l.byKey[e.Key], e)
+		}
+	}
+	sort.Slice(l.order, func(i, j int) bool { return l.order[i] < l.order[j] })
+	for _, evs := range l.byKey {
+		sort.Slice(evs, func(i, j int) bool { return evs[i].ModRevision < evs[j].ModRevision })
+	}
+	l.uncertain = l.uncertain[:0]
+	for rev := int64(firstRevision); rev <= l.max; rev++ {
+		if r := l.revs[rev]; r == nil || !r.complete {
+			l.uncertain = append(l.uncertain, rev)
+		}
+	}
+}
+
+// derive fills in create revisions and versions of events that no evidence
+// carried, from the key's certain prior state. Revisions go in ascending
+// order so that each event builds on an already derived predecessor.
+func (l *Log) derive() {
+	for _, rev := range l.order {
+		for _, e := range l.revs[rev].events {
+			if e.Type != PutEvent || (e.CreateRevision != 0 && e.Version != 0) {
+				continue
+			}
+			prev, exists, certain := l.Before(e.Key, rev)
+			if !certain {
+				continue
+			}
+			switch {
+			case !exists:
+				e.CreateRevision, e.Version = rev, 1
+			case prev.CreateRevision != 0 && prev.Version != 0:
+				e.CreateRevision, e.Version = prev.CreateRevision, prev.Version+1
+			}
+		}
+	}
+}
+
+// MaxRevision is the highest revision any evidence mentions.
+func (l *Log) MaxRevision() int64 { return l.max }
+
+// EventsAt returns the events known at rev, sorted by key.
+func (l *Log) EventsAt(rev int64) []Event {
+	r := l.revs[rev]
+	if r == nil {
+		return nil
+	}
+	out := make([]Event, 0, len(r.events))
+	for _, e := range r.events {
+		out = append(out, *e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// Range returns the events in revisions [fromRev, toRev] whose key falls in
+// [key, end) (see Match), ordered by revision then key.
+func (l *Log) Range(fromRev, toRev int64, key, end string) []Event {
+	var out []Event
+	i := sort.Search(len(l.order), func(i int) bool { return l.order[i] >= fromRev })
+	for ; i < len(l.order) && l.order[i] <= toRev; i++ {
+		for _, e := range l.EventsAt(l.order[i]) {
+			if Match(key, end, e.Key) {
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}
+
+// StateAt returns the store as of rev: every key alive after rev, with the
+// KV its last put left. It is only as complete as the evidence.
+func (l *Log) StateAt(rev int64) map[string]history.KV {
+	state := map[string]history.KV{}
+	for _, r := range l.order {
+		if r > rev {
+			break
+		}
+		for _, e := range l.revs[r].events {
+			if e.Type == DeleteEvent {
+				delete(state, e.Key)
+			} else {
+				state[e.Key] = e.KV()
+			}
+		}
+	}
+	return state
+}
+
+// Known reports whether the whole content of rev is known: some evidence
+// accounts for every event of that revision.
+func (l *Log) Known(rev int64) bool {
+	r := l.revs[rev]
+	return r != nil && r.complete
+}
+
+// KnownFor reports whether it is known what happened to key at rev: either
+// the whole revision is known, or a watch covering key saw through rev.
+func (l *Log) KnownFor(rev int64, key string) bool {
+	if l.Known(rev) {
+		return true
+	}
+	for _, s := range l.spans {
+		if s.from <= rev && rev <= s.to && Match(s.key, s.end, key) {
+			return true
+		}
+	}
+	return false
+}
+
+// Before returns the key's state just before rev: its KV and whether it
+// existed. certain is false when some revision before rev may have changed
+// the key without any evidence of it, so the answer is a best guess.
+func (l *Log) Before(key string, rev int64) (kv history.KV, exists, certain bool) {
+	evs := l.byKey[key]
+	i := sort.Search(len(evs), func(i int) bool { return evs[i].ModRevision >= rev }) - 1
+	from := int64(firstRevision)
+	if i >= 0 {
+		from = evs[i].ModRevision + 1
+		if evs[i].Type == PutEvent {
+			kv, exists = evs[i].KV(), true
+		}
+	}
+	certain = l.knownBetween(key, from, rev-1)
+	return kv, exists, certain
+}
+
+// knownBetween reports whether every revision in [from, to] is known for key.
+func (l *Log) knownBetween(key string, from, to int64) bool {
+	if to > l.max {
+		// Revisions past the last evidence may exist; nothing covers them
+		// unless a watch saw past them.
+		if to > l.spanMax {
+			return false
+		}
+		for rev := max(from, l.max+1); rev <= to; rev++ {
+			if !l.KnownFor(rev, key) {
+				return false
+			}
+		}
+	}
+	j := sort.Search(len(l.uncertain), func(j int) bool { return l.uncertain[j] >= from })
+	for ; j < len(l.uncertain) && l.uncertain[j] <= to; j++ {
+		if !l.KnownFor(l.uncertain[j], key) {
+			return false
+		}
+	}
+	return true
+}
+
+// Writer returns the put or txn that wrote value (values are unique per
+// run), whatever its outcome.
+func (l *Log) Writer(value string) (*history.Operation, bool) {
+	op, ok := l.writers[value]
+	return op, ok
+}
+
+// KeyEvents returns every known event on key, by revision.
+func (l *Log) KeyEvents(key string) []Event {
+	out := make([]Event, 0, len(l.byKey[key]))
+	for _, e := range l.byKey[key] {
+		out = append(out, *e)
+	}
+	return out
+}

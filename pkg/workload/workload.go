@@ -1,0 +1,534 @@
+// Package workload holds the traffic that gets recorded: concurrent etcd
+// clients that put, get, delete, compare-and-set and range over a small key
+// pool, grant and revoke leases, watch, lock and register, and write every
+// request with its real-time call/return interval, response and outcome into
+// a history.Recorder for the checkers.
+//
+// The traffic follows the rules that keep a history checkable, as etcd's own
+// tests/robustness/traffic does: every written value is unique to the run,
+// non-unique writes (deletes, revokes) are rare and never concurrent with
+// each other, each client issues one request at a time, and an error is only
+// called a failure when etcd proves the request did not apply.
+//
+// Key space (checkers rely on it): /kv/ for key-value traffic,
+// /lease-expire/ and /lease-keep/ for lease traffic, /lock/ for the lock
+// counter, /registry/ for registrations.
+package workload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/time/rate"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+)
+
+// Key prefixes of the traffic.
+const (
+	KVPrefix          = "/kv/"
+	LeaseExpirePrefix = "/lease-expire/"
+	LeaseKeepPrefix   = "/lease-keep/"
+	LockPrefix        = "/lock/"
+	RegistryPrefix    = "/registry/"
+)
+
+// KVLeaseTTL is the TTL of leases granted by KV traffic: long enough that
+// they never expire during a run, so the only way their keys vanish is a
+// recorded revoke.
+const KVLeaseTTL = 600
+
+// maxLeasesPerClient bounds the leases a KV client holds; past it, LeasePut
+// reuses the oldest one instead of granting more.
+const maxLeasesPerClient = 4
+
+// Mix weighs the request types of KV traffic. Weights are relative; a zero
+// Mix means DefaultMix.
+type Mix struct {
+	Put, Get, Range, Txn, Delete, LeasePut, Revoke int
+}
+
+// DefaultMix favours unique writes and reads. Deletes and revokes are
+// non-unique writes: each one with an unknown outcome doubles the states the
+// linearizability checker explores, so they are kept rare.
+var DefaultMix = Mix{Put: 30, Get: 30, Range: 10, Txn: 20, Delete: 3, LeasePut: 4, Revoke: 3}
+
+func (m Mix) total() int {
+	return m.Put + m.Get + m.Range + m.Txn + m.Delete + m.LeasePut + m.Revoke
+}
+
+// Config configures KV traffic. Zero fields take the documented defaults.
+type Config struct {
+	// Clients is how many concurrent clients issue requests (default 6).
+	Clients int
+	// PinnedClients is how many of Clients talk to one member only, assigned
+	// round robin; the rest use every endpoint (default 4, at most Clients).
+	// Pinned clients see a single member's view, which is where stale reads
+	// and watch bugs show up.
+	PinnedClients int
+	// Rate is the total requests per second across clients; 0 is as fast as
+	// possible.
+	Rate float64
+	// Keys is the size of the key pool /kv/k000.. (default 10).
+	Keys int
+	// Seed drives every random choice.
+	Seed int64
+	// Mix weighs the request types (default DefaultMix).
+	Mix Mix
+	// OpTimeout bounds one request (default 2s). A request that times out is
+	// recorded with outcome unknown.
+	OpTimeout time.Duration
+	// Serializable is the fraction (0..1) of gets sent serializable and
+	// recorded with Serializable=true (default 0).
+	Serializable float64
+}
+
+// withDefaults returns cfg with defaults filled in, or an error naming the
+// bad field.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Clients < 0 || cfg.PinnedClients < 0 || cfg.Keys < 0 || cfg.Rate < 0 || cfg.OpTimeout < 0 {
+		return cfg, fmt.Errorf("workload: Clients, PinnedClients, Keys, Rate and OpTimeout must not be negative (got %d, %d, %d, %g, %s)",
+			cfg.Clients, cfg.PinnedClients, cfg.Keys, cfg.Rate, cfg.OpTimeout)
+	}
+	m := cfg.Mix
+	if m.Put < 0 || m.Get < 0 || m.Range < 0 || m.Txn < 0 || m.Delete < 0 || m.LeasePut < 0 || m.Revoke < 0 {
+		return cfg, fmt.Errorf("workload: Mix weights must not be negative (got %+v)", m)
+	}
+	if cfg.Serializable < 0 || cfg.Serializable > 1 {
+		return cfg, fmt.Errorf("workload: Serializable is a fraction of gets, want 0..1, got %g", cfg.Serializable)
+	}
+	if cfg.Keys > 1000 {
+		return cfg, fmt.Errorf("workload: Keys=%d is more than the 1000 names /kv/k000../kv/k999 allow; use at most 1000", cfg.Keys)
+	}
+	if cfg.Clients == 0 {
+		cfg.Clients = 6
+	}
+	if cfg.PinnedClients == 0 {
+		cfg.PinnedClients = min(4, cfg.Clients)
+	}
+	if cfg.PinnedClients > cfg.Clients {
+		return cfg, fmt.Errorf("workload: PinnedClients=%d exceeds Clients=%d; pin at most every client", cfg.PinnedClients, cfg.Clients)
+	}
+	if cfg.Keys == 0 {
+		cfg.Keys = 10
+	}
+	if m.total() == 0 {
+		cfg.Mix = DefaultMix
+	}
+	if cfg.OpTimeout == 0 {
+		cfg.OpTimeout = 2 * time.Second
+	}
+	return cfg, nil
+}
+
+// Key returns the i-th key of the KV pool.
+func Key(i int) string { return fmt.Sprintf("%sk%03d", KVPrefix, i) }
+
+// Stats counts what a run did.
+type Stats struct {
+	// Ops is every recorded operation.
+	Ops int64
+	// OK, Failed and Unknown split Ops by outcome.
+	OK, Failed, Unknown int64
+	// ByKind counts operations per kind.
+	ByKind map[history.Kind]int64
+}
+
+func (s *Stats) add(op *history.Operation) {
+	s.Ops++
+	switch op.Outcome {
+	case history.OK:
+		s.OK++
+	case history.Fail:
+		s.Failed++
+	default:
+		s.Unknown++
+	}
+	if s.ByKind == nil {
+		s.ByKind = map[history.Kind]int64{}
+	}
+	s.ByKind[op.Kind]++
+}
+
+func (s *Stats) merge(o Stats) {
+	s.Ops += o.Ops
+	s.OK += o.OK
+	s.Failed += o.Failed
+	s.Unknown += o.Unknown
+	for k, n := range o.ByKind {
+		if s.ByKind == nil {
+			s.ByKind = map[history.Kind]int64{}
+		}
+		s.ByKind[k] += n
+	}
+}
+
+func (s Stats) String() string {
+	return fmt.Sprintf("%d ops (%d ok, %d failed, %d unknown)", s.Ops, s.OK, s.Failed, s.Unknown)
+}
+
+// endpointFor returns the endpoint client i is pinned to, or "" when it uses
+// every endpoint.
+func endpointFor(members []cluster.Member, i, pinned int) string {
+	if i >= pinned || len(members) == 0 {
+		return ""
+	}
+	return members[i%len(members)].ClientURL
+}
+
+// openClient opens client i: pinned to its endpoint, or on every endpoint.
+func openClient(ctx context.Context, c cluster.Cluster, endpoint string) (*clientv3.Client, error) {
+	var (
+		cli *clientv3.Client
+		err error
+	)
+	if endpoint != "" {
+		cli, err = c.Client(ctx, endpoint)
+	} else {
+		cli, err = c.Client(ctx)
+	}
+	if err != nil {
+		where := endpoint
+		if where == "" {
+			where = "all endpoints"
+		}
+		return nil, fmt.Errorf("workload: open etcd client on %s: %w (is the cluster up?)", where, err)
+	}
+	return cli, nil
+}
+
+// Run drives KV traffic against c until ctx is done, recording every request
+// into rec, and returns what it did. A cluster that fails mid-run produces
+// unknown or failed operations, not an error; Run returns an error only for a
+// bad config or when it cannot open its clients.
+func Run(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg Config) (Stats, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return Stats{}, err
+	}
+	if rec == nil {
+		return Stats{}, errors.New("workload: Run needs a history.Recorder; create one with history.NewRecorder")
+	}
+	members := c.Members()
+	clients := make([]*kvClient, cfg.Clients)
+	defer func() {
+		for _, kc := range clients {
+			if kc != nil {
+				kc.cli.Close()
+			}
+		}
+	}()
+	var limiter *rate.Limiter
+	if cfg.Rate > 0 {
+		// A burst of one spreads requests evenly instead of in clumps.
+		limiter = rate.NewLimiter(rate.Limit(cfg.Rate), 1)
+	}
+	shared := &kvShared{cfg: cfg, rec: rec, limiter: limiter,
+		deletes: make(chan struct{}, 1), revokes: make(chan struct{}, 1)}
+	for i := range clients {
+		ep := endpointFor(members, i, cfg.PinnedClients)
+		cli, err := openClient(ctx, c, ep)
+		if err != nil {
+			return Stats{}, err
+		}
+		clients[i] = &kvClient{
+			kvShared: shared,
+			id:       i,
+			cli:      cli,
+			endpoint: ep,
+			rnd:      rand.New(rand.NewSource(cfg.Seed*1000003 + int64(i))),
+			seen:     make([]int64, cfg.Keys),
+		}
+	}
+	var wg sync.WaitGroup
+	for _, kc := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			kc.run(ctx)
+		}()
+	}
+	wg.Wait()
+	var st Stats
+	for _, kc := range clients {
+		st.merge(kc.stats)
+	}
+	return st, nil
+}
+
+// kvShared is what KV clients share.
+type kvShared struct {
+	cfg     Config
+	rec     *history.Recorder
+	limiter *rate.Limiter
+	// deletes and revokes are semaphores of one: at most one non-unique
+	// write of each kind is in flight across all clients.
+	deletes, revokes chan struct{}
+	// opened counts operations started, for tests and benchmarks.
+	opened atomic.Int64
+}
+
+type kvClient struct {
+	*kvShared
+	id       int
+	cli      *clientv3.Client
+	endpoint string
+	rnd      *rand.Rand
+	// seen is the last mod revision this client observed per key (0: absent
+	// or never seen); txn compares against it.
+	seen   []int64
+	leases []int64
+	stats  Stats
+}
+
+func (kc *kvClient) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		if kc.limiter != nil {
+			if err := kc.limiter.Wait(ctx); err != nil {
+				return
+			}
+		}
+		kc.step(ctx)
+	}
+}
+
+// opCtx bounds one request. It is detached from the run's ctx so that the end
+// of the run does not cancel requests in flight: a canceled write would be
+// recorded unknown and make the last moments of every history expensive to
+// check for no reason.
+func (kc *kvClient) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), kc.cfg.OpTimeout)
+}
+
+func (kc *kvClient) newOp(kind history.Kind, key string) history.Operation {
+	kc.opened.Add(1)
+	return history.Operation{
+		ID:       kc.rec.NextID(),
+		ClientID: kc.id,
+		Kind:     kind,
+		Key:      key,
+		Endpoint: kc.endpoint,
+	}
+}
+
+func (kc *kvClient) done(op *history.Operation, err error, resp *history.Response) {
+	finish(kc.rec, op, err, resp)
+	kc.stats.add(op)
+}
+
+// step issues one request chosen by the mix.
+func (kc *kvClient) step(ctx context.Context) {
+	m := kc.cfg.Mix
+	n := kc.rnd.Intn(m.total())
+	k := kc.rnd.Intn(kc.cfg.Keys)
+	switch {
+	case n < m.Put:
+		kc.put(ctx, k, 0)
+		return
+	case n < m.Put+m.Get:
+		kc.get(ctx, k)
+		return
+	case n < m.Put+m.Get+m.Range:
+		kc.rangeAll(ctx)
+		return
+	case n < m.Put+m.Get+m.Range+m.Txn:
+		kc.txn(ctx, k)
+		return
+	case n < m.Put+m.Get+m.Range+m.Txn+m.Delete:
+		select {
+		case kc.deletes <- struct{}{}:
+			kc.delete(ctx, k)
+			<-kc.deletes
+			return
+		default:
+		}
+	case n < m.Put+m.Get+m.Range+m.Txn+m.Delete+m.LeasePut:
+		kc.leasePut(ctx, k)
+		return
+	default:
+		if len(kc.leases) > 0 {
+			select {
+			case kc.revokes <- struct{}{}:
+				kc.revoke(ctx)
+				<-kc.revokes
+				return
+			default:
+			}
+		}
+	}
+	// The non-unique write we drew is not allowed now; read instead so the
+	// client keeps its pace.
+	kc.get(ctx, k)
+}
+
+func (kc *kvClient) get(ctx context.Context, k int) {
+	op := kc.newOp(history.Get, Key(k))
+	var opts []clientv3.OpOption
+	if kc.cfg.Serializable > 0 && kc.rnd.Float64() < kc.cfg.Serializable {
+		op.Serializable = true
+		opts = append(opts, clientv3.WithSerializable())
+	}
+	octx, cancel := kc.opCtx(ctx)
+	op.Call = kc.rec.Now()
+	resp, err := kc.cli.Get(octx, op.Key, opts...)
+	cancel()
+	var r *history.Response
+	if err == nil {
+		r = &history.Response{KVs: convKVs(resp.Kvs), Count: resp.Count}
+		r.Revision, r.MemberID = header(resp.Header)
+		// A serializable read may be stale; do not let it steer txns.
+		if !op.Serializable {
+			kc.seen[k] = 0
+			if len(resp.Kvs) > 0 {
+				kc.seen[k] = resp.Kvs[0].ModRevision
+			}
+		}
+	}
+	kc.done(&op, err, r)
+}
+
+func (kc *kvClient) rangeAll(ctx context.Context) {
+	op := kc.newOp(history.Range, KVPrefix)
+	op.End = clientv3.GetPrefixRangeEnd(KVPrefix)
+	octx, cancel := kc.opCtx(ctx)
+	op.Call = kc.rec.Now()
+	resp, err := kc.cli.Get(octx, op.Key, clientv3.WithRange(op.End))
+	cancel()
+	var r *history.Response
+	if err == nil {
+		r = &history.Response{KVs: convKVs(resp.Kvs), Count: resp.Count}
+		r.Revision, r.MemberID = header(resp.Header)
+		clear(kc.seen)
+		for _, kv := range resp.Kvs {
+			var i int
+			if _, err := fmt.Sscanf(string(kv.Key), KVPrefix+"k%d", &i); err == nil && i >= 0 && i < len(kc.seen) {
+				kc.seen[i] = kv.ModRevision
+			}
+		}
+	}
+	kc.done(&op, err, r)
+}
+
+func (kc *kvClient) put(ctx context.Context, k int, lease int64) {
+	op := kc.newOp(history.Put, Key(k))
+	op.Value = uniqueValue(kc.id, op.ID)
+	op.Lease = lease
+	var opts []clientv3.OpOption
+	if lease != 0 {
+		opts = append(opts, clientv3.WithLease(clientv3.LeaseID(lease)))
+	}
+	octx, cancel := kc.opCtx(ctx)
+	op.Call = kc.rec.Now()
+	resp, err := kc.cli.Put(octx, op.Key, op.Value, opts...)
+	cancel()
+	var r *history.Response
+	if err == nil {
+		r = &history.Response{}
+		r.Revision, r.MemberID = header(resp.Header)
+		kc.seen[k] = r.Revision
+	}
+	kc.done(&op, err, r)
+}
+
+func (kc *kvClient) txn(ctx context.Context, k int) {
+	op := kc.newOp(history.Txn, Key(k))
+	op.Value = uniqueValue(kc.id, op.ID)
+	op.ExpectModRev = kc.seen[k]
+	octx, cancel := kc.opCtx(ctx)
+	op.Call = kc.rec.Now()
+	resp, err := kc.cli.Txn(octx).
+		If(clientv3.Compare(clientv3.ModRevision(op.Key), "=", op.ExpectModRev)).
+		Then(clientv3.OpPut(op.Key, op.Value)).
+		Else(clientv3.OpGet(op.Key)).
+		Commit()
+	cancel()
+	var r *history.Response
+	if err == nil {
+		r = &history.Response{Succeeded: resp.Succeeded}
+		r.Revision, r.MemberID = header(resp.Header)
+		if resp.Succeeded {
+			kc.seen[k] = r.Revision
+		} else {
+			kc.seen[k] = 0
+			if len(resp.Responses) > 0 {
+				if rr := resp.Responses[0].GetResponseRange(); rr != nil {
+					r.KVs = convKVs(rr.Kvs)
+					if len(rr.Kvs) > 0 {
+						kc.seen[k] = rr.Kvs[0].ModRevision
+					}
+				}
+			}
+		}
+	}
+	kc.done(&op, err, r)
+}
+
+func (kc *kvClient) delete(ctx context.Context, k int) {
+	op := kc.newOp(history.Delete, Key(k))
+	octx, cancel := kc.opCtx(ctx)
+	op.Call = kc.rec.Now()
+	resp, err := kc.cli.Delete(octx, op.Key)
+	cancel()
+	var r *history.Response
+	if err == nil {
+		r = &history.Response{Deleted: resp.Deleted}
+		r.Revision, r.MemberID = header(resp.Header)
+		kc.seen[k] = 0
+	}
+	kc.done(&op, err, r)
+}
+
+// leasePut grants a long lease (or reuses one once the client holds enough)
+// and puts the key with it: two recorded operations.
+func (kc *kvClient) leasePut(ctx context.Context, k int) {
+	if len(kc.leases) >= maxLeasesPerClient {
+		kc.put(ctx, k, kc.leases[kc.rnd.Intn(len(kc.leases))])
+		return
+	}
+	op := kc.newOp(history.LeaseGrant, "")
+	op.TTL = KVLeaseTTL
+	octx, cancel := kc.opCtx(ctx)
+	op.Call = kc.rec.Now()
+	resp, err := kc.cli.Grant(octx, KVLeaseTTL)
+	cancel()
+	var r *history.Response
+	if err == nil {
+		r = &history.Response{LeaseID: int64(resp.ID), TTL: resp.TTL}
+		r.Revision, r.MemberID = header(resp.ResponseHeader)
+	}
+	kc.done(&op, err, r)
+	if err != nil {
+		return
+	}
+	kc.leases = append(kc.leases, int64(resp.ID))
+	kc.put(ctx, k, int64(resp.ID))
+}
+
+// revoke revokes one of this client's leases. The lease is forgotten whatever
+// the outcome: after an unknown revoke, putting with it again could fail for
+// reasons the checker cannot see.
+func (kc *kvClient) revoke(ctx context.Context) {
+	i := kc.rnd.Intn(len(kc.leases))
+	lease := kc.leases[i]
+	kc.leases = append(kc.leases[:i], kc.leases[i+1:]...)
+	op := kc.newOp(history.LeaseRevoke, "")
+	op.Lease = lease
+	octx, cancel := kc.opCtx(ctx)
+	op.Call = kc.rec.Now()
+	resp, err := kc.cli.Revoke(octx, clientv3.LeaseID(lease))
+	cancel()
+	var r *history.Response
+	if err == nil {
+		r = &history.Response{}
+		r.Revision, r.MemberID = header(resp.Header)
+		// Keys on the lease are gone; the next txn will learn their state.
+	}
+	kc.done(&op, err, r)
+}
