@@ -340,3 +340,38 @@ func orDefault(d time.Duration) time.Duration {
 	}
 	return d
 }
+
+// Uninstall removes a release. The StatefulSet's PersistentVolumeClaims are
+// not part of the release and survive it; callers that want a clean slate
+// delete them (pkg/cluster/kube does).
+type Uninstall struct {
+	Env
+	Release string
+	Timeout time.Duration
+}
+
+// Run uninstalls the release and waits for its resources to be deleted. A
+// release that is already gone is not an error.
+func (un Uninstall) Run(ctx context.Context) error {
+	cfg, _, err := un.setup()
+	if err != nil {
+		return err
+	}
+	act := action.NewUninstall(cfg)
+	act.Wait = true
+	act.Timeout = orDefault(un.Timeout)
+	act.IgnoreNotFound = true
+	done := make(chan error, 1)
+	// Uninstall has no context variant; run it aside so a cancelled ctx
+	// returns promptly (Helm still finishes in the background).
+	go func() { _, err := act.Run(un.Release); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("helm uninstall %s: %v (remove it with: helm -n %s uninstall %s)", un.Release, err, un.namespace(), un.Release)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("helm uninstall %s: %v (remove it with: helm -n %s uninstall %s)", un.Release, ctx.Err(), un.namespace(), un.Release)
+	}
+}

@@ -301,6 +301,14 @@ func (r *Recorder) EndFault(id int, err error) {
 	}
 }
 
+// Counts returns how many operations and faults were recorded so far, for
+// progress output.
+func (r *Recorder) Counts() (ops int64, faults int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return int64(len(r.ops)), len(r.faults)
+}
+
 // SetMeta replaces the run's metadata, keeping the format and start time.
 func (r *Recorder) SetMeta(m Meta) {
 	r.mu.Lock()

@@ -155,7 +155,7 @@ func drawThroughput(c *chart, ax timeAxis, buckets []Bucket, end int64) {
 	top, yt := linearTicks(c, maxY)
 	c.YTicks, c.YLabel = yt, "ops/s"
 	y := func(v float64) float64 { return c.PY + c.PH - v/top*c.PH }
-	mid := func(b Bucket) float64 { return ax.x(c, (b.Start+ax.width/2).Seconds()) }
+	mid := func(b Bucket) float64 { return ax.x(c, (b.Start + ax.width/2).Seconds()) }
 
 	var d, area strings.Builder
 	for i, b := range buckets {
@@ -212,7 +212,7 @@ func drawLatency(c *chart, ax timeAxis, buckets []Bucket) {
 		c.YTicks = append(c.YTicks, tick{Pos: y(d), Label: d.String()})
 	}
 	c.YLabel = "latency"
-	mid := func(b Bucket) float64 { return ax.x(c, (b.Start+ax.width/2).Seconds()) }
+	mid := func(b Bucket) float64 { return ax.x(c, (b.Start + ax.width/2).Seconds()) }
 	path := func(pick func(Bucket) time.Duration) string {
 		var d strings.Builder
 		gap := true
@@ -350,3 +350,15 @@ func fmtSeconds(s float64) string {
 }
 
 func f1(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+
+// Geometry helpers for the template, which cannot do arithmetic.
+func (c *chart) Right() float64   { return c.PX + c.PW }
+func (c *chart) Bottom() float64  { return c.PY + c.PH }
+func (c *chart) MidX() float64    { return c.PX + c.PW/2 }
+func (c *chart) MidY() float64    { return c.PY + c.PH/2 }
+func (c *chart) YTickX() float64  { return c.PX - 6 }
+func (c *chart) TickEnd() float64 { return c.Bottom() + 4 }
+func (c *chart) XLabelY() float64 { return c.Bottom() + 17 }
+
+// LabelPos centres a y-axis label on its grid line.
+func (t tick) LabelPos() float64 { return t.Pos + 4 }

@@ -5,6 +5,7 @@ import (
 	"html/template"
 	"io"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -21,7 +22,14 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"dur":   fmtDuration,
 	"rel":   relTime,
 	"f1":    f1,
-	"add":   func(a, b int) int { return a + b },
+	// lat shows a dash where there is no latency to measure (no ok ops),
+	// rather than a misleading 0s.
+	"lat": func(d time.Duration) string {
+		if d <= 0 {
+			return "–"
+		}
+		return fmtDuration(d)
+	},
 }).Parse(htmlSource))
 
 // longFindings is how many violations or warnings are shown open; more fold
@@ -62,6 +70,7 @@ type htmlView struct {
 	Verdict        string
 	VerdictLine    string
 	Title          string
+	Heading        string
 	Facts          []fact
 	Seed           int64
 	Rerun          string
@@ -77,7 +86,7 @@ type htmlView struct {
 	Logs           []link
 	Artifacts      []link
 	Generated      string
-	CountsByStatus map[verdict.Status]int
+	CountsByStatus map[string]int
 }
 
 func renderHTML(w io.Writer, run Run, st OpStats, arts []string) error {
@@ -92,14 +101,16 @@ func renderHTML(w io.Writer, run Run, st OpStats, arts []string) error {
 		Stats:          st,
 		NoChecks:       len(run.Checks) == 0,
 		Generated:      time.Now().UTC().Format(time.RFC3339),
-		CountsByStatus: map[verdict.Status]int{},
+		CountsByStatus: map[string]int{},
 	}
 	view.Title = "etcd-chaos " + strings.ToUpper(string(v))
+	view.Heading = "etcd-chaos run"
 	if m.Scenario != "" {
 		view.Title += ": " + m.Scenario
+		view.Heading = m.Scenario
 	}
 	for _, c := range run.Checks {
-		view.CountsByStatus[c.Status]++
+		view.CountsByStatus[string(c.Status)]++
 	}
 	switch {
 	case view.NoChecks:
@@ -135,7 +146,10 @@ func renderHTML(w io.Writer, run Run, st OpStats, arts []string) error {
 			Check:     c,
 			Fold:      len(c.Violations) > longFindings,
 			FoldWarn:  len(c.Warnings) > longFindings,
-			DurString: fmtDuration(c.Duration),
+			DurString: "–",
+		}
+		if c.Duration > 0 {
+			cv.DurString = fmtDuration(c.Duration)
 		}
 		labels := make([]string, 0, len(c.Artifacts))
 		for l := range c.Artifacts {
@@ -200,4 +214,19 @@ func localHref(dir, name string) (string, bool) {
 		return "", false
 	}
 	return name, true
+}
+
+func isAbs(name string) bool { return filepath.IsAbs(name) }
+
+// relInside returns name relative to dir when it lies inside dir.
+func relInside(dir, name string) (string, bool) {
+	absDir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", false
+	}
+	rel, err := filepath.Rel(absDir, name)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return "", false
+	}
+	return filepath.ToSlash(rel), true
 }

@@ -299,8 +299,8 @@ func fmtDuration(d time.Duration) string {
 	}
 }
 
-// Summary is the content of summary.json: what CI dashboards and scripts read.
-type Summary struct {
+// RunSummary is the content of summary.json: what CI dashboards and scripts read.
+type RunSummary struct {
 	Verdict     Verdict   `json:"verdict"`
 	Scenario    string    `json:"scenario,omitempty"`
 	Backend     string    `json:"backend,omitempty"`
@@ -312,7 +312,7 @@ type Summary struct {
 	Rerun       string    `json:"rerun,omitempty"`
 	Notes       []string  `json:"notes,omitempty"`
 	// DurationNS is the run's wall time, or the history's span when unknown.
-	DurationNS int64 `json:"duration_ns"`
+	DurationNS int64  `json:"duration_ns"`
 	Duration   string `json:"duration"`
 	// ChecksPassed etc. count checks by status.
 	ChecksPassed  int             `json:"checks_passed"`
@@ -328,9 +328,9 @@ type Summary struct {
 	Artifacts           []string `json:"artifacts"`
 }
 
-func buildSummary(run Run, st OpStats, arts []string) Summary {
+func buildSummary(run Run, st OpStats, arts []string) RunSummary {
 	m := run.History.Meta
-	s := Summary{
+	s := RunSummary{
 		Verdict:     Overall(run.Checks),
 		Scenario:    m.Scenario,
 		Backend:     m.Backend,

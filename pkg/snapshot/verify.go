@@ -112,7 +112,7 @@ func Verify(path string) (Info, error) {
 		if n := len(head) - pageHeaderSize; n > 0 && bytes.Equal(head[pageHeaderSize:pageHeaderSize+min(n, 4)], magicBytes()[:min(n, 4)]) {
 			return info, bad(path, "is truncated: file is %d bytes, smaller than one bolt page", size)
 		}
-		return info, bad(path, "is not an etcd snapshot (not a bolt database): file is only %d bytes", size)
+		return info, bad(path, "is too short to be a snapshot: file is only %d bytes (truncated, or not a snapshot at all)", size)
 	}
 	if binary.LittleEndian.Uint32(head[pageHeaderSize+metaMagic:]) != boltMagic {
 		return info, bad(path, "is not an etcd snapshot (not a bolt database): no bolt magic number in its first page")

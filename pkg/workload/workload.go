@@ -107,6 +107,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Keys > 1000 {
 		return cfg, fmt.Errorf("workload: Keys=%d is more than the 1000 names /kv/k000../kv/k999 allow; use at most 1000", cfg.Keys)
 	}
+	if cfg.Clients >= WatchClientBase {
+		return cfg, fmt.Errorf("workload: Clients=%d is too many; use at most %d", cfg.Clients, WatchClientBase-1)
+	}
 	if cfg.Clients == 0 {
 		cfg.Clients = 6
 	}
@@ -183,8 +186,16 @@ func endpointFor(members []cluster.Member, i, pinned int) string {
 	return members[i%len(members)].ClientURL
 }
 
-// openClient opens client i: pinned to its endpoint, or on every endpoint.
+// openClient opens a client pinned to endpoint, or on every endpoint when it
+// is "".
+//
+// The client is opened on a context detached from ctx: a backend may make ctx
+// the client's base context, and then the end of the run would cancel
+// requests still in flight (recording them unknown) and the clean-up
+// requests made after it (revokes, final reads). The backend's dial timeout
+// still bounds the dial.
 func openClient(ctx context.Context, c cluster.Cluster, endpoint string) (*clientv3.Client, error) {
+	ctx = context.WithoutCancel(ctx)
 	var (
 		cli *clientv3.Client
 		err error

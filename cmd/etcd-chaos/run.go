@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/chaos"
+	"github.com/etcd-chaos/etcd-chaos/pkg/etcdbin"
+	"github.com/etcd-chaos/etcd-chaos/pkg/report"
+	"github.com/etcd-chaos/etcd-chaos/pkg/scenario"
+	"github.com/etcd-chaos/etcd-chaos/pkg/workload"
+)
+
+func init() {
+	commands["run"] = command{
+		summary: "run one chaos scenario: start a cluster, drive traffic, inject faults, check, report",
+		run:     runRun,
+	}
+}
+
+const runSynopsis = `run [flags]
+
+Starts a cluster, drives recorded traffic (and watches and leases) for
+--duration while the nemesis injects faults, then checks linearizability,
+watch and lease guarantees, durability and HashKV agreement, and writes a
+report to --out. Exit status: 0 all checks passed, 1 a check failed or was
+undecided, 2 bad flags.
+
+Examples:
+  etcd-chaos run                                   # 3 local members, kill-leader, 30s
+  etcd-chaos run --nemesis partition-random --duration 2m --seed 7
+  etcd-chaos run --etcd-version v3.5.2 --nemesis mix
+  etcd-chaos run --backend kind --chart-version 12.0.18 --nemesis delete-pod
+
+Nemeses: ` + "{nemeses}" + `
+
+Flags:`
+
+func runRun(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("run", strings.Replace(runSynopsis, "{nemeses}", strings.Join(chaos.Names(), ", "), 1), stdout)
+	backend := fs.String("backend", "local", "cluster backend: local, kind or kube")
+	members := fs.Int("members", 3, "cluster size: 1, 3 or 5")
+	version := fs.String("etcd-version", etcdbin.DefaultVersion, "etcd version for the local backend (built from the Go module proxy and cached)")
+	binary := fs.String("etcd-binary", "", "use this etcd server binary instead of building one (local backend)")
+	nemesis := fs.String("nemesis", "kill-leader", "fault to inject (see list above)")
+	duration := fs.Duration("duration", 30*time.Second, "how long traffic and faults run")
+	rate := fs.Float64("rate", 0, "total KV requests per second (0: as fast as the cluster answers)")
+	clients := fs.Int("clients", 6, "concurrent KV clients")
+	keys := fs.Int("keys", 10, "size of the key pool")
+	seed := fs.Int64("seed", 0, "seed for traffic and fault schedule (0: pick one and print it)")
+	out := fs.String("out", "", "artifact dir (default artifacts/run-<time>)")
+	watch := fs.Bool("watch", true, "run watchers and check watch guarantees")
+	leases := fs.Bool("leases", true, "run lease expiry and keep-alive traffic")
+	checkTimeout := fs.Duration("check-timeout", 5*time.Minute, "bound on the linearizability search (unknown verdict past it)")
+	var kube scenario.KubeOptions
+	fs.StringVar(&kube.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for the kube backend")
+	fs.StringVar(&kube.Namespace, "namespace", "", "namespace to install into (kind/kube; default: a new one per run)")
+	fs.StringVar(&kube.Release, "release", "etcd", "Helm release name")
+	fs.StringVar(&kube.ChartRef, "chart", "", "chart: oci:// reference, local dir or .tgz (default the Bitnami OCI chart)")
+	fs.StringVar(&kube.ChartVersion, "chart-version", "", "chart version (default 12.0.18)")
+	values := fs.String("values", "3-replicas-ephemeral.yaml", "comma-separated files in charts/etcd-values (or paths), layered in order")
+	set := fs.String("set", "", "comma-separated key=value overrides, as helm --set")
+	fs.StringVar(&kube.KindCluster, "kind-cluster", "etcd-chaos", "kind cluster name (reused if it exists)")
+	fs.StringVar(&kube.NodeImage, "node-image", "", "kind node image (default kind's)")
+	fs.BoolVar(&kube.Keep, "keep-cluster", false, "keep the kind cluster and release after the run, for debugging")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected argument %q", fs.Arg(0))
+	}
+	if *members != 1 && *members != 3 && *members != 5 {
+		return usageErr("--members must be 1, 3 or 5, got %d", *members)
+	}
+	if _, err := chaos.ByName(*nemesis); err != nil {
+		return usageErr("%v", err)
+	}
+	if *duration <= 0 {
+		return usageErr("--duration must be positive")
+	}
+	if *seed == 0 {
+		*seed = time.Now().UnixNano() % 1_000_000_000
+	}
+	if *values != "" {
+		kube.Values = strings.Split(*values, ",")
+	}
+	if *set != "" {
+		kube.Set = strings.Split(*set, ",")
+	}
+	dir := *out
+	if dir == "" {
+		dir = filepath.Join("artifacts", "run-"+time.Now().Format("20060102-150405"))
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "etcd-chaos run: backend=%s members=%d nemesis=%s duration=%v seed=%d\n", *backend, *members, *nemesis, *duration, *seed)
+
+	c, err := scenario.Open(ctx, scenario.Backend{
+		Name: *backend, Members: *members, EtcdVersion: *version, EtcdBinary: *binary,
+		ArtifactDir: dir, Progress: os.Stderr, Kube: kube,
+	})
+	if err != nil {
+		return err
+	}
+	// Close with a context of its own: after Ctrl-C the run's context is
+	// done, and the cluster must still be torn down.
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		if err := c.Close(cctx); err != nil {
+			fmt.Fprintf(os.Stderr, "etcd-chaos run: cleanup: %v\n", err)
+		}
+	}()
+
+	rerun := fmt.Sprintf("etcd-chaos run --backend %s --members %d --nemesis %s --duration %v --seed %d --rate %g --clients %d --keys %d",
+		*backend, *members, *nemesis, *duration, *seed, *rate, *clients, *keys)
+	if *backend == "local" {
+		rerun += " --etcd-version " + c.Version()
+	}
+	prog := report.NewProgress(os.Stderr, *duration)
+	cfg := scenario.Config{
+		Name:         "run-" + *nemesis,
+		Nemesis:      *nemesis,
+		Duration:     *duration,
+		Seed:         *seed,
+		Traffic:      workload.Config{Clients: *clients, Rate: *rate, Keys: *keys},
+		ArtifactDir:  dir,
+		CheckTimeout: *checkTimeout,
+		Rerun:        rerun,
+		Progress:     func(ops int64, faults int) { prog.Update(int(ops), faults) },
+	}
+	if *watch {
+		cfg.Watch = &workload.WatchConfig{}
+	}
+	if *leases {
+		cfg.Leases = &workload.LeaseConfig{}
+	}
+	res, err := scenario.Run(ctx, c, cfg)
+	prog.Done()
+	if err != nil {
+		return err
+	}
+	report.Text(stdout, report.Run{History: res.History, Checks: res.Checks, Duration: res.Duration, Rerun: rerun})
+	fmt.Fprintf(stdout, "report: %s\n", res.Report)
+	if !res.Passed() {
+		return fmt.Errorf("%w: see %s (re-run: %s)", errChecksFailed, res.Report, rerun)
+	}
+	return nil
+}

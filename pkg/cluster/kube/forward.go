@@ -1,0 +1,244 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
+)
+
+// forward is one live port-forward to one pod incarnation.
+type forward struct {
+	addr string        // local host:port that reaches the pod's port
+	uid  types.UID     // the pod incarnation it reaches
+	done chan struct{} // closed when the forward died
+	stop func()
+}
+
+func (f *forward) alive() bool {
+	select {
+	case <-f.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// forwardFunc opens a port-forward to namespace/pod:port.
+type forwardFunc func(ctx context.Context, namespace, pod string, port int) (*forward, error)
+
+// clientGoForward opens a client-go SPDY port-forward on 127.0.0.1:0.
+func (p *Provider) clientGoForward(ctx context.Context, namespace, pod string, port int) (*forward, error) {
+	if p.rest == nil {
+		return nil, errors.New("port-forward needs a REST config: build the provider from a kubeconfig")
+	}
+	transport, upgrader, err := spdy.RoundTripperFor(p.rest)
+	if err != nil {
+		return nil, fmt.Errorf("port-forward to %s: %v", pod, err)
+	}
+	u := p.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward").URL()
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+	fctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	pf, err := portforward.NewOnAddressesWithContext(fctx, dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(port)}, ready, io.Discard, io.Discard)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("port-forward to %s: %v", pod, err)
+	}
+	f := &forward{done: make(chan struct{}), stop: cancel}
+	var ferr error
+	go func() {
+		ferr = pf.ForwardPorts()
+		close(f.done)
+	}()
+	select {
+	case <-ready:
+	case <-f.done:
+		cancel()
+		return nil, fmt.Errorf("port-forward to %s/%s:%d: %v (is the pod running? kubectl -n %s get pod %s)", namespace, pod, port, ferr, namespace, pod)
+	case <-ctx.Done():
+		cancel()
+		return nil, fmt.Errorf("port-forward to %s: %v", pod, ctx.Err())
+	}
+	ports, err := pf.GetPorts()
+	if err != nil || len(ports) == 0 {
+		cancel()
+		return nil, fmt.Errorf("port-forward to %s: no local port (%v)", pod, err)
+	}
+	f.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0].Local)))
+	return f, nil
+}
+
+// memberProxy gives a member a ClientURL that outlives its pod. A
+// port-forward is bound to one pod incarnation and dies with it, so the
+// proxy listens on a fixed local port and, for each new client connection,
+// dials through the current forward, opening a fresh one when the old
+// one died or the pod was replaced (its UID changed).
+type memberProxy struct {
+	namespace, pod string
+	port           int
+	ln             net.Listener
+	open           forwardFunc
+	podUID         func(ctx context.Context) (types.UID, error)
+	logf           func(string, ...any)
+
+	mu     sync.Mutex
+	fw     *forward
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func newMemberProxy(namespace, pod string, port int, open forwardFunc, podUID func(context.Context) (types.UID, error), logf func(string, ...any)) (*memberProxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen for %s: %v", pod, err)
+	}
+	mp := &memberProxy{namespace: namespace, pod: pod, port: port, ln: ln, open: open, podUID: podUID, logf: logf, conns: map[net.Conn]struct{}{}}
+	mp.wg.Add(1)
+	go mp.serve()
+	return mp, nil
+}
+
+func (mp *memberProxy) Addr() string { return mp.ln.Addr().String() }
+
+func (mp *memberProxy) serve() {
+	defer mp.wg.Done()
+	for {
+		c, err := mp.ln.Accept()
+		if err != nil {
+			return
+		}
+		mp.wg.Add(1)
+		go func() {
+			defer mp.wg.Done()
+			mp.handle(c)
+		}()
+	}
+}
+
+func (mp *memberProxy) handle(client net.Conn) {
+	if !mp.track(client, true) {
+		client.Close()
+		return
+	}
+	defer mp.track(client, false)
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	upstream, err := mp.dial(ctx)
+	cancel()
+	if err != nil {
+		// The client sees a closed connection and retries, as it would if
+		// the member were down, which it probably is.
+		mp.logf("%s: %v", mp.pod, err)
+		return
+	}
+	defer upstream.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(upstream, client); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(client, upstream); done <- struct{}{} }()
+	// etcd's gRPC never half-closes, so the first direction to end (client
+	// gone, or the forward died with its pod) ends both.
+	<-done
+	client.Close()
+	upstream.Close()
+	<-done
+}
+
+func (mp *memberProxy) track(c net.Conn, add bool) bool {
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	if add {
+		if mp.closed {
+			return false
+		}
+		mp.conns[c] = struct{}{}
+		return true
+	}
+	delete(mp.conns, c)
+	return true
+}
+
+// dial connects to the pod through a live forward to its current
+// incarnation, replacing the forward if needed.
+func (mp *memberProxy) dial(ctx context.Context) (net.Conn, error) {
+	uid, err := mp.podUID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; attempt < 2; attempt++ {
+		fw, err := mp.current(ctx, uid, attempt > 0)
+		if err != nil {
+			return nil, err
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", fw.addr)
+		if err == nil {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("port-forward to %s/%s:%d does not accept connections", mp.namespace, mp.pod, mp.port)
+}
+
+func (mp *memberProxy) current(ctx context.Context, uid types.UID, force bool) (*forward, error) {
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	if mp.closed {
+		return nil, errors.New("cluster closed")
+	}
+	if mp.fw != nil && !force && mp.fw.uid == uid && mp.fw.alive() {
+		return mp.fw, nil
+	}
+	if mp.fw != nil {
+		mp.fw.stop()
+		mp.fw = nil
+	}
+	fw, err := mp.open(ctx, mp.namespace, mp.pod, mp.port)
+	if err != nil {
+		return nil, err
+	}
+	fw.uid = uid
+	mp.fw = fw
+	return fw, nil
+}
+
+// Close stops listening, closes every proxied connection and the forward.
+func (mp *memberProxy) Close() {
+	mp.mu.Lock()
+	if mp.closed {
+		mp.mu.Unlock()
+		return
+	}
+	mp.closed = true
+	mp.ln.Close()
+	for c := range mp.conns {
+		c.Close()
+	}
+	if mp.fw != nil {
+		mp.fw.stop()
+		mp.fw = nil
+	}
+	mp.mu.Unlock()
+	mp.wg.Wait()
+}
+
+// podUIDFunc reads a pod's current UID from the API server.
+func (c *Cluster) podUIDFunc(pod string) func(ctx context.Context) (types.UID, error) {
+	return func(ctx context.Context) (types.UID, error) {
+		p, err := c.cs.CoreV1().Pods(c.ns).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			return "", fmt.Errorf("pod %s/%s: %v", c.ns, pod, err)
+		}
+		return p.UID, nil
+	}
+}

@@ -1,0 +1,182 @@
+// Package kube runs the harness against the Bitnami etcd chart on any
+// Kubernetes cluster reachable through a kubeconfig. It installs (or
+// attaches to) a release, reaches every member through a self-healing
+// port-forward, and injects faults from inside the node that hosts a pod
+// through a NodeRunner (pkg/cluster/kind provides one for kind nodes).
+package kube
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/chart"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Provider creates Clusters on one Kubernetes cluster.
+type Provider struct {
+	kubeconfig string
+	context    string
+	runner     NodeRunner
+	backend    string
+	keep       bool
+	logf       func(format string, args ...any)
+
+	rest *rest.Config
+	cs   kubernetes.Interface
+	// openForward is replaced in tests; nil means a client-go port-forward.
+	openForward forwardFunc
+}
+
+// Option configures a Provider.
+type Option func(*Provider)
+
+// WithKubeconfig uses this kubeconfig file (default: $KUBECONFIG, then
+// ~/.kube/config, then in-cluster).
+func WithKubeconfig(path string) Option { return func(p *Provider) { p.kubeconfig = path } }
+
+// WithContext selects a kubeconfig context (default: current-context).
+func WithContext(name string) Option { return func(p *Provider) { p.context = name } }
+
+// WithNodeRunner gives access to the nodes, which Kill, Pause, Cut and
+// Degrade need. Without one those faults return cluster.ErrUnsupported.
+func WithNodeRunner(r NodeRunner) Option { return func(p *Provider) { p.runner = r } }
+
+// WithBackendName sets what Cluster.Backend reports ("kube" by default;
+// pkg/cluster/kind sets "kind").
+func WithBackendName(name string) Option { return func(p *Provider) { p.backend = name } }
+
+// WithKeep leaves installed releases in place on Close, for debugging.
+func WithKeep(keep bool) Option { return func(p *Provider) { p.keep = keep } }
+
+// WithLogf receives progress and background errors (re-applied faults,
+// re-established port-forwards). Default: discard.
+func WithLogf(f func(format string, args ...any)) Option { return func(p *Provider) { p.logf = f } }
+
+// WithClientset uses an existing clientset and REST config instead of the
+// kubeconfig; rc may be nil when no port-forward is needed (tests).
+func WithClientset(cs kubernetes.Interface, rc *rest.Config) Option {
+	return func(p *Provider) { p.cs, p.rest = cs, rc }
+}
+
+// NewProvider returns a Provider. Clients are built on first use, so that
+// a wrong kubeconfig is reported by the call that needs it.
+func NewProvider(opts ...Option) *Provider {
+	p := &Provider{backend: "kube", logf: func(string, ...any) {}}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+// Kubeconfig is the kubeconfig path the provider uses ("" for defaults).
+func (p *Provider) Kubeconfig() string { return p.kubeconfig }
+
+// Clientset returns the provider's Kubernetes client.
+func (p *Provider) Clientset() (kubernetes.Interface, error) {
+	if p.cs != nil {
+		return p.cs, nil
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if p.kubeconfig != "" {
+		rules.ExplicitPath = p.kubeconfig
+	}
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: p.context})
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %q (context %q): %v; set KUBECONFIG or pass --kubeconfig", p.kubeconfig, p.context, err)
+	}
+	// Port-forwards and watches are long-lived; the default QPS of 5
+	// throttles the polling that fault recovery does.
+	rc.QPS, rc.Burst = 50, 100
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %q: %v", p.kubeconfig, err)
+	}
+	p.rest, p.cs = rc, cs
+	return cs, nil
+}
+
+// InstallOptions say what to install.
+type InstallOptions struct {
+	Namespace string
+	Release   string
+	// ChartRef is an OCI reference (default chart.DefaultRef), a chart
+	// directory or a .tgz.
+	ChartRef     string
+	ChartVersion string
+	// ValuesFiles are names in charts/etcd-values (or paths), layered in order.
+	ValuesFiles []string
+	// Set are --set style overrides applied last.
+	Set []string
+	// Timeout bounds install and wait (default chart.DefaultTimeout).
+	Timeout time.Duration
+}
+
+// Install installs the chart and returns the running cluster. Close
+// uninstalls it unless the provider keeps clusters.
+func (p *Provider) Install(ctx context.Context, o InstallOptions) (*Cluster, error) {
+	cs, err := p.Clientset()
+	if err != nil {
+		return nil, err
+	}
+	if o.Namespace == "" {
+		o.Namespace = "default"
+	}
+	if o.Release == "" {
+		return nil, fmt.Errorf("kube install: release name is empty")
+	}
+	if err := ensureNamespace(ctx, cs, o.Namespace); err != nil {
+		return nil, err
+	}
+	p.logf("installing chart %s %s as %s/%s (values %v)", orStr(o.ChartRef, chart.DefaultRef), orStr(o.ChartVersion, chart.DefaultVersion), o.Namespace, o.Release, o.ValuesFiles)
+	_, err = chart.Install{
+		Env:      p.env(o.Namespace),
+		Release:  o.Release,
+		ChartRef: o.ChartRef,
+		Version:  o.ChartVersion,
+		Values:   chart.Values{Files: o.ValuesFiles, Set: o.Set},
+		Timeout:  o.Timeout,
+	}.Run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c, err := p.Attach(ctx, o.Namespace, o.Release)
+	if err != nil {
+		return nil, err
+	}
+	c.installed = true
+	return c, nil
+}
+
+func (p *Provider) env(ns string) chart.Env {
+	return chart.Env{Kubeconfig: p.kubeconfig, Context: p.context, Namespace: ns, Clientset: p.cs, Log: p.logf}
+}
+
+func ensureNamespace(ctx context.Context, cs kubernetes.Interface, ns string) error {
+	_, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("namespace %s: %v", ns, err)
+	}
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create namespace %s: %v", ns, err)
+	}
+	return nil
+}
+
+func orStr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

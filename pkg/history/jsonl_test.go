@@ -1,0 +1,97 @@
+package history
+
+import (
+	"bytes"
+	"errors"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func sample() *History {
+	rec := NewRecorder(Meta{Scenario: "unit", Backend: "local", Members: 3, Seed: 42})
+	rec.AddOperation(Operation{ID: rec.NextID(), ClientID: 1, Kind: Put, Key: "/kv/k001", Value: "c1-1", Call: 10, Return: 20, Outcome: OK, Resp: &Response{Revision: 2}})
+	rec.AddOperation(Operation{ID: rec.NextID(), ClientID: 2, Kind: Get, Key: "/kv/k001", Call: 5, Return: 30, Outcome: OK,
+		Resp: &Response{Revision: 2, KVs: []KV{{Key: "/kv/k001", Value: "c1-1", ModRevision: 2, CreateRevision: 2, Version: 1}}}})
+	rec.AddOperation(Operation{ID: rec.NextID(), ClientID: 3, Kind: Delete, Key: "/kv/k002", Call: 40, Return: 50, Outcome: Unknown, Error: "context deadline exceeded"})
+	rec.AddWatch(Watch{ID: rec.NextID(), ClientID: 9, Key: "/kv/", End: "/kv0", StartRevision: 1, Responses: []WatchResponse{
+		{Time: 21, Revision: 2, Events: []Event{{Type: "put", Key: "/kv/k001", Value: "c1-1", ModRevision: 2, CreateRevision: 2, Version: 1, IsCreate: true}}},
+		{Time: 25, Revision: 2, Progress: true},
+	}})
+	id := rec.StartFault("kill-leader", "kill member-1", "member-1")
+	rec.EndFault(id, nil)
+	return rec.History()
+}
+
+func TestRoundTrip(t *testing.T) {
+	h := sample()
+	path := filepath.Join(t.TempDir(), "history.jsonl")
+	if err := Save(path, h); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Meta.Started, h.Meta.Started = h.Meta.Started.UTC(), h.Meta.Started.UTC()
+	got.Meta.Started = got.Meta.Started.Round(0)
+	h.Meta.Started = h.Meta.Started.Round(0)
+	if !got.Meta.Started.Equal(h.Meta.Started) {
+		t.Fatalf("started %v != %v", got.Meta.Started, h.Meta.Started)
+	}
+	got.Meta.Started = h.Meta.Started
+	if !reflect.DeepEqual(got, h) {
+		t.Fatalf("round trip differs:\n got %+v\nwant %+v", got, h)
+	}
+	if h.Operations[0].Call != 5 {
+		t.Fatalf("operations not sorted by call: %+v", h.Operations)
+	}
+}
+
+func TestReadRejectsBadInput(t *testing.T) {
+	var good bytes.Buffer
+	if err := Write(&good, sample()); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(good.String(), "\n")
+	cases := []struct {
+		name, input, want string
+	}{
+		{"empty", "", "no meta line"},
+		{"not json", lines[0] + "{oops\n", "line 2: not valid JSON"},
+		{"unknown type", lines[0] + `{"type":"banana"}` + "\n", `line 2: unknown line type "banana"`},
+		{"unknown kind", lines[0] + `{"type":"op","id":1,"kind":"frobnicate","call":1,"return":2,"outcome":"ok","resp":{"rev":1}}` + "\n", `line 2: unknown operation kind "frobnicate"`},
+		{"unknown outcome", lines[0] + `{"type":"op","id":1,"kind":"get","call":1,"return":2,"outcome":"maybe"}` + "\n", `unknown outcome "maybe"`},
+		{"ok without response", lines[0] + `{"type":"op","id":1,"kind":"get","call":1,"return":2,"outcome":"ok"}` + "\n", "without a response"},
+		{"return before call", lines[0] + `{"type":"op","id":1,"kind":"get","call":5,"return":2,"outcome":"fail"}` + "\n", "returns (2) before it is called (5)"},
+		{"unknown field", lines[0] + `{"type":"op","id":1,"kind":"get","call":1,"return":2,"outcome":"fail","colour":"red"}` + "\n", `unknown field "colour"`},
+		{"no meta first", lines[1], "line 1: first line must be the meta line"},
+		{"future format", `{"type":"meta","format":99,"seed":1,"started":"2026-01-01T00:00:00Z"}` + "\n", "format 99 is not supported"},
+		{"truncated", good.String()[:len(good.String())-20], "truncated"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Read(strings.NewReader(tc.input))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want error containing %q, got %v", tc.want, err)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error must be one line: %q", err)
+			}
+			var le *LineError
+			if strings.HasPrefix(tc.want, "line") && !errors.As(err, &le) {
+				t.Fatalf("want a LineError, got %T", err)
+			}
+		})
+	}
+}
+
+func TestEndFaultClosesOpenWindows(t *testing.T) {
+	rec := NewRecorder(Meta{})
+	rec.StartFault("pause-random", "pause member-0", "member-0")
+	h := rec.History()
+	if h.Faults[0].End == 0 {
+		t.Fatal("an open fault must be closed in a history snapshot")
+	}
+}

@@ -1,0 +1,41 @@
+package scenario
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
+)
+
+// Backend says which cluster to run a scenario on and how to make it.
+type Backend struct {
+	// Name is "local", "kind" or "kube".
+	Name    string
+	Members int
+	// EtcdVersion and EtcdBinary select the local backend's etcd.
+	EtcdVersion string
+	EtcdBinary  string
+	// ArtifactDir receives member logs.
+	ArtifactDir string
+	// Progress receives one-line progress messages (binary builds, installs).
+	Progress io.Writer
+
+	Kube KubeOptions
+}
+
+// Open creates the cluster. The caller must Close it, also on error paths
+// after Open returned; Open itself cleans up whatever it started when it
+// fails.
+func Open(ctx context.Context, b Backend) (cluster.Cluster, error) {
+	switch b.Name {
+	case "", "local":
+		p := local.NewProvider(local.WithVersion(b.EtcdVersion), local.WithEtcdBinary(b.EtcdBinary), local.WithProgress(b.Progress))
+		return p.Create(ctx, local.CreateWithMembers(b.Members), local.CreateWithArtifactDir(b.ArtifactDir))
+	case "kind", "kube":
+		return openKube(ctx, b)
+	default:
+		return nil, fmt.Errorf("unknown backend %q (want local, kind or kube)", b.Name)
+	}
+}

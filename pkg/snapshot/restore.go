@@ -1,0 +1,184 @@
+//go:build localready
+
+package snapshot
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	etcdutlsnap "go.etcd.io/etcd/etcdutl/v3/snapshot"
+	"go.uber.org/zap"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
+)
+
+// RestoreOption configures Seeder and Restore.
+type RestoreOption func(*restoreConfig)
+
+type restoreConfig struct {
+	token       string
+	logger      *zap.Logger
+	version     string
+	binary      string
+	cacheDir    string
+	progress    io.Writer
+	artifactDir string
+	flags       []string
+}
+
+// WithClusterToken sets the restored cluster's token. By default every
+// restore gets a fresh random token, so the restored cluster has a new
+// cluster ID and its members can never be confused with the original's.
+func WithClusterToken(token string) RestoreOption {
+	return func(c *restoreConfig) { c.token = token }
+}
+
+// WithLogger receives etcdutl's restore log; by default it is discarded.
+func WithLogger(lg *zap.Logger) RestoreOption {
+	return func(c *restoreConfig) { c.logger = lg }
+}
+
+// WithEtcdVersion picks the etcd version Restore runs (built and cached by
+// pkg/etcdbin).
+func WithEtcdVersion(v string) RestoreOption {
+	return func(c *restoreConfig) { c.version = v }
+}
+
+// WithEtcdBinary makes Restore run this etcd binary.
+func WithEtcdBinary(path string) RestoreOption {
+	return func(c *restoreConfig) { c.binary = path }
+}
+
+// WithCacheDir sets where Restore finds or builds the etcd binary.
+func WithCacheDir(dir string) RestoreOption {
+	return func(c *restoreConfig) { c.cacheDir = dir }
+}
+
+// WithProgress receives the one line printed when etcd is first built.
+func WithProgress(w io.Writer) RestoreOption {
+	return func(c *restoreConfig) { c.progress = w }
+}
+
+// WithArtifactDir keeps the restored cluster's logs in dir.
+func WithArtifactDir(dir string) RestoreOption {
+	return func(c *restoreConfig) { c.artifactDir = dir }
+}
+
+// WithFlags passes extra flags to every restored member.
+func WithFlags(flags ...string) RestoreOption {
+	return func(c *restoreConfig) { c.flags = append(c.flags, flags...) }
+}
+
+func newRestoreConfig(opts []RestoreOption) *restoreConfig {
+	c := &restoreConfig{logger: zap.NewNop()}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+func newToken() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return "etcd-chaos-restore-" + hex.EncodeToString(b)
+}
+
+// Seeder returns a local.Seeder that fills every member's data dir from the
+// snapshot at path. It verifies the snapshot first, so a cluster never starts
+// on partial or damaged data, and it restores with etcd's own restore code
+// (etcdutl), sha256 check on, under a new cluster token. If any member fails,
+// every data dir it wrote is removed again.
+func Seeder(path string, opts ...RestoreOption) local.Seeder {
+	cfg := newRestoreConfig(opts)
+	return func(ctx context.Context, members []local.MemberSpec) error {
+		if _, err := Verify(path); err != nil {
+			return fmt.Errorf("refusing to restore: %w", err)
+		}
+		token := cfg.token
+		if token == "" {
+			token = newToken()
+		}
+		var done []string
+		for _, m := range members {
+			if err := ctx.Err(); err != nil {
+				removeAll(done)
+				return err
+			}
+			done = append(done, m.DataDir)
+			err := etcdutlsnap.NewV3(cfg.logger).Restore(etcdutlsnap.RestoreConfig{
+				SnapshotPath:        path,
+				Name:                m.Name,
+				OutputDataDir:       m.DataDir,
+				PeerURLs:            []string{m.PeerURL},
+				InitialCluster:      m.InitialCluster,
+				InitialClusterToken: token,
+				SkipHashCheck:       false,
+			})
+			if err != nil {
+				removeAll(done)
+				return fmt.Errorf("restore snapshot %s into %s: %w", path, m.Name, err)
+			}
+		}
+		return nil
+	}
+}
+
+// removeAll empties data dirs a failed restore wrote, leaving the dirs
+// themselves as the provider created them.
+func removeAll(dirs []string) {
+	for _, d := range dirs {
+		ents, _ := os.ReadDir(d)
+		for _, e := range ents {
+			os.RemoveAll(d + string(os.PathSeparator) + e.Name())
+		}
+	}
+}
+
+// Restore verifies the snapshot at path and starts a new local cluster of
+// members members restored from it. The caller closes the cluster.
+func Restore(ctx context.Context, path string, members int, opts ...RestoreOption) (*local.Cluster, error) {
+	if members < 1 {
+		return nil, fmt.Errorf("restore: members must be at least 1, got %d", members)
+	}
+	if _, err := Verify(path); err != nil {
+		return nil, fmt.Errorf("refusing to restore: %w", err)
+	}
+	cfg := newRestoreConfig(opts)
+	popts := []local.Option{}
+	if cfg.version != "" {
+		popts = append(popts, local.WithVersion(cfg.version))
+	}
+	if cfg.binary != "" {
+		popts = append(popts, local.WithEtcdBinary(cfg.binary))
+	}
+	if cfg.cacheDir != "" {
+		popts = append(popts, local.WithCacheDir(cfg.cacheDir))
+	}
+	if cfg.progress != nil {
+		popts = append(popts, local.WithProgress(cfg.progress))
+	}
+	copts := []local.CreateOption{local.CreateWithMembers(members), local.CreateWithSeeder(Seeder(path, opts...))}
+	if cfg.artifactDir != "" {
+		copts = append(copts, local.CreateWithArtifactDir(cfg.artifactDir))
+	}
+	if len(cfg.flags) > 0 {
+		copts = append(copts, local.CreateWithFlags(cfg.flags...))
+	}
+	c, err := local.NewProvider(popts...).Create(ctx, copts...)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s into a %d-member cluster: %w", path, members, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := c.WaitHealthy(wctx); err != nil {
+		cerr := c.Close(context.WithoutCancel(ctx))
+		return nil, errors.Join(fmt.Errorf("restored cluster did not become healthy: %w", err), cerr)
+	}
+	return c, nil
+}

@@ -1,0 +1,349 @@
+package workload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+)
+
+// WatchConfig configures watch traffic. Zero fields take the documented
+// defaults.
+type WatchConfig struct {
+	// Watchers is how many concurrent watchers run (default 4).
+	Watchers int
+	// Pinned is how many of them talk to one member only, round robin
+	// (default 2, at most Watchers).
+	Pinned int
+	// Prefix is the watched key prefix (default "/kv/").
+	Prefix string
+	// ProgressInterval is how often each watcher calls RequestProgress
+	// (default 100ms). Progress notifications are what let a quiet watcher
+	// prove it has seen everything up to a revision.
+	ProgressInterval time.Duration
+	// PrevKV asks for the previous key-value with each event. It is on by
+	// default (the zero WatchConfig gets it) because the PrevKV and IsCreate
+	// checks need it; set NoPrevKV to turn it off.
+	PrevKV   bool
+	NoPrevKV bool
+	// ReplayWatchers is how many watchers (the last ones) open their first
+	// watch ReplayAfter late, from the same start revision as the others, so
+	// that they replay history from an older revision: this is what the
+	// "resumable" check exercises. Default Watchers/2; negative means none.
+	ReplayWatchers int
+	// ReplayAfter is how late replaying watchers start (default 1s).
+	ReplayAfter time.Duration
+}
+
+func (cfg WatchConfig) withDefaults() (WatchConfig, error) {
+	if cfg.Watchers < 0 || cfg.Pinned < 0 || cfg.ProgressInterval < 0 || cfg.ReplayAfter < 0 {
+		return cfg, fmt.Errorf("workload: WatchConfig Watchers, Pinned, ProgressInterval and ReplayAfter must not be negative (got %d, %d, %s, %s)",
+			cfg.Watchers, cfg.Pinned, cfg.ProgressInterval, cfg.ReplayAfter)
+	}
+	if cfg.Watchers == 0 {
+		cfg.Watchers = 4
+	}
+	if cfg.Watchers > 100 {
+		return cfg, fmt.Errorf("workload: Watchers=%d is too many; use at most 100", cfg.Watchers)
+	}
+	if cfg.Pinned == 0 {
+		cfg.Pinned = min(2, cfg.Watchers)
+	}
+	if cfg.Pinned > cfg.Watchers {
+		return cfg, fmt.Errorf("workload: WatchConfig Pinned=%d exceeds Watchers=%d; pin at most every watcher", cfg.Pinned, cfg.Watchers)
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = KVPrefix
+	}
+	if cfg.ProgressInterval == 0 {
+		cfg.ProgressInterval = 100 * time.Millisecond
+	}
+	cfg.PrevKV = !cfg.NoPrevKV
+	switch {
+	case cfg.ReplayWatchers == 0:
+		cfg.ReplayWatchers = cfg.Watchers / 2
+	case cfg.ReplayWatchers < 0:
+		cfg.ReplayWatchers = 0
+	case cfg.ReplayWatchers > cfg.Watchers:
+		return cfg, fmt.Errorf("workload: ReplayWatchers=%d exceeds Watchers=%d", cfg.ReplayWatchers, cfg.Watchers)
+	}
+	if cfg.ReplayAfter == 0 {
+		cfg.ReplayAfter = time.Second
+	}
+	return cfg, nil
+}
+
+// Client ID ranges of the non-KV actors, so that every sequential actor in a
+// history has its own ClientID. KV clients use 0..WatchClientBase-1.
+const (
+	WatchClientBase    = 100
+	LeaseClientBase    = 200
+	LockClientBase     = 300
+	RegistryClientBase = 400
+	FinalReadClient    = 500
+)
+
+// Watchers is running watch traffic. Stop or Drain it to record the streams
+// that are still open.
+type Watchers struct {
+	rec      *history.Recorder
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	ws       []*watcher
+	startRev int64
+	stopOnce sync.Once
+}
+
+type watcher struct {
+	id       int
+	cli      *clientv3.Client
+	endpoint string
+	cfg      WatchConfig
+	rec      *history.Recorder
+	delay    time.Duration
+	// seen is the highest revision this watcher has proven it saw: the
+	// largest event mod revision or progress-notify revision.
+	seen atomic.Int64
+}
+
+// RunWatch runs watch traffic until ctx is done and records every stream.
+// Callers that need the watchers to catch up with the final revision before
+// stopping use StartWatch and Drain instead.
+func RunWatch(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg WatchConfig) error {
+	w, err := StartWatch(ctx, c, rec, cfg)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	w.Stop()
+	return nil
+}
+
+// StartWatch opens the watchers and returns at once; they run until ctx is
+// done, Stop or Drain. Every watcher starts from the revision current when
+// StartWatch was called, plus one; the replaying ones start later from that
+// same revision.
+func StartWatch(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg WatchConfig) (*Watchers, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		return nil, errors.New("workload: StartWatch needs a history.Recorder; create one with history.NewRecorder")
+	}
+	members := c.Members()
+	w := &Watchers{rec: rec}
+	closeAll := func() {
+		for _, wt := range w.ws {
+			wt.cli.Close()
+		}
+	}
+	for i := 0; i < cfg.Watchers; i++ {
+		ep := endpointFor(members, i, cfg.Pinned)
+		cli, err := openClient(ctx, c, ep)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		wt := &watcher{id: WatchClientBase + i, cli: cli, endpoint: ep, cfg: cfg, rec: rec}
+		if i >= cfg.Watchers-cfg.ReplayWatchers {
+			wt.delay = cfg.ReplayAfter
+		}
+		w.ws = append(w.ws, wt)
+	}
+	// The start revision comes from a linearizable read so that it is not
+	// behind anything the caller wrote before starting the watchers.
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	resp, err := w.ws[0].cli.Get(rctx, cfg.Prefix, clientv3.WithCountOnly())
+	cancel()
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("workload: read the start revision for watches: %w (is the cluster up?)", err)
+	}
+	w.startRev = resp.Header.Revision + 1
+	wctx, wcancel := context.WithCancel(ctx)
+	w.cancel = wcancel
+	for _, wt := range w.ws {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			defer wt.cli.Close()
+			wt.run(wctx, w.startRev)
+		}()
+	}
+	return w, nil
+}
+
+// StartRevision is the revision every watcher's first watch starts from.
+func (w *Watchers) StartRevision() int64 { return w.startRev }
+
+// Stop ends every watcher and records the streams still open. It is safe to
+// call more than once.
+func (w *Watchers) Stop() {
+	w.stopOnce.Do(func() {
+		w.cancel()
+		w.wg.Wait()
+	})
+}
+
+// Drain waits until every watcher has seen untilRev (through an event or a
+// progress notification), then stops them. Call it after traffic ends with
+// the final revision, so that every watch covers the whole history and the
+// "reliable" check can compare complete ranges. If ctx ends first, it stops
+// the watchers anyway and returns an error naming the ones that lagged.
+func (w *Watchers) Drain(ctx context.Context, untilRev int64) error {
+	defer w.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var lagging []string
+		for _, wt := range w.ws {
+			if s := wt.seen.Load(); s < untilRev {
+				lagging = append(lagging, fmt.Sprintf("watcher %d at revision %d", wt.id, s))
+			}
+		}
+		if len(lagging) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			sort.Strings(lagging)
+			return fmt.Errorf("workload: watchers did not reach revision %d before the drain timeout: %s", untilRev, strings.Join(lagging, ", "))
+		case <-tick.C:
+		}
+	}
+}
+
+func (wt *watcher) run(ctx context.Context, start int64) {
+	if wt.delay > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wt.delay):
+		}
+	}
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		next := start
+		if s := wt.seen.Load(); s > 0 {
+			next = s + 1
+		}
+		if wt.watchOnce(ctx, next) {
+			backoff = 50 * time.Millisecond
+			continue
+		}
+		// The stream failed without progress (member down, no leader):
+		// back off so a dead member does not turn into a busy loop.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// watchOnce runs one watch stream from rev until it ends and records it. It
+// reports whether the stream delivered anything.
+func (wt *watcher) watchOnce(ctx context.Context, rev int64) (progressed bool) {
+	sctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	end := clientv3.GetPrefixRangeEnd(wt.cfg.Prefix)
+	rec := history.Watch{
+		ID:            wt.rec.NextID(),
+		ClientID:      wt.id,
+		Key:           wt.cfg.Prefix,
+		End:           end,
+		StartRevision: rev,
+		PrevKV:        wt.cfg.PrevKV,
+		Endpoint:      wt.endpoint,
+		Call:          wt.rec.Now(),
+	}
+	defer func() { wt.rec.AddWatch(rec) }()
+	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithProgressNotify()}
+	if wt.cfg.PrevKV {
+		opts = append(opts, clientv3.WithPrevKV())
+	}
+	ch := wt.cli.Watch(sctx, wt.cfg.Prefix, opts...)
+
+	// RequestProgress must use the watch's own context: the client finds the
+	// gRPC stream by the context's metadata.
+	go func() {
+		t := time.NewTicker(wt.cfg.ProgressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+				_ = wt.cli.RequestProgress(sctx)
+			}
+		}
+	}()
+
+	for resp := range ch {
+		r := history.WatchResponse{
+			Time:            wt.rec.Now(),
+			Revision:        resp.Header.Revision,
+			Progress:        resp.IsProgressNotify(),
+			Canceled:        resp.Canceled,
+			CompactRevision: resp.CompactRevision,
+		}
+		if err := resp.Err(); err != nil {
+			r.Error = err.Error()
+		}
+		if len(resp.Events) > 0 {
+			r.Events = make([]history.Event, len(resp.Events))
+		}
+		seen := wt.seen.Load()
+		for i, ev := range resp.Events {
+			r.Events[i] = convEvent(ev)
+			seen = max(seen, ev.Kv.ModRevision)
+		}
+		if r.Progress {
+			seen = max(seen, resp.Header.Revision)
+		}
+		if seen > wt.seen.Load() {
+			wt.seen.Store(seen)
+			progressed = true
+		}
+		rec.Responses = append(rec.Responses, r)
+		if resp.Canceled || resp.Err() != nil {
+			// The stream is over (no leader, compacted, ...); the channel
+			// closes right after. Resume with a new recorded watch.
+			break
+		}
+	}
+	return progressed
+}
+
+func convEvent(ev *clientv3.Event) history.Event {
+	e := history.Event{
+		Type:           "put",
+		Key:            string(ev.Kv.Key),
+		Value:          string(ev.Kv.Value),
+		ModRevision:    ev.Kv.ModRevision,
+		CreateRevision: ev.Kv.CreateRevision,
+		Version:        ev.Kv.Version,
+		Lease:          ev.Kv.Lease,
+		IsCreate:       ev.IsCreate(),
+	}
+	if ev.Type == mvccpb.DELETE {
+		e.Type = "delete"
+	}
+	if ev.PrevKv != nil {
+		kv := convKV(ev.PrevKv)
+		e.PrevKV = &kv
+	}
+	return e
+}
