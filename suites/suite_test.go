@@ -162,7 +162,7 @@ func runScenario(ctx context.Context, c cluster.Cluster, cfg scenario.Config) *s
 	res, err := scenario.Run(ctx, c, cfg)
 	Expect(err).NotTo(HaveOccurred(), "scenario %s (seed %d)", cfg.Name, cfg.Seed)
 	var text strings.Builder
-	report.Text(&text, report.Run{History: res.History, Checks: res.Checks, Duration: res.Duration, Rerun: cfg.Rerun})
+	report.Text(&text, report.Run{History: res.History, Checks: res.Checks, Duration: res.Duration, Rerun: cfg.Rerun, Dir: cfg.ArtifactDir})
 	GinkgoWriter.Println(text.String())
 	AddReportEntry("report", res.Report)
 	status := "PASS"

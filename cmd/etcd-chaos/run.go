@@ -147,8 +147,7 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	report.Text(stdout, report.Run{History: res.History, Checks: res.Checks, Duration: res.Duration, Rerun: rerun})
-	fmt.Fprintf(stdout, "report: %s\n", res.Report)
+	report.Text(stdout, report.Run{History: res.History, Checks: res.Checks, Duration: res.Duration, Rerun: rerun, Dir: dir})
 	if !res.Passed() {
 		return fmt.Errorf("%w: see %s (re-run: %s)", errChecksFailed, res.Report, rerun)
 	}

@@ -1,5 +1,3 @@
-//go:build localready
-
 package main
 
 import (

@@ -200,7 +200,11 @@ type Upgrade struct {
 	Timeout  time.Duration
 	// ReuseValues keeps the previous release's values under the new ones.
 	ReuseValues bool
-	NoWait      bool
+	// ResetThenReuseValues takes the new chart's defaults, then the previous
+	// release's user values, then Values: the safe choice across chart
+	// versions, where ReuseValues would miss keys the new chart added.
+	ResetThenReuseValues bool
+	NoWait               bool
 }
 
 // Run upgrades the release.
@@ -228,6 +232,7 @@ func (up Upgrade) Run(ctx context.Context) (*release.Release, error) {
 	act.Wait = !up.NoWait
 	act.Timeout = orDefault(up.Timeout)
 	act.ReuseValues = up.ReuseValues
+	act.ResetThenReuseValues = up.ResetThenReuseValues
 	lc, err := loadChart(&act.ChartPathOptions, settings, up.ChartRef, up.Version)
 	if err != nil {
 		return nil, err

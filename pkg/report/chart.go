@@ -114,6 +114,12 @@ func buildCharts(h *history.History) (thr, lat *chart) {
 	width := bucketWidth(end)
 	ax := timeAxis{end: math.Max(float64(end)/1e9, 1), width: width}
 	buckets := Series(h, width)
+	// A last bucket that covers under half its width is mostly empty time,
+	// and would draw a throughput cliff that never happened; the tables still
+	// count its operations.
+	if n := len(buckets); n > 1 && time.Duration(end)-buckets[n-1].Start < width/2 {
+		buckets = buckets[:n-1]
+	}
 	bw := fmt.Sprintf("%s buckets", fmtSeconds(width.Seconds()))
 	thr.Caption = "Operations per second by the time they returned (" + bw + "). Shaded: fault windows; hover for details."
 	lat.Caption = "Latency of ok operations, p50 and p99 per bucket (" + bw + ", log scale). Shaded: fault windows."

@@ -21,7 +21,7 @@ func chromiumArgs(userDir string) []string {
 	return []string{
 		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir=" + userDir,
+		"--disable-crash-reporter", "--disable-breakpad", "--user-data-dir=" + userDir,
 	}
 }
 

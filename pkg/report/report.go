@@ -140,7 +140,7 @@ func Write(dir string, run Run) (Paths, error) {
 		return p, err
 	}
 	var txt bytes.Buffer
-	Text(&txt, run)
+	writeText(&txt, run, stats)
 	if err := writeFile(p.Text, txt.Bytes()); err != nil {
 		return p, err
 	}

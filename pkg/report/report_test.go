@@ -288,7 +288,7 @@ func TestText(t *testing.T) {
 		"(+5 more violations in the report)",
 		"UNKNOWN lease/expiry: no lease expired",
 		"operations: 6 (ok 4, failed 1, unknown 1) in 2.5s: 2 ok ops/s, latency p50 4ms p99 30ms",
-		"faults:     1 windows (kill/kill-leader x1)",
+		"faults:     1 window (kill/kill-leader x1)",
 		"seed:       42",
 		"rerun:      etcd-chaos run --scenario kv-kill-leader --seed 42",
 		"report:     /tmp/artifacts/report.html",
@@ -440,6 +440,19 @@ func TestBucketWidthBoundsChart(t *testing.T) {
 	}
 }
 
+// BenchmarkWrite1M measures the whole artifact dir for a million
+// operations, history.jsonl included.
+func BenchmarkWrite1M(b *testing.B) {
+	h := manyOps(1, 1_000_000, 10*time.Minute)
+	dir := b.TempDir()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := Write(dir, Run{History: h}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkStats1M(b *testing.B) {
 	h := manyOps(1, 1_000_000, 10*time.Minute)
 	b.ResetTimer()
@@ -457,6 +470,6 @@ func BenchmarkRenderHTML1M(b *testing.B) {
 		if err := renderHTML(&buf, Run{History: h}, st, nil); err != nil {
 			b.Fatal(err)
 		}
-		b.SetBytes(int64(buf.Len()))
+		b.ReportMetric(float64(buf.Len()), "html-bytes")
 	}
 }

@@ -20,8 +20,13 @@ const textViolations = 3
 // checks with their first violations, operation counts, throughput, the seed,
 // the re-run command, and where report.html is (when run.Dir is set).
 func Text(w io.Writer, run Run) {
+	writeText(w, run, Stats(run.History))
+}
+
+// writeText is Text with the stats already computed; on a million
+// operations Stats is the expensive part and Write needs them anyway.
+func writeText(w io.Writer, run Run, st OpStats) {
 	h := run.History
-	st := Stats(h)
 	v := Overall(run.Checks)
 	var hdr []string
 	if h != nil {
@@ -81,7 +86,7 @@ func Text(w io.Writer, run Run) {
 		fmt.Fprintf(w, "watches:    %d streams, %d events\n", st.Watches, st.WatchEvents)
 	}
 	if h != nil && len(h.Faults) > 0 {
-		fmt.Fprintf(w, "faults:     %d windows (%s)\n", len(h.Faults), faultMix(h.Faults))
+		fmt.Fprintf(w, "faults:     %d %s (%s)\n", len(h.Faults), plural(len(h.Faults), "window"), faultMix(h.Faults))
 	}
 	if h != nil {
 		fmt.Fprintf(w, "seed:       %d\n", h.Meta.Seed)
@@ -106,6 +111,13 @@ func Summary(run Run) string {
 	var b bytes.Buffer
 	Text(&b, run)
 	return b.String()
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
 }
 
 func nonZero(n int) string {

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/etcd-chaos/etcd-chaos/pkg/chaos"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker"
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
@@ -141,7 +143,7 @@ func Run(ctx context.Context, c cluster.Cluster, cfg Config) (*Result, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			leaseErr = workload.RunLeases(runCtx, c, rec, *cfg.Leases)
+			_, leaseErr = workload.RunLeases(runCtx, c, rec, *cfg.Leases)
 		}()
 	}
 	sched := withDefaults(cfg.Schedule, nemesis, cfg.Seed)
@@ -181,16 +183,18 @@ func Run(ctx context.Context, c cluster.Cluster, cfg Config) (*Result, error) {
 			Summary: fmt.Sprintf("cluster did not recover within 2m after the faults: %v", recoverErr)})
 	}
 	fctx, cancel := context.WithTimeout(ctx, time.Minute)
-	var finalRev int64
 	for _, prefix := range []string{workload.KVPrefix, workload.LeaseKeepPrefix} {
-		rev, err := workload.FinalRead(fctx, c, rec, prefix)
-		if err != nil {
+		if err := workload.FinalRead(fctx, c, rec, prefix); err != nil {
 			endChecks = append(endChecks, verdict.Check{Name: "final-read", Status: verdict.Fail,
 				Summary: fmt.Sprintf("could not read %s after the run: %v", prefix, err)})
 		}
-		finalRev = max(finalRev, rev)
 	}
+	finalRev, revErr := currentRevision(fctx, c)
 	cancel()
+	if revErr != nil {
+		endChecks = append(endChecks, verdict.Check{Name: "final-read", Status: verdict.Fail,
+			Summary: fmt.Sprintf("could not read the final revision: %v", revErr)})
+	}
 	if watchers != nil {
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		if err := watchers.Drain(dctx, finalRev); err != nil {
@@ -229,6 +233,7 @@ func Run(ctx context.Context, c cluster.Cluster, cfg Config) (*Result, error) {
 			Rerun:    cfg.Rerun,
 			Notes:    cfg.Notes,
 			LogDir:   "logs",
+			Dir:      cfg.ArtifactDir,
 		})
 		if err != nil {
 			return res, fmt.Errorf("write report: %w", err)
@@ -236,6 +241,20 @@ func Run(ctx context.Context, c cluster.Cluster, cfg Config) (*Result, error) {
 		res.Report = paths.HTML
 	}
 	return res, nil
+}
+
+// currentRevision returns the cluster's revision by a linearizable read.
+func currentRevision(ctx context.Context, c cluster.Cluster) (int64, error) {
+	cli, err := c.Client(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer cli.Close()
+	resp, err := cli.Get(ctx, "/", clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return resp.Header.Revision, nil
 }
 
 // HashKVCheck compares every member's HashKV at one revision.

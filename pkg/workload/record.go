@@ -1,7 +1,7 @@
 package workload
 
 import (
-	"fmt"
+	"strconv"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -13,7 +13,7 @@ import (
 // recorder hands out once per run, so no two writes of a run share a value
 // and a later read names exactly the write it observed.
 func uniqueValue(client int, id int64) string {
-	return fmt.Sprintf("c%d-%d", client, id)
+	return "c" + strconv.Itoa(client) + "-" + strconv.FormatInt(id, 10)
 }
 
 func convKVs(kvs []*mvccpb.KeyValue) []history.KV {

@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"math/rand"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -215,6 +214,23 @@ func openClient(ctx context.Context, c cluster.Cluster, endpoint string) (*clien
 	return cli, nil
 }
 
+// probe checks that some member answers, so that a cluster that is not there
+// at all is an error rather than a run of nothing but unknown operations. It
+// is a serializable count-only read: it needs no leader and writes nothing.
+func probe(ctx context.Context, c cluster.Cluster) error {
+	cli, err := openClient(ctx, c, "")
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := cli.Get(pctx, KVPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithSerializable()); err != nil {
+		return fmt.Errorf("workload: no etcd member answers on %v: %w (is the cluster up?)", c.Endpoints(), err)
+	}
+	return nil
+}
+
 // Run drives KV traffic against c until ctx is done, recording every request
 // into rec, and returns what it did. A cluster that fails mid-run produces
 // unknown or failed operations, not an error; Run returns an error only for a
@@ -226,6 +242,9 @@ func Run(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg Conf
 	}
 	if rec == nil {
 		return Stats{}, errors.New("workload: Run needs a history.Recorder; create one with history.NewRecorder")
+	}
+	if err := probe(ctx, c); err != nil {
+		return Stats{}, err
 	}
 	members := c.Members()
 	clients := make([]*kvClient, cfg.Clients)
@@ -242,7 +261,12 @@ func Run(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg Conf
 		limiter = rate.NewLimiter(rate.Limit(cfg.Rate), 1)
 	}
 	shared := &kvShared{cfg: cfg, rec: rec, limiter: limiter,
-		deletes: make(chan struct{}, 1), revokes: make(chan struct{}, 1)}
+		deletes: make(chan struct{}, 1), revokes: make(chan struct{}, 1),
+		keys: make([]string, cfg.Keys), keyIndex: make(map[string]int, cfg.Keys)}
+	for i := range shared.keys {
+		shared.keys[i] = Key(i)
+		shared.keyIndex[shared.keys[i]] = i
+	}
 	for i := range clients {
 		ep := endpointFor(members, i, cfg.PinnedClients)
 		cli, err := openClient(ctx, c, ep)
@@ -282,8 +306,10 @@ type kvShared struct {
 	// deletes and revokes are semaphores of one: at most one non-unique
 	// write of each kind is in flight across all clients.
 	deletes, revokes chan struct{}
-	// opened counts operations started, for tests and benchmarks.
-	opened atomic.Int64
+	// keys and keyIndex name the key pool both ways, built once so the
+	// request loop does not format strings.
+	keys     []string
+	keyIndex map[string]int
 }
 
 type kvClient struct {
@@ -300,13 +326,28 @@ type kvClient struct {
 }
 
 func (kc *kvClient) run(ctx context.Context) {
+	var backoff time.Duration
 	for ctx.Err() == nil {
 		if kc.limiter != nil {
 			if err := kc.limiter.Wait(ctx); err != nil {
 				return
 			}
 		}
+		before := kc.stats.OK
 		kc.step(ctx)
+		if kc.stats.OK > before {
+			backoff = 0
+			continue
+		}
+		// The request did not succeed. If its member refuses connections,
+		// the next one would fail at once too, and a client spinning on a
+		// dead member fills the history with unknown writes, each of which
+		// multiplies the linearizability checker's work. Back off until a
+		// request succeeds again.
+		backoff = min(max(2*backoff, 20*time.Millisecond), time.Second)
+		if !sleep(ctx, backoff) {
+			return
+		}
 	}
 }
 
@@ -319,7 +360,6 @@ func (kc *kvClient) opCtx(ctx context.Context) (context.Context, context.CancelF
 }
 
 func (kc *kvClient) newOp(kind history.Kind, key string) history.Operation {
-	kc.opened.Add(1)
 	return history.Operation{
 		ID:       kc.rec.NextID(),
 		ClientID: kc.id,
@@ -380,7 +420,7 @@ func (kc *kvClient) step(ctx context.Context) {
 }
 
 func (kc *kvClient) get(ctx context.Context, k int) {
-	op := kc.newOp(history.Get, Key(k))
+	op := kc.newOp(history.Get, kc.keys[k])
 	var opts []clientv3.OpOption
 	if kc.cfg.Serializable > 0 && kc.rnd.Float64() < kc.cfg.Serializable {
 		op.Serializable = true
@@ -418,8 +458,7 @@ func (kc *kvClient) rangeAll(ctx context.Context) {
 		r.Revision, r.MemberID = header(resp.Header)
 		clear(kc.seen)
 		for _, kv := range resp.Kvs {
-			var i int
-			if _, err := fmt.Sscanf(string(kv.Key), KVPrefix+"k%d", &i); err == nil && i >= 0 && i < len(kc.seen) {
+			if i, ok := kc.keyIndex[string(kv.Key)]; ok {
 				kc.seen[i] = kv.ModRevision
 			}
 		}
@@ -428,7 +467,7 @@ func (kc *kvClient) rangeAll(ctx context.Context) {
 }
 
 func (kc *kvClient) put(ctx context.Context, k int, lease int64) {
-	op := kc.newOp(history.Put, Key(k))
+	op := kc.newOp(history.Put, kc.keys[k])
 	op.Value = uniqueValue(kc.id, op.ID)
 	op.Lease = lease
 	var opts []clientv3.OpOption
@@ -449,7 +488,7 @@ func (kc *kvClient) put(ctx context.Context, k int, lease int64) {
 }
 
 func (kc *kvClient) txn(ctx context.Context, k int) {
-	op := kc.newOp(history.Txn, Key(k))
+	op := kc.newOp(history.Txn, kc.keys[k])
 	op.Value = uniqueValue(kc.id, op.ID)
 	op.ExpectModRev = kc.seen[k]
 	octx, cancel := kc.opCtx(ctx)
@@ -482,7 +521,7 @@ func (kc *kvClient) txn(ctx context.Context, k int) {
 }
 
 func (kc *kvClient) delete(ctx context.Context, k int) {
-	op := kc.newOp(history.Delete, Key(k))
+	op := kc.newOp(history.Delete, kc.keys[k])
 	octx, cancel := kc.opCtx(ctx)
 	op.Call = kc.rec.Now()
 	resp, err := kc.cli.Delete(octx, op.Key)

@@ -281,9 +281,7 @@ func step(s State, op *history.Operation, resp *history.Response) (bool, State, 
 		if why := sameKVs(kvs, resp.KVs); why != "" {
 			return false, s, why
 		}
-		if op.Kind == history.Range && resp.Count != 0 && resp.Count != count {
-			return false, s, fmt.Sprintf("count %d, store holds %d keys in range", resp.Count, count)
-		}
+		_ = count // not checked: see the package doc
 		return true, s, ""
 	case history.Put:
 		if op.Lease != 0 && !s.HasLease(op.Lease) {

@@ -14,9 +14,12 @@
 package revlog
 
 import (
+	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 )
@@ -98,9 +101,14 @@ type Log struct {
 	byKey     map[string][]*Event
 	max       int64
 	writers   map[string]*history.Operation
-	spans     []span
+	spans     []spanGroup
 	uncertain []int64 // revisions in [firstRevision, max] that are not complete
 	spanMax   int64   // the highest revision any watch saw through
+	indexed   bool    // the sorted views are built and kept up to date
+	frozen    bool    // Build is done; holes may be cached
+
+	mu    sync.Mutex
+	holes map[string][]int64 // covering-span signature -> uncertain revisions no span covers
 }
 
 // Build derives the revision log from h. The returned conflicts are pieces of
@@ -152,6 +160,7 @@ func Build(h *history.History) (*Log, []string) {
 		}
 	}
 	// Watch events, and the prev KVs they carry.
+	var raw []span
 	for i := range h.Watches {
 		w := &h.Watches[i]
 		src := fmt.Sprintf("watch %d (client %d)", w.ID, w.ClientID)
@@ -169,10 +178,11 @@ func Build(h *history.History) (*Log, []string) {
 			}
 		}
 		if s, ok := watchSpan(w); ok {
-			l.spans = append(l.spans, s)
+			raw = append(raw, s)
 			l.spanMax = max(l.spanMax, s.to)
 		}
 	}
+	l.spans = groupSpans(raw)
 	l.index()
 
 	// Lease revokes delete every key still attached to the lease, all in the
@@ -186,11 +196,20 @@ func Build(h *history.History) (*Log, []string) {
 		}
 	}
 	sort.SliceStable(revokes, func(i, j int) bool { return revokes[i].Resp.Revision < revokes[j].Resp.Revision })
-	for _, op := range revokes {
-		if l.addRevoke(op, conflict) {
-			l.index()
+	leaseKeys := map[int64][]string{}
+	for key, evs := range l.byKey {
+		for _, e := range evs {
+			if e.Type == PutEvent && e.Lease != 0 && !slices.Contains(leaseKeys[e.Lease], key) {
+				leaseKeys[e.Lease] = append(leaseKeys[e.Lease], key)
+			}
 		}
 	}
+	l.indexed = true
+	for _, op := range revokes {
+		l.addRevoke(op, leaseKeys[op.Lease], conflict)
+	}
+	l.frozen = true
+	l.holes = map[string][]int64{}
 	l.derive()
 	return l, conflicts
 }
@@ -276,9 +295,38 @@ func (l *Log) add(e Event, src string, complete bool, conflict func(string, ...a
 		}
 		e.Sources = []string{src}
 		r.events[e.Key] = &e
+		if l.indexed {
+			l.insert(&e)
+		}
 	}
 	if complete && !r.complete {
-		r.complete, r.completeBy = true, src
+		l.markComplete(r, e.ModRevision, src)
+	}
+}
+
+// insert adds a new event to the sorted views, once they exist.
+func (l *Log) insert(e *Event) {
+	rev := e.ModRevision
+	evs := l.byKey[e.Key]
+	i := sort.Search(len(evs), func(i int) bool { return evs[i].ModRevision > rev })
+	l.byKey[e.Key] = slices.Insert(evs, i, e)
+	if j, found := slices.BinarySearch(l.order, rev); !found {
+		l.order = slices.Insert(l.order, j, rev)
+	}
+	for r := l.max + 1; r <= rev; r++ {
+		l.uncertain = append(l.uncertain, r)
+	}
+	l.max = max(l.max, rev)
+}
+
+// markComplete records that evidence accounts for the whole revision.
+func (l *Log) markComplete(r *revision, rev int64, src string) {
+	r.complete, r.completeBy = true, src
+	if !l.indexed {
+		return
+	}
+	if j, found := slices.BinarySearch(l.uncertain, rev); found {
+		l.uncertain = slices.Delete(l.uncertain, j, j+1)
 	}
 }
 
@@ -303,35 +351,25 @@ func differ(a, b *Event) string {
 	return ""
 }
 
-// addRevoke adds the deletes of a revoke and reports whether it changed the
-// log.
-func (l *Log) addRevoke(op *history.Operation, conflict func(string, ...any)) bool {
+// addRevoke adds the deletes of a revoke of a lease that was attached to
+// candidates at some point.
+func (l *Log) addRevoke(op *history.Operation, candidates []string, conflict func(string, ...any)) {
 	rev := op.Resp.Revision
 	var keys []string
-	for key, evs := range l.byKey {
-		attached := false
-		for _, e := range evs {
-			if e.Type == PutEvent && e.Lease == op.Lease {
-				attached = true
-				break
-			}
-		}
-		if !attached {
-			continue
-		}
+	for _, key := range candidates {
 		kv, exists, certain := l.Before(key, rev)
 		if exists && certain && kv.Lease == op.Lease {
 			keys = append(keys, key)
 		}
 	}
 	if len(keys) == 0 {
-		return false
+		return
 	}
 	if r := l.revs[rev]; r != nil && r.complete {
 		// Another write owns the revision the revoke returned, so the revoke
 		// deleted nothing although keys were attached. The lease checker
 		// reports keys that outlive their revoke; nothing to add here.
-		return false
+		return
 	}
 	sort.Strings(keys)
 	src := fmt.Sprintf("lease-revoke op %d (client %d) of lease %x", op.ID, op.ClientID, op.Lease)
@@ -344,8 +382,7 @@ func (l *Log) addRevoke(op *history.Operation, conflict func(string, ...any)) bo
 			conflict("revision %d: %s deleted %s, but %s says %s", rev, src, strings.Join(keys, ", "), strings.Join(e.Sources, ", "), e)
 		}
 	}
-	r.complete, r.completeBy = true, src
-	return true
+	l.markComplete(r, rev, src)
 }
 
 func containsString(s []string, x string) bool {
@@ -464,8 +501,8 @@ func (l *Log) KnownFor(rev int64, key string) bool {
 	if l.Known(rev) {
 		return true
 	}
-	for _, s := range l.spans {
-		if s.from <= rev && rev <= s.to && Match(s.key, s.end, key) {
+	for i := range l.spans {
+		if g := &l.spans[i]; Match(g.key, g.end, key) && g.covers(rev) {
 			return true
 		}
 	}
@@ -503,6 +540,11 @@ func (l *Log) knownBetween(key string, from, to int64) bool {
 			}
 		}
 	}
+	if l.frozen {
+		hs := l.holesFor(key)
+		j := sort.Search(len(hs), func(j int) bool { return hs[j] >= from })
+		return j == len(hs) || hs[j] > to
+	}
 	j := sort.Search(len(l.uncertain), func(j int) bool { return l.uncertain[j] >= from })
 	for ; j < len(l.uncertain) && l.uncertain[j] <= to; j++ {
 		if !l.KnownFor(l.uncertain[j], key) {
@@ -510,6 +552,73 @@ func (l *Log) knownBetween(key string, from, to int64) bool {
 		}
 	}
 	return true
+}
+
+// holesFor returns the revisions up to max that are not known for key. Keys
+// covered by the same watches share the answer, so it is cached by the set
+// of covering watch spans.
+func (l *Log) holesFor(key string) []int64 {
+	var sig []byte
+	var covering []*spanGroup
+	for i := range l.spans {
+		if g := &l.spans[i]; Match(g.key, g.end, key) {
+			sig = binary.AppendUvarint(sig, uint64(i))
+			covering = append(covering, g)
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if hs, ok := l.holes[string(sig)]; ok {
+		return hs
+	}
+	hs := []int64{}
+	for _, rev := range l.uncertain {
+		if !slices.ContainsFunc(covering, func(g *spanGroup) bool { return g.covers(rev) }) {
+			hs = append(hs, rev)
+		}
+	}
+	l.holes[string(sig)] = hs
+	return hs
+}
+
+// spanGroup holds the merged spans of all watches on one range.
+type spanGroup struct {
+	key, end string
+	iv       []span // disjoint, ascending
+}
+
+func (g *spanGroup) covers(rev int64) bool {
+	i := sort.Search(len(g.iv), func(i int) bool { return g.iv[i].to >= rev })
+	return i < len(g.iv) && g.iv[i].from <= rev
+}
+
+// groupSpans merges the spans of watches on the same range, so that coverage
+// questions cost a binary search per watched range, however often the
+// streams were resumed.
+func groupSpans(raw []span) []spanGroup {
+	sort.Slice(raw, func(i, j int) bool {
+		a, b := raw[i], raw[j]
+		if a.key != b.key {
+			return a.key < b.key
+		}
+		if a.end != b.end {
+			return a.end < b.end
+		}
+		return a.from < b.from
+	})
+	var out []spanGroup
+	for _, s := range raw {
+		if n := len(out); n == 0 || out[n-1].key != s.key || out[n-1].end != s.end {
+			out = append(out, spanGroup{key: s.key, end: s.end})
+		}
+		g := &out[len(out)-1]
+		if n := len(g.iv); n > 0 && s.from <= g.iv[n-1].to+1 {
+			g.iv[n-1].to = max(g.iv[n-1].to, s.to)
+			continue
+		}
+		g.iv = append(g.iv, s)
+	}
+	return out
 }
 
 // Writer returns the put or txn that wrote value (values are unique per

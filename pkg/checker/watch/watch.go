@@ -450,6 +450,8 @@ func (c *checker) eventProblems(w *history.Watch, e *history.Event) []string {
 			bad("value %q was written to %q by %s op %d", e.Value, op.Key, op.Kind, op.ID)
 		case op.Outcome == history.Fail:
 			bad("value %q comes from %s op %d, which failed and so must not have taken effect", e.Value, op.Kind, op.ID)
+		case op.Kind == history.Txn && op.Outcome == history.OK && op.Resp != nil && !op.Resp.Succeeded:
+			bad("value %q comes from txn op %d, whose compare failed so it wrote nothing", e.Value, op.ID)
 		case op.Outcome == history.OK && op.Resp != nil && op.Resp.Revision != e.ModRevision:
 			bad("value %q was written by %s op %d at revision %d", e.Value, op.Kind, op.ID, op.Resp.Revision)
 		case op.Kind == history.Put && op.Lease != e.Lease:

@@ -225,6 +225,17 @@ func TestValueOfFailedPutFailsConsistent(t *testing.T) {
 	expectOnly(t, Check(&b.h), Consistent)
 }
 
+func TestValueOfFailedCompareFailsConsistent(t *testing.T) {
+	b := base()
+	b.op(history.Operation{Kind: history.Txn, Key: "/kv/z", Value: "z1", ExpectModRev: 3, Outcome: history.OK, Resp: &history.Response{Revision: 9}})
+	b.watch(1, "/kv/", prefixEnd, 2, true, append(goodEvents(), resp(putEv("/kv/z", "z1", 10, 10, 1, nil)))...)
+	checks := Check(&b.h)
+	expectOnly(t, checks, Consistent)
+	if v := checks[6].Violations; len(v) != 1 || !strings.Contains(v[0], "compare failed") {
+		t.Errorf("consistent violations %q, want one naming the txn's failed compare", v)
+	}
+}
+
 func TestEventOutsideRangeFailsFilter(t *testing.T) {
 	b := base()
 	b.put("/other", "o1", 0, 10)

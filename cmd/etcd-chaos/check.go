@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/checker"
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/report"
+)
+
+func init() {
+	commands["check"] = command{
+		summary: "check a recorded history.jsonl again and write a report",
+		run:     runCheck,
+	}
+}
+
+const checkSynopsis = "check [--out DIR] [--timeout 5m] HISTORY.jsonl"
+
+// runCheck re-runs every checker on a saved history, so a failure found at
+// night can be re-examined (or re-checked by a newer build) without touching
+// a cluster.
+func runCheck(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("check", checkSynopsis, stdout)
+	out := fs.String("out", "", "write the report into `DIR` (default: <history dir>/check-<timestamp>)")
+	timeout := fs.Duration("timeout", 5*time.Minute, "bound on the linearizability search; when it runs out the verdict is unknown, never pass")
+	// Flags may come before or after the file, as people type them both ways.
+	var files []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		files = append(files, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	switch {
+	case len(files) == 0:
+		return usageErr("missing HISTORY.jsonl (usage: etcd-chaos %s)", checkSynopsis)
+	case len(files) > 1:
+		return usageErr("want one history file, got %d: %s", len(files), strings.Join(files, " "))
+	}
+	if *timeout <= 0 {
+		return usageErr("--timeout must be positive, got %s", *timeout)
+	}
+	in := files[0]
+
+	start := time.Now()
+	h, err := history.Load(in)
+	if err != nil {
+		return fmt.Errorf("cannot read history: %s", oneLineErr(err))
+	}
+	dir := *out
+	if dir == "" {
+		dir = defaultCheckDir(in, start)
+	}
+	if err := refuseOverwrite(in, dir); err != nil {
+		return err
+	}
+
+	checks := checker.Check(ctx, h, checker.Options{ArtifactDir: dir, Timeout: *timeout})
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted while checking %s: %v", in, err)
+	}
+	run := report.Run{
+		History: h,
+		Checks:  checks,
+		Notes:   []string{"re-checked from " + in + " by 'etcd-chaos check'"},
+		LogDir:  "logs",
+	}
+	paths, err := report.Write(dir, run)
+	if err != nil {
+		return fmt.Errorf("write report: %s", oneLineErr(err))
+	}
+	run.Dir = paths.Dir
+	report.Text(stdout, run)
+
+	if v := report.Overall(checks); v != report.VerdictPass {
+		return fmt.Errorf("%w: verdict %s, see %s", errChecksFailed, strings.ToUpper(string(v)), paths.HTML)
+	}
+	return nil
+}
+
+// defaultCheckDir puts the report next to the history, in a directory named
+// for when the check ran, adding a suffix rather than reusing an old one.
+func defaultCheckDir(in string, now time.Time) string {
+	base := filepath.Join(filepath.Dir(in), "check-"+now.UTC().Format("20060102-150405"))
+	dir := base
+	for i := 2; ; i++ {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			return dir
+		}
+		dir = fmt.Sprintf("%s-%d", base, i)
+	}
+}
+
+// refuseOverwrite stops a report from replacing the history it was made
+// from: report.Write writes DIR/history.jsonl, which may be the input.
+func refuseOverwrite(in, dir string) error {
+	target := filepath.Join(dir, report.HistoryFile)
+	a, err := os.Stat(in)
+	if err != nil {
+		return nil // Load succeeded, so this is a race; let Write report it
+	}
+	if b, err := os.Stat(target); err == nil && os.SameFile(a, b) {
+		return usageErr("--out %s would overwrite the input %s; choose another directory", dir, in)
+	}
+	return nil
+}
+
+// oneLineErr keeps an error on one line, so a bad input file produces one
+// clear line in CI logs even if a decoder put a newline in its message.
+func oneLineErr(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}

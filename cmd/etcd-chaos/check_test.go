@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/report"
+)
+
+func checkCLI(args ...string) (code int, stdout, stderr string) {
+	var out, errOut bytes.Buffer
+	code = realMain(append([]string{"check"}, args...), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// goodHistory writes a small valid history: a put and the get that reads it.
+func goodHistory(t *testing.T, dir string) string {
+	t.Helper()
+	h := &history.History{
+		Meta: history.Meta{Scenario: "kv", Backend: "local", Members: 3, Seed: 99, Rerun: "etcd-chaos run --seed 99"},
+		Operations: []history.Operation{
+			{ID: 1, Kind: history.Put, Key: "/kv/k000", Value: "v1", Call: 1e6, Return: 2e6, Outcome: history.OK, Resp: &history.Response{Revision: 2}},
+			{ID: 2, Kind: history.Get, Key: "/kv/k000", Call: 3e6, Return: 4e6, Outcome: history.OK,
+				Resp: &history.Response{Revision: 2, KVs: []history.KV{{Key: "/kv/k000", Value: "v1", ModRevision: 2}}}},
+		},
+		Faults: []history.Fault{{ID: 1, Nemesis: "kill", Action: "kill", Targets: []string{"member-0"}, Start: 1e6, End: 3e6}},
+	}
+	path := filepath.Join(dir, "history.jsonl")
+	if err := history.Save(path, h); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestCheckGoodHistory(t *testing.T) {
+	dir := t.TempDir()
+	in := goodHistory(t, dir)
+	before, _ := os.ReadFile(in)
+	out := filepath.Join(dir, "report")
+	code, stdout, stderr := checkCLI("--out", out, in)
+	if code != 0 {
+		t.Fatalf("exit %d, want 0; stderr: %s", code, stderr)
+	}
+	for _, f := range []string{report.HistoryFile, report.SummaryFile, report.TimelineFile, report.HTMLFile, report.TextFile} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("report lacks %s: %v", f, err)
+		}
+	}
+	for _, want := range []string{"etcd-chaos verdict: PASS", "seed:       99", "rerun:      etcd-chaos run --seed 99", filepath.Join(out, report.HTMLFile)} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, stdout)
+		}
+	}
+	var s report.RunSummary
+	b, err := os.ReadFile(filepath.Join(out, report.SummaryFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Verdict != report.VerdictPass || s.Operations.Total != 2 || s.Seed != 99 {
+		t.Errorf("summary.json: verdict %s, %d ops, seed %d", s.Verdict, s.Operations.Total, s.Seed)
+	}
+	if after, _ := os.ReadFile(in); !bytes.Equal(before, after) {
+		t.Error("the input history was modified")
+	}
+}
+
+func TestCheckDefaultOutDir(t *testing.T) {
+	dir := t.TempDir()
+	in := goodHistory(t, dir)
+	// Flags after the file work too.
+	code, _, stderr := checkCLI(in, "--timeout", "30s")
+	if code != 0 {
+		t.Fatalf("exit %d; stderr: %s", code, stderr)
+	}
+	code, _, stderr = checkCLI(in) // a second check in the same second gets its own dir
+	if code != 0 {
+		t.Fatalf("exit %d; stderr: %s", code, stderr)
+	}
+	dirs, _ := filepath.Glob(filepath.Join(dir, "check-*"))
+	if len(dirs) != 2 {
+		t.Fatalf("want two check-<timestamp> dirs next to the history, got %q", dirs)
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, report.HTMLFile)); err != nil {
+			t.Errorf("%s lacks report.html", d)
+		}
+	}
+}
+
+func TestCheckRefusesToOverwriteInput(t *testing.T) {
+	dir := t.TempDir()
+	in := goodHistory(t, dir)
+	before, _ := os.ReadFile(in)
+	code, _, stderr := checkCLI("--out", dir, in)
+	if code != 2 || !strings.Contains(stderr, "would overwrite the input") {
+		t.Errorf("exit %d, stderr %q; want 2 and a refusal", code, stderr)
+	}
+	if after, _ := os.ReadFile(in); !bytes.Equal(before, after) {
+		t.Error("the input history was modified")
+	}
+}
+
+func TestCheckUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	in := goodHistory(t, dir)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no file", nil, "missing HISTORY.jsonl"},
+		{"two files", []string{in, in}, "want one history file, got 2"},
+		{"bad flag", []string{"--bogus", in}, "flag provided but not defined: -bogus"},
+		{"bad timeout", []string{"--timeout", "soon", in}, "invalid value"},
+		{"zero timeout", []string{"--timeout", "0s", in}, "--timeout must be positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := checkCLI(tc.args...)
+			if code != 2 {
+				t.Errorf("exit %d, want 2", code)
+			}
+			if !strings.Contains(stderr, tc.want) || strings.Count(stderr, "\n") != 1 {
+				t.Errorf("stderr %q, want one line containing %q", stderr, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckBadInput(t *testing.T) {
+	meta := `{"type":"meta","format":1,"seed":1,"started":"2026-01-01T00:00:00Z"}` + "\n"
+	op := `{"type":"op","id":1,"client":0,"kind":"put","key":"/kv/a","value":"v","call":1,"return":2,"outcome":"ok","resp":{"rev":2}}` + "\n"
+	for _, tc := range []struct {
+		name, content string
+		want          string // in the one-line error
+	}{
+		{"empty file", "", "no meta line"},
+		{"malformed line", meta + op + "{not json\n", "line 3: not valid JSON"},
+		{"unknown op kind", meta + strings.Replace(op, `"put"`, `"frobnicate"`, 1), `line 2: unknown operation kind "frobnicate"`},
+		{"unknown line type", meta + `{"type":"mystery"}` + "\n", `line 2: unknown line type "mystery"`},
+		{"truncated", meta + op[:len(op)/2], "line 2: file is truncated"},
+		{"no meta", op, "line 1: first line must be the meta line"},
+		{"not json at all", "hello\nworld\n", "line 1: not valid JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			in := filepath.Join(dir, "history.jsonl")
+			if err := os.WriteFile(in, []byte(tc.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			code, stdout, stderr := checkCLI(in)
+			if code == 0 {
+				t.Fatalf("exit 0 for bad input; stdout: %s", stdout)
+			}
+			if !strings.Contains(stderr, tc.want) || strings.Count(stderr, "\n") != 1 {
+				t.Errorf("stderr %q, want one line containing %q", stderr, tc.want)
+			}
+			if !strings.Contains(stderr, in) {
+				t.Errorf("stderr %q does not name the file", stderr)
+			}
+			if dirs, _ := filepath.Glob(filepath.Join(dir, "check-*")); len(dirs) != 0 {
+				t.Errorf("a report dir was created for bad input: %q", dirs)
+			}
+		})
+	}
+	t.Run("missing file", func(t *testing.T) {
+		in := filepath.Join(t.TempDir(), "nope.jsonl")
+		code, _, stderr := checkCLI(in)
+		if code == 0 || !strings.Contains(stderr, "no such file") || !strings.Contains(stderr, in) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("exit %d, stderr %q", code, stderr)
+		}
+	})
+}

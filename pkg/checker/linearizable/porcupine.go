@@ -1,0 +1,143 @@
+package linearizable
+
+import (
+	"fmt"
+	"math"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/checker/model"
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+)
+
+// porcupineResult is what the exhaustive search concluded.
+type porcupineResult struct {
+	result     porcupine.CheckResult
+	violations []string
+	artifact   string // file name in ArtifactDir, when written
+	warn       string
+}
+
+// toPorcupine turns the checked operations into porcupine operations.
+// Unknown writes may take effect at any time after their call, so they
+// return "after everything"; their output is nil and the model accepts any.
+// Client IDs are made dense because the visualisation draws one row per ID.
+func toPorcupine(ops []*history.Operation) []porcupine.Operation {
+	dense := map[int]int{}
+	out := make([]porcupine.Operation, len(ops))
+	for i, op := range ops {
+		c, ok := dense[op.ClientID]
+		if !ok {
+			c = len(dense)
+			dense[op.ClientID] = c
+		}
+		ret := op.Return
+		var resp *history.Response
+		if op.Outcome == history.OK {
+			resp = op.Resp
+		} else {
+			ret = math.MaxInt64
+		}
+		out[i] = porcupine.Operation{ClientId: c, Input: op, Call: op.Call, Output: resp, Return: ret, Metadata: op.ID}
+	}
+	return out
+}
+
+// runPorcupine checks ops exhaustively. On Illegal it explains the longest
+// partial linearization and writes the visualisation when artifactDir is set.
+func runPorcupine(h *history.History, ops []*history.Operation, timeout time.Duration, artifactDir string) porcupineResult {
+	m := model.Porcupine()
+	m.DescribeOperationMetadata = func(info interface{}) string {
+		if info == nil {
+			return ""
+		}
+		return fmt.Sprintf("op %v", info)
+	}
+	pops := toPorcupine(ops)
+	res, info := porcupine.CheckOperationsVerbose(m, pops, timeout)
+	out := porcupineResult{result: res}
+	if res != porcupine.Illegal {
+		return out
+	}
+	out.violations = append(out.violations, explainIllegal(ops, info))
+	if artifactDir != "" {
+		var ann []porcupine.Annotation
+		for _, f := range h.Faults {
+			ann = append(ann, porcupine.Annotation{
+				Tag:             "faults",
+				Start:           f.Start,
+				End:             f.End,
+				Description:     f.Nemesis + " " + f.Action,
+				Details:         fmt.Sprintf("%s %s %v", f.Nemesis, f.Action, f.Targets),
+				BackgroundColor: "#f8d7da",
+			})
+		}
+		info.AddAnnotations(ann)
+		path := filepath.Join(artifactDir, VisualizationFile)
+		if err := porcupine.VisualizePath(m, info, path); err != nil {
+			out.warn = fmt.Sprintf("could not write the visualisation to %s: %v", path, err)
+		} else {
+			out.artifact = VisualizationFile
+		}
+	}
+	return out
+}
+
+// explainIllegal names the operation porcupine could not place after its
+// longest partial linearization, and why the model rejects it there.
+func explainIllegal(ops []*history.Operation, info porcupine.LinearizationInfo) string {
+	parts := info.PartialLinearizations()
+	var longest []int
+	for _, p := range parts {
+		for _, l := range p {
+			if len(l) > len(longest) {
+				longest = l
+			}
+		}
+	}
+	in := make([]bool, len(ops))
+	s := model.Init()
+	for _, id := range longest {
+		in[id] = true
+		op := ops[id]
+		_, s = model.Step(s, op, respOf(op))
+	}
+	// Of the operations left out, the one that returned first is the one
+	// the linearization could not get past: everything called after its
+	// return had to wait for it.
+	pending := make([]int, 0, len(ops)-len(longest))
+	for i := range ops {
+		if !in[i] && ops[i].Outcome == history.OK {
+			pending = append(pending, i)
+		}
+	}
+	if len(pending) == 0 {
+		return fmt.Sprintf("no linearization exists: the longest partial linearization covers %d of %d operations", len(longest), len(ops))
+	}
+	sort.Slice(pending, func(a, b int) bool { return ops[pending[a]].Return < ops[pending[b]].Return })
+	op := ops[pending[0]]
+	_, _, why := model.Explain(s, op, op.Resp)
+	if why == "" {
+		why = "placing it here makes a later operation impossible"
+	}
+	return fmt.Sprintf("op %d (client %d, %s) cannot be linearized: after the longest partial linearization (%d of %d operations, store at %s) %s",
+		op.ID, op.ClientID, model.Describe(op, op.Resp), len(longest), len(ops), shortState(s), why)
+}
+
+func respOf(op *history.Operation) *history.Response {
+	if op.Outcome == history.OK {
+		return op.Resp
+	}
+	return nil
+}
+
+func shortState(s model.State) string {
+	str := s.String()
+	if len(str) > 300 {
+		str = str[:300] + "..."
+	}
+	return str
+}

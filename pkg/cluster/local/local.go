@@ -1,0 +1,202 @@
+// Package local is the embedded default backend: a cluster of real etcd
+// processes on 127.0.0.1, each member behind a fault proxy for its peer port
+// and one for its client port (pkg/faultproxy). Members advertise the proxy
+// addresses, so partitions and degradations act on every byte the members
+// exchange, including on connections that were open before the fault.
+//
+// Processes run in their own process group with Pdeathsig SIGKILL, so a
+// crashed or killed harness takes its etcd members with it, and Ctrl-C in a
+// terminal reaches the harness only, which then shuts the members down in
+// order.
+package local
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/etcdbin"
+	"github.com/etcd-chaos/etcd-chaos/pkg/faultproxy"
+)
+
+// Provider creates local clusters. Its options say which etcd to run.
+type Provider struct {
+	version  string
+	binary   string
+	cacheDir string
+	progress io.Writer
+}
+
+// ProviderOption configures a Provider.
+type ProviderOption func(*Provider)
+
+// WithVersion selects the etcd version to build and run (default
+// etcdbin.DefaultVersion). Ignored when WithEtcdBinary is given.
+func WithVersion(v string) ProviderOption { return func(p *Provider) { p.version = v } }
+
+// WithEtcdBinary runs the given etcd binary instead of building one.
+func WithEtcdBinary(path string) ProviderOption { return func(p *Provider) { p.binary = path } }
+
+// WithCacheDir sets the etcdbin cache root ("" is etcdbin's default).
+func WithCacheDir(dir string) ProviderOption { return func(p *Provider) { p.cacheDir = dir } }
+
+// WithProgress receives one line when etcd has to be built first.
+func WithProgress(w io.Writer) ProviderOption { return func(p *Provider) { p.progress = w } }
+
+// NewProvider returns a Provider.
+func NewProvider(opts ...ProviderOption) *Provider {
+	p := &Provider{version: etcdbin.DefaultVersion}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+// MemberSpec is what a Seeder learns about a member before it starts.
+type MemberSpec struct {
+	Name string
+	// DataDir is the member's --data-dir; it does not exist yet.
+	DataDir string
+	// PeerURL is the member's advertised peer URL (its peer proxy).
+	PeerURL string
+	// ClientURL is the member's advertised client URL (its client proxy).
+	ClientURL string
+	// InitialCluster is the full "name=peerURL,..." list.
+	InitialCluster string
+	ClusterToken   string
+}
+
+// Seeder pre-populates the members' data dirs (for example with `etcdutl
+// snapshot restore`) after ports are allocated and before any member starts.
+type Seeder func(ctx context.Context, members []MemberSpec) error
+
+type createConfig struct {
+	members     int
+	artifactDir string
+	keepData    bool
+	seeder      Seeder
+	flags       []string
+	token       string
+	faultSeed   int64
+}
+
+// CreateOption configures one cluster.
+type CreateOption func(*createConfig)
+
+// CreateWithMembers sets the member count: 1, 3 or 5 (default 3).
+func CreateWithMembers(n int) CreateOption { return func(c *createConfig) { c.members = n } }
+
+// CreateWithArtifactDir puts member logs at <dir>/logs/<member>.log.
+// Without it logs live in the cluster's private temp dir.
+func CreateWithArtifactDir(dir string) CreateOption {
+	return func(c *createConfig) { c.artifactDir = dir }
+}
+
+// CreateWithKeepData keeps the data dirs (and the temp dir holding them)
+// after Close, for post-mortem inspection.
+func CreateWithKeepData() CreateOption { return func(c *createConfig) { c.keepData = true } }
+
+// CreateWithSeeder runs s before the members start; they then start from
+// the data dirs it wrote.
+func CreateWithSeeder(s Seeder) CreateOption { return func(c *createConfig) { c.seeder = s } }
+
+// CreateWithFlags appends extra etcd flags to every member's command line.
+func CreateWithFlags(extra ...string) CreateOption {
+	return func(c *createConfig) { c.flags = append(c.flags, extra...) }
+}
+
+// CreateWithClusterToken sets --initial-cluster-token. The default is random
+// per cluster, so a cluster restored from a snapshot gets a new cluster ID
+// and its members cannot be confused with the original's.
+func CreateWithClusterToken(tok string) CreateOption {
+	return func(c *createConfig) { c.token = tok }
+}
+
+// CreateWithFaultSeed seeds the proxies' loss decisions (default 1).
+func CreateWithFaultSeed(seed int64) CreateOption {
+	return func(c *createConfig) { c.faultSeed = seed }
+}
+
+// Create starts a cluster and returns once every member serves and they
+// agree on a leader. On any error nothing is left running or on disk.
+func (p *Provider) Create(ctx context.Context, opts ...CreateOption) (_ *Cluster, err error) {
+	cfg := createConfig{members: 3, faultSeed: 1}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	switch cfg.members {
+	case 1, 3, 5:
+	default:
+		return nil, fmt.Errorf("local cluster: members must be 1, 3 or 5 (got %d)", cfg.members)
+	}
+	if cfg.token == "" {
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		cfg.token = "etcd-chaos-" + hex.EncodeToString(b)
+	}
+
+	bin := p.binary
+	if bin == "" {
+		if bin, err = etcdbin.Ensure(ctx, p.version, p.cacheDir, p.progress); err != nil {
+			return nil, err
+		}
+	}
+	version, err := etcdbin.Check(ctx, bin)
+	if err != nil {
+		return nil, err
+	}
+
+	tmp, err := os.MkdirTemp("", "etcd-chaos-local-")
+	if err != nil {
+		return nil, fmt.Errorf("cannot create a temp dir for member data: %v", err)
+	}
+	logDir := filepath.Join(tmp, "logs")
+	if cfg.artifactDir != "" {
+		logDir = filepath.Join(cfg.artifactDir, "logs")
+	}
+	c := &Cluster{
+		bin:      bin,
+		version:  version,
+		token:    cfg.token,
+		flags:    cfg.flags,
+		tmpDir:   tmp,
+		logDir:   logDir,
+		keepData: cfg.keepData,
+		net:      faultproxy.New(faultproxy.WithSeed(cfg.faultSeed)),
+	}
+	defer func() {
+		if err != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+			defer cancel()
+			_ = c.Close(cctx)
+		}
+	}()
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, fmt.Errorf("cannot create log dir: %v", err)
+	}
+	if err := c.addMembers(cfg.members); err != nil {
+		return nil, err
+	}
+	if cfg.seeder != nil {
+		if err := cfg.seeder(ctx, c.specs()); err != nil {
+			return nil, fmt.Errorf("seeding member data dirs: %w", err)
+		}
+	}
+	for _, m := range c.members {
+		if err := c.startMember(m); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.waitHealthyWatchingExits(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.learnMemberIDs(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}

@@ -1,0 +1,165 @@
+package workload
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	cfg, err := Config{}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Clients != 6 || cfg.PinnedClients != 4 || cfg.Keys != 10 || cfg.OpTimeout != 2*time.Second || cfg.Mix != DefaultMix {
+		t.Errorf("defaults = %+v", cfg)
+	}
+	// Fewer clients than the default pinned count pins them all.
+	cfg, err = Config{Clients: 2}.withDefaults()
+	if err != nil || cfg.PinnedClients != 2 {
+		t.Errorf("Clients=2: PinnedClients=%d err=%v, want 2 <nil>", cfg.PinnedClients, err)
+	}
+	// An explicit mix is kept.
+	m := Mix{Put: 1}
+	if cfg, _ := (Config{Mix: m}).withDefaults(); cfg.Mix != m {
+		t.Errorf("Mix = %+v, want %+v", cfg.Mix, m)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Clients: -1}, "must not be negative"},
+		{Config{Rate: -5}, "must not be negative"},
+		{Config{Mix: Mix{Put: 1, Delete: -1}}, "Mix weights"},
+		{Config{Serializable: 1.5}, "Serializable"},
+		{Config{Keys: 1001}, "at most 1000"},
+		{Config{Clients: 2, PinnedClients: 3}, "exceeds Clients"},
+		{Config{Clients: 100}, "too many"},
+	} {
+		_, err := tc.cfg.withDefaults()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: err = %v, want it to mention %q", tc.cfg, err, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		cfg  WatchConfig
+		want string
+	}{
+		{WatchConfig{Watchers: -1}, "must not be negative"},
+		{WatchConfig{Watchers: 1, Pinned: 2}, "exceeds Watchers"},
+		{WatchConfig{Watchers: 2, ReplayWatchers: 3}, "exceeds Watchers"},
+	} {
+		_, err := tc.cfg.withDefaults()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: err = %v, want it to mention %q", tc.cfg, err, tc.want)
+		}
+	}
+	if _, err := (LeaseConfig{KeepTTL: 3, KeepAliveEvery: 3 * time.Second}).withDefaults(); err == nil {
+		t.Error("KeepAliveEvery == KeepTTL accepted; the lease would expire between renewals")
+	}
+	if _, err := (LockConfig{Clients: -1}).withDefaults(); err == nil {
+		t.Error("negative lock clients accepted")
+	}
+}
+
+func TestWatchConfigDefaults(t *testing.T) {
+	cfg, err := WatchConfig{}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Watchers != 4 || cfg.Pinned != 2 || cfg.Prefix != KVPrefix || cfg.ProgressInterval != 100*time.Millisecond ||
+		!cfg.PrevKV || cfg.ReplayWatchers != 2 || cfg.ReplayAfter != time.Second {
+		t.Errorf("defaults = %+v", cfg)
+	}
+	cfg, _ = WatchConfig{NoPrevKV: true, ReplayWatchers: -1}.withDefaults()
+	if cfg.PrevKV || cfg.ReplayWatchers != 0 {
+		t.Errorf("NoPrevKV/ReplayWatchers=-1 = %+v", cfg)
+	}
+}
+
+func TestLeaseConfigDefaults(t *testing.T) {
+	cfg, err := LeaseConfig{}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Clients != 2 || cfg.ExpireTTL != 2 || cfg.KeepTTL != 5 || cfg.KeepAliveEvery != 5*time.Second/3 || cfg.PollEvery != 250*time.Millisecond {
+		t.Errorf("defaults = %+v", cfg)
+	}
+}
+
+// TestUniqueValues: values written concurrently by many clients of one run
+// never repeat and are never empty.
+func TestUniqueValues(t *testing.T) {
+	rec := history.NewRecorder(history.Meta{})
+	const clients, perClient = 8, 2000
+	vals := make([][]string, clients)
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range perClient {
+				vals[c] = append(vals[c], uniqueValue(c, rec.NextID()))
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for _, vs := range vals {
+		for _, v := range vs {
+			if v == "" {
+				t.Fatal("empty value")
+			}
+			if seen[v] {
+				t.Fatalf("value %q written twice", v)
+			}
+			seen[v] = true
+		}
+	}
+}
+
+func TestKeyNames(t *testing.T) {
+	if Key(0) != "/kv/k000" || Key(42) != "/kv/k042" || Key(999) != "/kv/k999" {
+		t.Errorf("Key = %q %q %q", Key(0), Key(42), Key(999))
+	}
+}
+
+func TestLockResultCheck(t *testing.T) {
+	for _, tc := range []struct {
+		r    LockResult
+		fail string
+	}{
+		{LockResult{Acked: 10, Final: 10}, ""},
+		{LockResult{Acked: 10, Unknown: 2, Final: 11}, ""},
+		{LockResult{Acked: 10, Unknown: 2, Final: 12}, ""},
+		{LockResult{Acked: 0, Final: 0}, ""},
+		{LockResult{Acked: 10, Unknown: 2, Final: 9}, "lost updates"},
+		{LockResult{Acked: 10, Final: 11}, "phantom"},
+		{LockResult{Acked: 10, Unknown: 1, Rejected: 5, Final: 12}, "phantom"},
+	} {
+		err := tc.r.Check()
+		switch {
+		case tc.fail == "" && err != nil:
+			t.Errorf("%+v: unexpected error %v", tc.r, err)
+		case tc.fail != "" && (err == nil || !strings.Contains(err.Error(), tc.fail)):
+			t.Errorf("%+v: err = %v, want %q", tc.r, err, tc.fail)
+		}
+	}
+}
+
+func TestParseCounter(t *testing.T) {
+	if n, err := parseCounter("12:c300-77"); err != nil || n != 12 {
+		t.Errorf("parseCounter = %d, %v", n, err)
+	}
+	for _, bad := range []string{"", "12", "x:c1-1"} {
+		if _, err := parseCounter(bad); err == nil {
+			t.Errorf("parseCounter(%q) accepted", bad)
+		}
+	}
+}
