@@ -95,24 +95,32 @@ func usageErr(format string, args ...any) error {
 // realMain decides the exit code and prints one line.
 func newFlagSet(name, synopsis string, stdout io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stdout)
 	fs.Usage = func() {
 		fmt.Fprintf(stdout, "Usage: etcd-chaos %s\n\n", synopsis)
+		fs.SetOutput(stdout)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	return fs
 }
 
-// parseFlags parses args, turning a bad flag into a one-line usage error.
+// parseFlags parses args. --help prints the command's usage; a bad flag is a
+// one-line usage error, without the usage text that would bury it.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	fs.SetOutput(io.Discard)
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(os.Stdout)
-		fs.Usage()
-		return flag.ErrHelp
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.Usage()
+			return flag.ErrHelp
+		}
 	}
-	if err != nil {
+	usage := fs.Usage
+	fs.Usage = func() {}
+	defer func() { fs.Usage = usage }()
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
 		return usageErr("%v", err)
 	}
 	return nil

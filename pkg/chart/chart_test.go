@@ -222,3 +222,27 @@ func write(t *testing.T, dir, name, body string) {
 		t.Fatal(err)
 	}
 }
+
+// TestUpgradeResetThenReuseKeepsUserValues: a version bump without values
+// must not silently reset the replica count to the chart default.
+func TestUpgradeResetThenReuseKeepsUserValues(t *testing.T) {
+	ctx := context.Background()
+	env := Env{Namespace: "chaos", Config: newConfig(t, nil)}
+	if _, err := (Install{Env: env, Release: "etcd-x", ChartRef: testChart(t), Values: Values{Set: []string{"replicaCount=3"}}}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	up, err := Upgrade{Env: env, Release: "etcd-x", ChartRef: testChart(t), ResetThenReuseValues: true}.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(up.Manifest, "replicas: 3") || !strings.Contains(up.Manifest, "name: etcd-x\n") {
+		t.Errorf("reset-then-reuse upgrade lost replicaCount=3 or the fullname:\n%s", up.Manifest)
+	}
+	plain, err := Upgrade{Env: env, Release: "etcd-x", ChartRef: testChart(t)}.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(plain.Manifest, "replicas: 1") {
+		t.Errorf("a plain upgrade should reset to chart defaults, as helm does")
+	}
+}

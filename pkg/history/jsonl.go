@@ -83,6 +83,10 @@ func Save(path string, h *History) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("save history %s: %w", path, err)
 	}
+	// CreateTemp makes the file private; a history is an artifact to share.
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("save history %s: %w", path, err)
+	}
 	return os.Rename(tmp.Name(), path)
 }
 

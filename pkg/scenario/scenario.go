@@ -216,7 +216,21 @@ func Run(ctx context.Context, c cluster.Cluster, cfg Config) (*Result, error) {
 
 	res.History = rec.History()
 	res.Duration = time.Since(started)
-	res.Checks = append(checker.Check(ctx, res.History, checker.Options{ArtifactDir: cfg.ArtifactDir, Timeout: cfg.CheckTimeout}), endChecks...)
+	if cfg.ArtifactDir != "" {
+		// Save the history before checking it: if a check runs out of time
+		// or memory, the evidence is already on disk for `etcd-chaos check`.
+		if err := history.Save(filepath.Join(cfg.ArtifactDir, report.HistoryFile), res.History); err != nil {
+			return nil, err
+		}
+	}
+	checkCtx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		// Leave time for the report when the caller has a deadline.
+		var cancel context.CancelFunc
+		checkCtx, cancel = context.WithDeadline(ctx, dl.Add(-time.Until(dl)/5))
+		defer cancel()
+	}
+	res.Checks = append(checker.Check(checkCtx, res.History, checker.Options{ArtifactDir: cfg.ArtifactDir, Timeout: cfg.CheckTimeout}), endChecks...)
 	if len(res.Faults.Errors) > 0 {
 		res.Checks = append(res.Checks, faultWarnings(res.Faults))
 	}

@@ -128,3 +128,29 @@ func TestCompareStateLeases(t *testing.T) {
 	wantPass(t, judge(t, h, 4, kv("/lease-keep/a", "l1", 2), kv("/lease-keep/b", "l2", 3), kv("/lease-expire/c", "l3", 4)))
 	wantFail(t, judge(t, h, 4, kv("/lease-keep/a", "l1", 3)), "mod revision 3")
 }
+
+func TestOnlyExpiries(t *testing.T) {
+	leased := history.KV{Key: "/lease-expire/a", Value: "l", ModRevision: 3, Lease: 9}
+	plain := kv("/kv/b", "v", 4)
+	before := map[string]history.KV{leased.Key: leased, plain.Key: plain}
+	for name, tc := range map[string]struct {
+		after map[string]history.KV
+		want  string // empty: accepted
+	}{
+		"lease expired":     {map[string]history.KV{plain.Key: plain}, ""},
+		"no change at all":  {before, "no lease expiry explains"},
+		"plain key deleted": {map[string]history.KV{leased.Key: leased}, "no lease that could have expired"},
+		"key changed":       {map[string]history.KV{plain.Key: kv("/kv/b", "w", 5)}, "changed in the restored cluster"},
+		"key appeared":      {map[string]history.KV{plain.Key: plain, "/kv/c": kv("/kv/c", "x", 5)}, "appeared in the restored cluster"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ch := verdict.Check{Status: verdict.Pass}
+			onlyExpiries(&ch, before, tc.after, 4, 5)
+			if tc.want == "" {
+				wantPass(t, ch)
+			} else {
+				wantFail(t, ch, tc.want)
+			}
+		})
+	}
+}

@@ -189,6 +189,19 @@ func TestVerifyRejectsDamagedSnapshots(t *testing.T) {
 		})
 	}
 
+	t.Run("member choice", func(t *testing.T) {
+		for role, want := range map[string]string{"follower": "only one member", "member-9": `no member named "member-9"`} {
+			_, err := SaveFrom(ctx, c, role, filepath.Join(t.TempDir(), "x.db"))
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("SaveFrom(%q) = %v, want an error saying %q", role, err, want)
+			}
+		}
+		info, err := SaveFrom(ctx, c, "member-0", filepath.Join(t.TempDir(), "x.db"))
+		if err != nil || info.MemberName != "member-0" || info.Role != "" || info.Member != c.Endpoints()[0] {
+			t.Fatalf("SaveFrom(member-0) = %+v, %v", info, err)
+		}
+	})
+
 	t.Run("cancelled save leaves no file", func(t *testing.T) {
 		dir := t.TempDir()
 		cctx, ccancel := context.WithCancel(ctx)

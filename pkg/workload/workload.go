@@ -13,6 +13,12 @@
 // Key space (checkers rely on it): /kv/ for key-value traffic,
 // /lease-expire/ and /lease-keep/ for lease traffic, /lock/ for the lock
 // counter, /registry/ for registrations.
+//
+// Not every change to the store is a recorded operation, so checkers must not
+// assume recorded writes account for every revision: lease expiries delete
+// keys on the server's own schedule, the lock counter's sessions grant leases
+// and write mutex keys under /lock/counter/, and a registration's lease is
+// renewed by the client library's KeepAlive.
 package workload
 
 import (
@@ -234,7 +240,8 @@ func probe(ctx context.Context, c cluster.Cluster) error {
 // Run drives KV traffic against c until ctx is done, recording every request
 // into rec, and returns what it did. A cluster that fails mid-run produces
 // unknown or failed operations, not an error; Run returns an error only for a
-// bad config or when it cannot open its clients.
+// bad config, or when no member answers at the start or its clients cannot
+// be opened.
 func Run(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg Config) (Stats, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {

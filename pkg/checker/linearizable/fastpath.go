@@ -67,9 +67,27 @@ type fast struct {
 	revoked  map[int64]bool // leases removed by a filler (uncertain)
 	kaLast   map[int64]int64
 	leaseUse map[int64]int64 // last revision a certain operation names a lease
+	gaps     []int64         // revisions no certain write owns, ascending
 
 	definite  []string
 	undecided string
+
+	hints      *hints
+	hint       *hintAt
+	lastFill   []fillAt // per key: the latest filler that touched it
+	minRet     []int64
+	cur        int64 // revision the replay is at
+	wantAbsent bool  // set by callers of stateViolation: the reader saw no key
+}
+
+type fillAt struct {
+	op  int32
+	rev int64
+}
+
+type hintAt struct {
+	hint
+	lease int64
 }
 
 func (f *fast) violate(format string, args ...any) {
@@ -92,19 +110,88 @@ func fastCheck(ctx context.Context, ops []*history.Operation) fastResult {
 	if len(ops) > math.MaxInt32 {
 		return fastResult{undecided: "too many operations for the fast path"}
 	}
-	f := &fast{ops: ops, base: model.InitialRevision, leases: map[int64]bool{}, leaseKey: map[int64]int{},
-		revoked: map[int64]bool{}, kaLast: map[int64]int64{}, leaseUse: map[int64]int64{}, keyIdx: map[string]int32{}}
-	if !f.classify() {
-		return f.result()
+	h := &hints{banned: map[int32]bool{}, forced: map[int64]int32{}}
+	for pass := 1; ; pass++ {
+		f := &fast{ops: ops, base: model.InitialRevision, leases: map[int64]bool{}, leaseKey: map[int64]int{},
+			revoked: map[int64]bool{}, kaLast: map[int64]int64{}, leaseUse: map[int64]int64{}, keyIdx: map[string]int32{}, hints: h}
+		if !f.classify() {
+			return f.result()
+		}
+		f.replay(ctx)
+		if len(f.definite) == 0 && f.undecided == "" {
+			f.sweep()
+			f.checkKeepAlives()
+		} else if len(f.definite) > 0 {
+			f.sweep() // real-time violations add detail to a failure
+		}
+		if debugPasses != nil {
+			debugPasses(pass, f)
+		}
+		// A wrong guess about an unknown write shows up as a contradiction
+		// that is not certain; learn from it and replay, a few times.
+		if len(f.definite) > 0 || f.undecided == "" || f.hint == nil || pass == maxPasses || ctx.Err() != nil || !f.learn() {
+			return f.result()
+		}
 	}
-	f.replay(ctx)
-	if len(f.definite) == 0 && f.undecided == "" {
-		f.sweep()
-		f.checkKeepAlives()
-	} else if len(f.definite) > 0 {
-		f.sweep() // real-time violations add detail to a failure
+}
+
+// maxPasses bounds the replays the fast path makes before giving up.
+const maxPasses = 8
+
+// hints carry what earlier passes learned into the next replay.
+type hints struct {
+	banned map[int32]bool  // candidates not to use as fillers
+	forced map[int64]int32 // gap revision -> candidate to use there
+}
+
+// hint is the first uncertain contradiction of a pass.
+type hint struct {
+	k          int32
+	rev        int64
+	wantAbsent bool
+	culprit    int32 // a filler that touched k since its last certain write, or -1
+	lastPinned int64
+}
+
+// learn turns the pass's hint into a ban or a forced placement; false when
+// it has nothing new to try.
+func (f *fast) learn() bool {
+	ht := &f.hint.hint
+	if ht.culprit >= 0 {
+		if f.hints.banned[ht.culprit] {
+			return false
+		}
+		f.hints.banned[ht.culprit] = true
+		return true
 	}
-	return f.result()
+	if !ht.wantAbsent {
+		return false
+	}
+	// Some unknown delete (or revoke) of the key must have made a gap in
+	// (lastPinned, rev]: force the first that can at the latest such gap.
+	lo := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > ht.lastPinned })
+	hi := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > ht.rev })
+	key := f.keys[ht.k]
+	for g := hi - 1; g >= lo; g-- {
+		gap := f.gaps[g]
+		if _, taken := f.hints.forced[gap]; taken {
+			continue
+		}
+		for i, op := range f.ops {
+			if op.Outcome != history.Unknown || op.Call > f.minRet[gap-f.base] {
+				continue
+			}
+			if op.Kind == history.Delete && op.Key == key || op.Kind == history.LeaseRevoke && op.Lease != 0 && op.Lease == f.hint.lease {
+				if f.hints.banned[int32(i)] {
+					continue
+				}
+				f.hints.forced[gap] = int32(i)
+				return true
+			}
+		}
+		return false
+	}
+	return false
 }
 
 func (f *fast) result() fastResult {
@@ -347,7 +434,24 @@ func (f *fast) replay(ctx context.Context) {
 	for r := size - 1; r >= 0; r-- {
 		minRet[r] = min(minRet[r], minRet[r+1])
 	}
+	for r, o := range f.owner {
+		if o < 0 && int64(r) > 0 && !f.hasPending(int64(r)) {
+			f.gaps = append(f.gaps, int64(r)+f.base)
+		}
+	}
+	f.minRet = minRet
+	f.lastFill = make([]fillAt, len(f.ks))
+	for k := range f.lastFill {
+		f.lastFill[k].op = -1
+	}
+	candAt := make(map[int32]int, len(cands))
+	for c, i := range cands {
+		candAt[i] = c
+	}
 	used := make([]bool, len(cands))
+	for c, i := range cands {
+		used[c] = f.hints.banned[i] // banned candidates are never offered
+	}
 	usedCount := 0
 
 	f.processReads(f.base)
@@ -357,6 +461,7 @@ func (f *fast) replay(ctx context.Context) {
 			return
 		}
 		r := rev - f.base
+		f.cur = rev
 		w := f.owner[r]
 		if w < 0 {
 			for p := f.readHead[r]; p >= 0; p = f.readNext[p] {
@@ -372,7 +477,17 @@ func (f *fast) replay(ctx context.Context) {
 			f.applyWrite(w, rev, true)
 		} else {
 			f.lastGap = rev
-			c := f.chooseFiller(rev, cands, used, minRet[r])
+			c := -1
+			if fi, ok := f.hints.forced[rev]; ok {
+				if fc, ok := candAt[fi]; ok && !used[fc] {
+					if fits, _, _, _ := f.fits(fi, rev); fits {
+						c = fc
+					}
+				}
+			}
+			if c < 0 {
+				c = f.chooseFiller(rev, cands, used, minRet[r])
+			}
 			switch {
 			case c >= 0:
 				used[c] = true
@@ -382,6 +497,7 @@ func (f *fast) replay(ctx context.Context) {
 				f.rev[w] = rev
 				f.applyWrite(w, rev, false)
 				f.filled++
+				f.noteFill(w, rev)
 			case f.eligible(cands, minRet[r]) <= usedCount && !f.hasPending(r):
 				f.violate("revision %d was created by no recorded operation, yet %s saw it: header revision inconsistent (a phantom write, or a write that was never recorded)", rev, f.desc(f.firstSeeing(rev)))
 			default:
@@ -397,6 +513,23 @@ func (f *fast) replay(ctx context.Context) {
 
 // verdictLimit stops the replay once a failure is certain and well described.
 const verdictLimit = 100
+
+// noteFill remembers which keys filler w touched, for hints.
+func (f *fast) noteFill(w int32, rev int64) {
+	op := f.ops[w]
+	switch op.Kind {
+	case history.Put, history.Txn, history.Delete:
+		f.lastFill[f.keyIdx[op.Key]] = fillAt{w, rev}
+	case history.LeaseRevoke:
+		// Its keys are gone now; their lastPinned predates rev, so a
+		// contradiction on them names this filler.
+		for k := range f.ks {
+			if f.ks[k].lease == op.Lease && f.ks[k].mod < rev {
+				f.lastFill[k] = fillAt{w, rev}
+			}
+		}
+	}
+}
 
 // firstSeeing returns the operation that returned first having seen rev.
 func (f *fast) firstSeeing(rev int64) int32 {
@@ -493,7 +626,17 @@ func (f *fast) applyWrite(w int32, rev int64, pinned bool) {
 // stateViolation records a contradiction about key k's state: certain when
 // no gap since k's last certain write could explain it, else undecided.
 func (f *fast) stateViolation(k int32, format string, args ...any) {
+	wantAbsent := f.wantAbsent
+	f.wantAbsent = false
 	if f.uncertain(k) {
+		if f.hint == nil {
+			s := &f.ks[k]
+			culprit := int32(-1)
+			if lf := f.lastFill[k]; lf.op >= 0 && lf.rev > s.lastPinned {
+				culprit = lf.op
+			}
+			f.hint = &hintAt{hint: hint{k: k, rev: f.cur, wantAbsent: wantAbsent, culprit: culprit, lastPinned: s.lastPinned}, lease: s.lease}
+		}
 		f.undecide(format, args...)
 		return
 	}
@@ -522,6 +665,7 @@ func (f *fast) processReads(rev int64) {
 				mod = s.mod
 			}
 			if mod == op.ExpectModRev {
+				f.wantAbsent = len(op.Resp.KVs) == 0
 				f.stateViolation(k, "%s failed its compare at revision %d, but %s's mod revision was %d, as expected", f.desc(p), rev, op.Key, mod)
 			} else {
 				f.compareKey(p, k, op.Resp.KVs, rev)
@@ -529,6 +673,7 @@ func (f *fast) processReads(rev int64) {
 		case history.Delete:
 			k := f.keyIdx[op.Key]
 			if f.ks[k].present {
+				f.wantAbsent = true
 				f.stateViolation(k, "%s deleted nothing at revision %d, but %s held %q (mod revision %d)", f.desc(p), rev, op.Key, f.ks[k].value, f.ks[k].mod)
 			}
 		}
@@ -594,6 +739,7 @@ func (f *fast) keyMismatch(p int32, k int32, got []history.KV, rev int64) {
 		f.violate("%s: stale read", msg)
 		return
 	}
+	f.wantAbsent = gotMod < 0
 	f.stateViolation(k, "%s", msg)
 }
 
@@ -635,14 +781,23 @@ func (f *fast) checkRead(p int32, rev int64) {
 
 // chooseFiller picks an unknown-outcome write to have made gap revision
 // rev: one called before anyone saw rev, applicable to the store as it is,
-// and whose effect the next certain operation on each key it touches agrees
-// with. A write the next observation needs (a read that sees a key gone) is
-// preferred over one nobody would notice.
+// and whose effect the next operation showing each key it touches agrees
+// with. Writes a later read needs (it sees their effect) are mandatory,
+// writes nobody observed optional; each has a deadline, the next operation
+// on its key. A mandatory write goes now when the gaps left before the
+// mandatory deadlines would not suffice (Hall's condition); else an
+// optional write that fits only here; else the mandatory write with the
+// earliest deadline. This is a heuristic: when it picks wrong, the replay
+// finds a contradiction it cannot call certain, and porcupine decides.
 func (f *fast) chooseFiller(rev int64, cands []int32, used []bool, deadline int64) int {
 	n := f.eligible(cands, deadline)
-	// Rank: 0 needed, 1 needed by a range count, 2 unnoticed, 3 agreeing
-	// with a count only (counts are judged against a partial picture).
-	best, bestRank := -1, 4
+	quiet := -1
+	quietDue := int64(math.MaxInt64)
+	type job struct {
+		c   int
+		due int64
+	}
+	needed := map[int32]job{} // by key
 	const scanLimit = 4096
 	scanned := 0
 	for c := n - 1; c >= 0 && scanned < scanLimit; c-- {
@@ -650,101 +805,114 @@ func (f *fast) chooseFiller(rev int64, cands []int32, used []bool, deadline int6
 			continue
 		}
 		scanned++
-		fits, needed, weak := f.fits(cands[c], rev)
-		if !fits {
-			continue
-		}
-		rank := 2
+		fits, due, need, key := f.fits(cands[c], rev)
 		switch {
-		case needed && !weak:
-			return c
-		case needed:
-			rank = 1
-		case weak:
-			rank = 3
-		}
-		if rank < bestRank {
-			best, bestRank = c, rank
+		case !fits:
+		case need:
+			if j, ok := needed[key]; !ok || due < j.due {
+				needed[key] = job{c, due}
+			}
+		case quiet < 0 || due < quietDue:
+			quiet, quietDue = c, due
 		}
 	}
-	return best
+	jobs := make([]job, 0, len(needed))
+	for _, j := range needed {
+		jobs = append(jobs, j)
+	}
+	sort.Slice(jobs, func(a, b int) bool { return jobs[a].due < jobs[b].due || jobs[a].due == jobs[b].due && jobs[a].c < jobs[b].c })
+	next := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > rev })
+	// later counts the gaps after this one that come before position due.
+	later := func(due int64) int {
+		return sort.Search(len(f.gaps), func(i int) bool { return 2*f.gaps[i] >= due }) - next
+	}
+	for j, jb := range jobs {
+		if later(jb.due) < j+1 {
+			return jobs[0].c // Hall's condition: a mandatory write must go now
+		}
+	}
+	switch {
+	case quiet >= 0 && later(quietDue) <= 0:
+		return quiet // an optional write that fits only here
+	case len(jobs) > 0:
+		return jobs[0].c
+	}
+	return quiet
 }
 
-// fits reports whether candidate w could have made revision rev, and
-// whether the next observation of a key it touches needs it.
-func (f *fast) fits(w int32, rev int64) (fits, needed, weak bool) {
+// fits reports whether candidate w could have made revision rev, and the
+// position of the next operation that shows a key it touches.
+func (f *fast) fits(w int32, rev int64) (fits bool, due int64, needed bool, key int32) {
 	op := f.ops[w]
 	switch op.Kind {
 	case history.Put, history.Txn:
-		if op.Lease != 0 {
-			return false, false, false
+		if op.Lease != 0 && !f.leases[op.Lease] {
+			return false, 0, false, 0
 		}
 		k := f.keyIdx[op.Key]
 		s := &f.ks[k]
-		if s.present && s.lease != 0 {
-			return false, false, false
-		}
 		if op.Kind == history.Txn {
 			var mod int64
 			if s.present {
 				mod = s.mod
 			}
 			if mod != op.ExpectModRev {
-				return false, false, false
+				return false, 0, false, 0
 			}
 		}
-		after := keyState{present: true, value: op.Value, mod: rev}
-		return f.agrees(k, &after, rev)
+		after := keyState{present: true, value: op.Value, mod: rev, lease: op.Lease}
+		ok, due, need := f.agrees(k, &after, rev)
+		return ok, due, need, k
 	case history.Delete:
 		k := f.keyIdx[op.Key]
-		s := &f.ks[k]
-		if !s.present || s.lease != 0 {
-			return false, false, false
+		if !f.ks[k].present {
+			return false, 0, false, 0
 		}
-		return f.agrees(k, &keyState{}, rev)
+		ok, due, need := f.agrees(k, &keyState{}, rev)
+		return ok, due, need, k
 	case history.LeaseRevoke:
 		l := op.Lease
-		if !f.leases[l] || f.leaseKey[l] == 0 || f.kaLast[l] >= op.Call {
-			return false, false, false
+		if !f.leases[l] || f.leaseKey[l] == 0 || f.kaLast[l] >= op.Call || f.leaseUsedLater(l, rev) {
+			return false, 0, false, 0
 		}
+		due = math.MaxInt64
 		for k := range f.ks {
 			s := &f.ks[k]
 			if s.present && s.lease == l {
-				ok, need, wk := f.agrees(int32(k), &keyState{}, rev)
+				ok, d, need := f.agrees(int32(k), &keyState{}, rev)
 				if !ok {
-					return false, false, false
+					return false, 0, false, 0
 				}
+				if need && (!needed || d < due) {
+					key = int32(k)
+				}
+				due = min(due, d)
 				needed = needed || need
-				weak = weak || wk
 			}
 		}
-		if f.leaseUsedLater(l, rev) {
-			return false, false, false
-		}
-		return true, needed, weak
+		return true, due, needed, key
 	}
-	return false, false, false
+	return false, 0, false, 0
 }
 
 // leaseUsedLater reports whether a certain operation after rev needs lease l.
 func (f *fast) leaseUsedLater(l int64, rev int64) bool { return f.leaseUse[l] >= rev }
 
 // agrees reports whether key k, changed to after at revision rev, agrees
-// with the next certain operation on k, and whether that operation would
-// disagree with k left unchanged.
-func (f *fast) agrees(k int32, after *keyState, rev int64) (ok, needed, weak bool) {
-	s := &f.ks[k]
-	ev := s.events
+// with the next operation that shows k, that operation's position, and
+// whether it needs the change (it disagrees with k left as it is).
+func (f *fast) agrees(k int32, after *keyState, rev int64) (ok bool, due int64, needed bool) {
+	ev := f.ks[k].events
 	for i := sort.Search(len(ev), func(i int) bool { return ev[i].pos > 2*rev }); i < len(ev); i++ {
 		e := ev[i]
 		ok, blind := f.consistent(k, after, e)
 		if blind {
 			continue
 		}
-		before, _ := f.consistent(k, s, e)
-		return ok, ok && !before, false
+		before, _ := f.consistent(k, &f.ks[k], e)
+		return ok, e.pos, ok && !before
 	}
-	return true, false, false
+	return true, math.MaxInt64, false
 }
 
 // consistent reports whether operation e agrees with key k being in state s
@@ -894,3 +1062,4 @@ func sortByCall(ops []*history.Operation) {
 		return ops[i].ID < ops[j].ID
 	})
 }
+var debugPasses func(int, *fast)

@@ -1,0 +1,238 @@
+package linearizable
+
+import (
+	"compress/gzip"
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/histgen"
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
+)
+
+// benchHistory is one history the benchmarks run on.
+type benchHistory struct {
+	name string
+	load func() *history.History
+}
+
+// benchHistories are histgen histories with faults and unknown outcomes at
+// each size, then any recorded history in ../testdata/*.jsonl.gz.
+func benchHistories(b *testing.B) []benchHistory {
+	var out []benchHistory
+	for _, n := range []struct {
+		name string
+		ops  int
+	}{{"1k", 1000}, {"10k", 10000}, {"100k", 100000}, {"1M", 1000000}} {
+		ops := n.ops
+		out = append(out, benchHistory{n.name, func() *history.History {
+			return histgen.Generate(histgen.Config{Ops: ops, Clients: 16, Seed: 1, UnknownRate: 0.2, Keys: 100})
+		}})
+	}
+	files, _ := filepath.Glob(filepath.Join("..", "testdata", "*.jsonl.gz"))
+	for _, f := range files {
+		out = append(out, benchHistory{filepath.Base(f), func() *history.History {
+			h, err := loadGzip(f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return h
+		}})
+	}
+	return out
+}
+
+func loadGzip(path string) (*history.History, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	h, err := history.Read(zr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return h, nil
+}
+
+// peakHeap samples HeapInuse while f runs and returns the peak in MB.
+func peakHeap(f func()) float64 {
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	f()
+	close(stop)
+	wg.Wait()
+	return float64(peak.Load()) / (1 << 20)
+}
+
+// BenchmarkCheck measures Check on histories with faults and unknown
+// outcomes. ops/s counts operations in the history; peak-heap-MB includes
+// the history itself.
+func BenchmarkCheck(b *testing.B) {
+	for _, bh := range benchHistories(b) {
+		b.Run(bh.name, func(b *testing.B) {
+			h := bh.load()
+			runtime.GC()
+			b.ResetTimer()
+			var c verdict.Check
+			var peak float64
+			for i := 0; i < b.N; i++ {
+				peak = max(peak, peakHeap(func() {
+					c = Check(context.Background(), h, Options{Timeout: time.Minute})
+				}))
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(len(h.Operations))*float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			b.ReportMetric(peak, "peak-heap-MB")
+			b.Logf("%s: %s: %s", bh.name, c.Status, c.Summary)
+		})
+	}
+}
+
+// The textbook porcupine key-value model: one register per key, values
+// only, no revisions, partitioned by key. It is what a linearizability
+// check of etcd usually starts as, and the baseline the fast path is
+// compared against. Leases and ranges are outside it and left out.
+type kvInput struct {
+	write bool
+	key   string
+	value string
+}
+
+func textbookModel() porcupine.Model {
+	return porcupine.Model{
+		Partition: func(ops []porcupine.Operation) [][]porcupine.Operation {
+			byKey := map[string][]porcupine.Operation{}
+			var keys []string
+			for _, op := range ops {
+				k := op.Input.(kvInput).key
+				if _, ok := byKey[k]; !ok {
+					keys = append(keys, k)
+				}
+				byKey[k] = append(byKey[k], op)
+			}
+			out := make([][]porcupine.Operation, 0, len(keys))
+			for _, k := range keys {
+				out = append(out, byKey[k])
+			}
+			return out
+		},
+		Init: func() interface{} { return "" },
+		Step: func(state, input, output interface{}) (bool, interface{}) {
+			in := input.(kvInput)
+			if in.write {
+				return true, in.value
+			}
+			return output == nil || output.(string) == state.(string), state
+		},
+		Equal: func(a, b interface{}) bool { return a.(string) == b.(string) },
+	}
+}
+
+func textbookOps(h *history.History) []porcupine.Operation {
+	var out []porcupine.Operation
+	for _, op := range h.Operations {
+		if op.Outcome == history.Fail || op.Serializable {
+			continue
+		}
+		ret := op.Return
+		var output interface{}
+		if op.Outcome == history.Unknown {
+			ret = math.MaxInt64
+		}
+		var in kvInput
+		switch op.Kind {
+		case history.Put:
+			in = kvInput{write: true, key: op.Key, value: op.Value}
+		case history.Delete:
+			in = kvInput{write: true, key: op.Key}
+		case history.Txn:
+			if op.Outcome == history.Unknown || op.Resp.Succeeded {
+				// An unknown txn is treated as a put: the register
+				// model has no compare.
+				in = kvInput{write: true, key: op.Key, value: op.Value}
+			} else {
+				in = kvInput{key: op.Key}
+				output = valueOf(op.Resp.KVs)
+			}
+		case history.Get:
+			if op.Outcome != history.OK {
+				continue
+			}
+			in = kvInput{key: op.Key}
+			output = valueOf(op.Resp.KVs)
+		default:
+			continue
+		}
+		out = append(out, porcupine.Operation{ClientId: op.ClientID, Input: in, Call: op.Call, Output: output, Return: ret})
+	}
+	return out
+}
+
+func valueOf(kvs []history.KV) string {
+	if len(kvs) == 0 {
+		return ""
+	}
+	return kvs[0].Value
+}
+
+// BenchmarkPorcupineBaseline runs the textbook model on the same histories.
+// decided is 1 when porcupine answered within its 60s budget.
+func BenchmarkPorcupineBaseline(b *testing.B) {
+	for _, bh := range benchHistories(b) {
+		b.Run(bh.name, func(b *testing.B) {
+			h := bh.load()
+			ops := textbookOps(h)
+			m := textbookModel()
+			runtime.GC()
+			b.ResetTimer()
+			var res porcupine.CheckResult
+			var peak float64
+			for i := 0; i < b.N; i++ {
+				peak = max(peak, peakHeap(func() {
+					res = porcupine.CheckOperationsTimeout(m, ops, time.Minute)
+				}))
+			}
+			b.StopTimer()
+			decided := 0.0
+			if res != porcupine.Unknown {
+				decided = 1
+			}
+			b.ReportMetric(float64(len(h.Operations))*float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			b.ReportMetric(peak, "peak-heap-MB")
+			b.ReportMetric(decided, "decided")
+			b.Logf("%s: porcupine %s", bh.name, res)
+		})
+	}
+}
