@@ -82,6 +82,9 @@ var _ = BeforeSuite(func() {
 	if v := os.Getenv("CHART_VALUES"); v != "" {
 		env.Kube.Values = strings.Split(v, ",")
 	}
+	// One kind cluster serves every spec; each spec installs its own release
+	// in its own namespace.
+	env.Kube.ShareKind = true
 	GinkgoWriter.Printf("backend=%s seed=%d etcd=%s artifacts=%s\n", env.Backend, env.Seed, env.EtcdVersion, env.Artifacts)
 	if env.Backend == "local" && env.EtcdBinary == "" {
 		// Build the binary once before any spec so its one-minute build is
@@ -89,6 +92,12 @@ var _ = BeforeSuite(func() {
 		_, err := etcdbin.Ensure(context.Background(), env.EtcdVersion, "", GinkgoWriter)
 		Expect(err).NotTo(HaveOccurred())
 	}
+})
+
+var _ = AfterSuite(func() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	Expect(scenario.CloseSharedKind(ctx)).To(Succeed())
 })
 
 func getenv(k, def string) string {
@@ -118,7 +127,11 @@ func artifactDir(name string) string {
 
 // openCluster starts a cluster for one spec and registers its cleanup, which
 // runs on pass, failure and interrupt.
-func openCluster(ctx context.Context, name string, members int) cluster.Cluster {
+func openCluster(ctx context.Context, name string, members int, kube ...func(*scenario.KubeOptions)) cluster.Cluster {
+	ko := env.Kube
+	for _, f := range kube {
+		f(&ko)
+	}
 	c, err := scenario.Open(ctx, scenario.Backend{
 		Name:        env.Backend,
 		Members:     members,
@@ -126,7 +139,7 @@ func openCluster(ctx context.Context, name string, members int) cluster.Cluster 
 		EtcdBinary:  env.EtcdBinary,
 		ArtifactDir: artifactDir(name),
 		Progress:    GinkgoWriter,
-		Kube:        env.Kube,
+		Kube:        ko,
 	})
 	Expect(err).NotTo(HaveOccurred(), "start %d-member %s cluster", members, env.Backend)
 	DeferCleanup(func() {
@@ -135,6 +148,13 @@ func openCluster(ctx context.Context, name string, members int) cluster.Cluster 
 		Expect(c.Close(cctx)).To(Succeed())
 	})
 	return c
+}
+
+// needKubernetes skips a spec that only makes sense on a Kubernetes backend.
+func needKubernetes(what string) {
+	if env.Backend == "local" {
+		Skip(what + " needs a Kubernetes backend (ETCD_CHAOS_BACKEND=kind or kube); this run uses local")
+	}
 }
 
 // rerun is the command that replays a spec.

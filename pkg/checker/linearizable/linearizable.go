@@ -75,6 +75,13 @@ func check(ctx context.Context, h *history.History, opts Options) verdict.Check 
 	if dl, ok := ctx.Deadline(); ok {
 		opts.Timeout = min(opts.Timeout, time.Until(dl))
 	}
+	if opts.Timeout <= 0 {
+		// Porcupine reads a zero timeout as "none"; an expired context
+		// must not turn into an unbounded search.
+		c.Status = verdict.Unknown
+		c.Summary = "linearizability not decided: the context's deadline has passed"
+		return c
+	}
 	ops, counts := selectOps(h, opts.IncludeSerializable)
 	if counts.ok == 0 {
 		c.Status = verdict.Skipped
@@ -95,7 +102,7 @@ func check(ctx context.Context, h *history.History, opts Options) verdict.Check 
 			if opts.ArtifactDir != "" && len(ops) <= visualizeLimit && opts.mode == modeAuto {
 				// The fast path has no picture to show; porcupine draws one
 				// when the history is small enough to search.
-				pr := runPorcupine(h, ops, min(opts.Timeout, 30*time.Second), opts.ArtifactDir)
+				pr := runPorcupine(h, ops, min(opts.Timeout, 10*time.Second), opts.ArtifactDir)
 				addArtifact(&c, pr)
 			}
 			return c

@@ -135,6 +135,11 @@ func TestAccepts(t *testing.T) {
 			b.put(1, 0, 10, "/kv/a", "v1", 2)
 			b.revoke(0, 20, 30, 100, 2)
 		},
+		"lease expiry deletes attached keys": func(b *builder) {
+			b.add(history.Operation{ClientID: 0, Kind: history.LeaseGrant, TTL: 1, Call: 0, Return: 10, Resp: &history.Response{Revision: 1, LeaseID: 100, TTL: 1}})
+			b.putLease(0, 20, 30, "/lease-expire/a", "v1", 100, 2)
+			b.get(1, 2e9, 2e9+10, "/lease-expire/a", 3)
+		},
 		"range with limit and count": func(b *builder) {
 			b.put(0, 0, 10, "/kv/a", "v1", 2)
 			b.put(0, 11, 20, "/kv/b", "v2", 3)

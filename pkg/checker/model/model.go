@@ -274,14 +274,13 @@ func step(s State, op *history.Operation, resp *history.Response) (bool, State, 
 		if op.Kind == history.Get {
 			end = ""
 		}
-		kvs, count := s.Range(op.Key, end, op.Limit)
+		kvs, _ := s.Range(op.Key, end, op.Limit)
 		if resp.Revision != s.Revision {
 			return false, s, fmt.Sprintf("header revision %d, store is at %d", resp.Revision, s.Revision)
 		}
 		if why := sameKVs(kvs, resp.KVs); why != "" {
 			return false, s, why
 		}
-		_ = count // not checked: see the package doc
 		return true, s, ""
 	case history.Put:
 		if op.Lease != 0 && !s.HasLease(op.Lease) {

@@ -379,21 +379,24 @@ func TestProxyFollowsPodReplacement(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		return string(b)
 	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return opens }
 	if got := read(); got != "first" {
 		t.Fatalf("got %q", got)
 	}
-	if got := read(); got != "first" || opens != 1 {
-		t.Fatalf("second connection: %q, %d forwards (want reuse)", got, opens)
+	if got := read(); got != "first" || count() != 1 {
+		t.Fatalf("second connection: %q, %d forwards (want reuse)", got, count())
 	}
 	mu.Lock()
 	uid = "b"
 	mu.Unlock()
-	if got := read(); got != "second" || opens != 2 {
-		t.Fatalf("after replacement: %q, %d forwards", got, opens)
+	if got := read(); got != "second" || count() != 2 {
+		t.Fatalf("after replacement: %q, %d forwards", got, count())
 	}
+	mu.Lock()
 	close(last.done) // the forward died (its pod went away)
-	if got := read(); got != "second" || opens != 3 {
-		t.Fatalf("after the forward died: %q, %d forwards", got, opens)
+	mu.Unlock()
+	if got := read(); got != "second" || count() != 3 {
+		t.Fatalf("after the forward died: %q, %d forwards", got, count())
 	}
 }
 

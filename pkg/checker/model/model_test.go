@@ -1,0 +1,107 @@
+package model
+
+import (
+	"testing"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+)
+
+func mustStep(t *testing.T, s State, op history.Operation, resp *history.Response) State {
+	t.Helper()
+	ok, n, why := Explain(s, &op, resp)
+	if !ok {
+		t.Fatalf("%s rejected: %s", Describe(&op, resp), why)
+	}
+	return n
+}
+
+func mustReject(t *testing.T, s State, op history.Operation, resp *history.Response) {
+	t.Helper()
+	if ok, _ := Step(s, &op, resp); ok {
+		t.Fatalf("%s accepted in %s", Describe(&op, resp), s)
+	}
+}
+
+func TestKV(t *testing.T) {
+	s := Init()
+	s = mustStep(t, s, history.Operation{Kind: history.Put, Key: "a", Value: "1"}, &history.Response{Revision: 2})
+	mustReject(t, s, history.Operation{Kind: history.Put, Key: "a", Value: "2"}, &history.Response{Revision: 2})
+	mustStep(t, s, history.Operation{Kind: history.Get, Key: "a"}, &history.Response{Revision: 2, KVs: []history.KV{{Key: "a", Value: "1", ModRevision: 2}}})
+	mustReject(t, s, history.Operation{Kind: history.Get, Key: "a"}, &history.Response{Revision: 2, KVs: []history.KV{{Key: "a", Value: "1", ModRevision: 1}}})
+	mustReject(t, s, history.Operation{Kind: history.Get, Key: "a"}, &history.Response{Revision: 3, KVs: []history.KV{{Key: "a", Value: "1", ModRevision: 2}}})
+	mustReject(t, s, history.Operation{Kind: history.Get, Key: "a"}, &history.Response{Revision: 2})
+	// CAS on mod revision.
+	mustReject(t, s, history.Operation{Kind: history.Txn, Key: "a", ExpectModRev: 1, Value: "x"}, &history.Response{Revision: 3, Succeeded: true})
+	s2 := mustStep(t, s, history.Operation{Kind: history.Txn, Key: "a", ExpectModRev: 2, Value: "x"}, &history.Response{Revision: 3, Succeeded: true})
+	mustStep(t, s2, history.Operation{Kind: history.Txn, Key: "a", ExpectModRev: 2, Value: "y"}, &history.Response{Revision: 3, KVs: []history.KV{{Key: "a", Value: "x", ModRevision: 3}}})
+	mustStep(t, s, history.Operation{Kind: history.Txn, Key: "b", ExpectModRev: 0, Value: "z"}, &history.Response{Revision: 3, Succeeded: true})
+	// Delete bumps the revision only when it deletes.
+	d := mustStep(t, s, history.Operation{Kind: history.Delete, Key: "a"}, &history.Response{Revision: 3, Deleted: 1})
+	mustStep(t, d, history.Operation{Kind: history.Delete, Key: "a"}, &history.Response{Revision: 3})
+	mustReject(t, d, history.Operation{Kind: history.Delete, Key: "a"}, &history.Response{Revision: 4, Deleted: 1})
+	// Range with a limit returns the first keys in order.
+	r := mustStep(t, s, history.Operation{Kind: history.Put, Key: "b", Value: "2"}, &history.Response{Revision: 3})
+	mustStep(t, r, history.Operation{Kind: history.Range, Key: "a", End: "c", Limit: 1}, &history.Response{Revision: 3, Count: 2, KVs: []history.KV{{Key: "a", Value: "1", ModRevision: 2}}})
+	mustReject(t, r, history.Operation{Kind: history.Range, Key: "a", End: "c", Limit: 1}, &history.Response{Revision: 3, KVs: []history.KV{{Key: "b", Value: "2", ModRevision: 3}}})
+	// The original state is untouched by every step above.
+	if _, ok := s.Get("b"); ok || s.Revision != 2 {
+		t.Fatalf("state mutated: %s", s)
+	}
+}
+
+func TestUnknownOutcomes(t *testing.T) {
+	s := mustStep(t, Init(), history.Operation{Kind: history.Put, Key: "a", Value: "1"}, nil)
+	if kv, _ := s.Get("a"); kv.ModRevision != 2 || s.Revision != 2 {
+		t.Fatalf("unknown put applied wrongly: %s", s)
+	}
+	// An unknown put to a missing lease is a no-op, an OK one impossible.
+	n := mustStep(t, Init(), history.Operation{Kind: history.Put, Key: "a", Value: "1", Lease: 5}, nil)
+	if n.Revision != 1 {
+		t.Fatalf("unknown put to a missing lease changed the store: %s", n)
+	}
+	mustReject(t, Init(), history.Operation{Kind: history.Put, Key: "a", Value: "1", Lease: 5}, &history.Response{Revision: 2})
+}
+
+func TestLeases(t *testing.T) {
+	s := mustStep(t, Init(), history.Operation{Kind: history.LeaseGrant, TTL: 10}, &history.Response{Revision: 1, LeaseID: 7})
+	s = mustStep(t, s, history.Operation{Kind: history.Put, Key: "a", Value: "1", Lease: 7}, &history.Response{Revision: 2})
+	s = mustStep(t, s, history.Operation{Kind: history.Put, Key: "b", Value: "2", Lease: 7}, &history.Response{Revision: 3})
+	mustStep(t, s, history.Operation{Kind: history.LeaseKeepAlive, Lease: 7}, &history.Response{})
+	mustReject(t, s, history.Operation{Kind: history.LeaseRevoke, Lease: 7}, &history.Response{Revision: 3})
+	r := mustStep(t, s, history.Operation{Kind: history.LeaseRevoke, Lease: 7}, &history.Response{Revision: 4})
+	if r.Len() != 0 || r.HasLease(7) {
+		t.Fatalf("revoke left %s", r)
+	}
+	mustReject(t, r, history.Operation{Kind: history.LeaseKeepAlive, Lease: 7}, &history.Response{})
+	// A lease without keys: revoke keeps the revision.
+	e := mustStep(t, Init(), history.Operation{Kind: history.LeaseGrant}, &history.Response{Revision: 1, LeaseID: 8})
+	mustStep(t, e, history.Operation{Kind: history.LeaseRevoke, Lease: 8}, &history.Response{Revision: 1})
+}
+
+func TestHashEqual(t *testing.T) {
+	put := func(s State, k, v string, rev int64) State {
+		return mustStep(t, s, history.Operation{Kind: history.Put, Key: k, Value: v}, &history.Response{Revision: rev})
+	}
+	a := put(put(Init(), "x", "1", 2), "y", "2", 3)
+	b := put(put(Init(), "x", "1", 2), "y", "2", 3)
+	if !a.Equal(b) || a.Hash() != b.Hash() {
+		t.Fatal("equal states differ")
+	}
+	c := put(put(Init(), "y", "2", 2), "x", "1", 3)
+	if a.Equal(c) {
+		t.Fatal("states with different mod revisions are equal")
+	}
+}
+
+func BenchmarkStepPut(b *testing.B) {
+	s := Init()
+	for i := 0; i < 100; i++ {
+		s = s.put(KeyValue{Key: string(rune('a'+i%26)) + string(rune('a'+i/26)), Value: "v", ModRevision: 2})
+	}
+	op := &history.Operation{Kind: history.Put, Key: "mm", Value: "v"}
+	resp := &history.Response{Revision: s.Revision + 1}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		Step(s, op, resp)
+	}
+}
