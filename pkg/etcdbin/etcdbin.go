@@ -161,6 +161,13 @@ func ensure(ctx context.Context, s spec, progress io.Writer) (string, error) {
 	if isExecutable(out) {
 		return out, nil
 	}
+	// Holding the lock, no build is running here: build dirs left by a
+	// harness that was SIGKILLed mid-build are stale.
+	if stale, _ := filepath.Glob(filepath.Join(s.dir, "build-*")); len(stale) > 0 {
+		for _, d := range stale {
+			os.RemoveAll(d)
+		}
+	}
 	if progress != nil {
 		fmt.Fprintf(progress, "building %s %s from the Go module proxy (once; cached in %s)...\n", s.label, s.version, s.dir)
 	}

@@ -149,3 +149,24 @@ func TestEnsureDefaultVersion(t *testing.T) {
 		t.Fatalf("built etcd reports %s, want %s", v, DefaultVersion)
 	}
 }
+
+// TestEnsureCancelled cancels a build part-way: it must stop with the
+// context's error and leave no build directory or partial binary behind.
+func TestEnsureCancelled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the Go module proxy")
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := Ensure(ctx, "v3.5.35", dir, nil)
+	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
+		t.Fatalf("err = %v; want the context's deadline", err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "etcd", "v3.5.35"))
+	for _, e := range ents {
+		if e.Name() != ".lock" {
+			t.Errorf("left behind %s", e.Name())
+		}
+	}
+}

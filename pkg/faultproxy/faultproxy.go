@@ -363,11 +363,12 @@ func (p *Proxy) accept() {
 	for {
 		down, err := p.ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return
+			// Out of file descriptors and the like: back off, keep serving.
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
 		c := &conn{p: p, down: down, done: make(chan struct{})}
 		p.n.mu.Lock()

@@ -65,8 +65,9 @@ type fast struct {
 	filled   int
 	revoked  map[int64]bool // leases removed by a filler (uncertain)
 	kaLast   map[int64]int64
-	leaseUse map[int64]int64 // last revision a certain operation names a lease
-	gaps     []int64         // revisions no certain write owns, ascending
+	leaseUse map[int64]int64   // last revision a certain operation names a lease
+	gaps     []int64           // revisions no certain write owns, ascending
+	deletes  map[int32][]int32 // per key: unknown deletes of it
 
 	definite  []string
 	undecided string
@@ -75,7 +76,10 @@ type fast struct {
 	hint       *hintAt
 	lastFill   []fillAt // per key: the latest filler that touched it
 	minRet     []int64
+	gapHint    fillAt // a used write that would fill an unfillable gap
+	lastFiller fillAt
 	cur        int64 // revision the replay is at
+	lowTime    int64 // no gap ahead can be older: latest call of a certain write applied
 	wantAbsent bool  // set by callers of stateViolation: the reader saw no key
 }
 
@@ -112,7 +116,7 @@ func fastCheck(ctx context.Context, ops []*history.Operation) fastResult {
 	h := &hints{banned: map[int32]bool{}, forced: map[int64]int32{}}
 	for pass := 1; ; pass++ {
 		f := &fast{ops: ops, base: model.InitialRevision, leases: map[int64]bool{}, leaseKey: map[int64]int{},
-			revoked: map[int64]bool{}, kaLast: map[int64]int64{}, leaseUse: map[int64]int64{}, keyIdx: map[string]int32{}, hints: h}
+			revoked: map[int64]bool{}, kaLast: map[int64]int64{}, leaseUse: map[int64]int64{}, keyIdx: map[string]int32{}, hints: h, gapHint: fillAt{op: -1}, lastFiller: fillAt{op: -1}}
 		if !f.classify() {
 			return f.result()
 		}
@@ -125,7 +129,7 @@ func fastCheck(ctx context.Context, ops []*history.Operation) fastResult {
 		}
 		// A wrong guess about an unknown write shows up as a contradiction
 		// that is not certain; learn from it and replay, a few times.
-		if len(f.definite) > 0 || f.undecided == "" || f.hint == nil || pass >= passes(len(ops)) || ctx.Err() != nil || !f.learn() {
+		if len(f.definite) > 0 || f.undecided == "" || pass >= passes(len(ops)) || ctx.Err() != nil || !f.learn() {
 			return f.result()
 		}
 	}
@@ -135,7 +139,7 @@ func fastCheck(ctx context.Context, ops []*history.Operation) fastResult {
 // huge histories where each replay takes seconds.
 func passes(n int) int {
 	if n > 200000 {
-		return 3
+		return 6
 	}
 	return 8
 }
@@ -158,6 +162,13 @@ type hint struct {
 // learn turns the pass's hint into a ban or a forced placement; false when
 // it has nothing new to try.
 func (f *fast) learn() bool {
+	if f.hint == nil {
+		if f.gapHint.op < 0 {
+			return false
+		}
+		f.hints.forced[f.gapHint.rev] = f.gapHint.op
+		return true
+	}
 	ht := &f.hint.hint
 	if ht.culprit >= 0 {
 		if f.hints.banned[ht.culprit] {
@@ -166,11 +177,9 @@ func (f *fast) learn() bool {
 		f.hints.banned[ht.culprit] = true
 		return true
 	}
-	if !ht.wantAbsent {
-		return false
-	}
-	// Some unknown delete (or revoke) of the key must have made a gap in
-	// (lastPinned, rev]: force the first that can at the latest such gap.
+	// Some unknown write of the key (a delete or revoke when the reader saw
+	// it absent, else a put) must have made a gap in (lastPinned, rev]:
+	// force the likeliest at the latest such gap.
 	lo := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > ht.lastPinned })
 	hi := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > ht.rev })
 	key := f.keys[ht.k]
@@ -179,14 +188,25 @@ func (f *fast) learn() bool {
 		if _, taken := f.hints.forced[gap]; taken {
 			continue
 		}
-		for i, op := range f.ops {
-			if op.Outcome != history.Unknown || op.Call > f.minRet[gap-f.base] {
+		taken := map[int32]bool{}
+		for _, i := range f.hints.forced {
+			taken[i] = true
+		}
+		// The latest-called fitting write is the likeliest: unknown writes
+		// take effect soon after their call.
+		last := sort.Search(len(f.ops), func(i int) bool { return f.ops[i].Call > f.minRet[gap-f.base] })
+		for i := last - 1; i >= 0; i-- {
+			op := f.ops[i]
+			if op.Outcome != history.Unknown || taken[int32(i)] || f.hints.banned[int32(i)] {
 				continue
 			}
-			if op.Kind == history.Delete && op.Key == key || op.Kind == history.LeaseRevoke && op.Lease != 0 && op.Lease == f.hint.lease {
-				if f.hints.banned[int32(i)] {
-					continue
-				}
+			var fits bool
+			if ht.wantAbsent {
+				fits = op.Kind == history.Delete && op.Key == key || op.Kind == history.LeaseRevoke && op.Lease != 0 && op.Lease == f.hint.lease
+			} else {
+				fits = (op.Kind == history.Put || op.Kind == history.Txn) && op.Key == key
+			}
+			if fits {
 				f.hints.forced[gap] = int32(i)
 				return true
 			}
@@ -442,6 +462,13 @@ func (f *fast) replay(ctx context.Context) {
 		}
 	}
 	f.minRet = minRet
+	f.deletes = map[int32][]int32{}
+	for _, i := range cands {
+		if f.ops[i].Kind == history.Delete {
+			k := f.keyIdx[f.ops[i].Key]
+			f.deletes[k] = append(f.deletes[k], i)
+		}
+	}
 	f.lastFill = make([]fillAt, len(f.ks))
 	for k := range f.lastFill {
 		f.lastFill[k].op = -1
@@ -453,6 +480,14 @@ func (f *fast) replay(ctx context.Context) {
 	used := make([]bool, len(cands))
 	for c, i := range cands {
 		used[c] = f.hints.banned[i] // banned candidates are never offered
+	}
+	// Candidates forced at a gap are kept for it.
+	reserved := map[int]bool{}
+	for _, i := range f.hints.forced {
+		if c, ok := candAt[i]; ok && !used[c] {
+			used[c] = true
+			reserved[c] = true
+		}
 	}
 	usedCount := 0
 
@@ -481,9 +516,11 @@ func (f *fast) replay(ctx context.Context) {
 			f.lastGap = rev
 			c := -1
 			if fi, ok := f.hints.forced[rev]; ok {
-				if fc, ok := candAt[fi]; ok && !used[fc] {
+				if fc, ok := candAt[fi]; ok && reserved[fc] {
 					if fits, _, _, _ := f.fits(fi, rev); fits {
 						c = fc
+						used[c] = false // counted below
+						delete(reserved, fc)
 					}
 				}
 			}
@@ -500,10 +537,28 @@ func (f *fast) replay(ctx context.Context) {
 				f.applyWrite(w, rev, false)
 				f.filled++
 				f.noteFill(w, rev)
+				f.lastFiller = fillAt{w, rev}
 			case f.eligible(cands, minRet[r]) <= usedCount && !f.hasPending(r):
 				f.violate("revision %d was created by no recorded operation, yet %s saw it: header revision inconsistent (a phantom write, or a write that was never recorded)", rev, f.desc(f.firstSeeing(rev)))
 			default:
 				f.undecide("no unknown-outcome write fits revision gap %d without further search", rev)
+				if f.hint == nil && f.gapHint.op < 0 {
+					// A write used at an earlier gap may belong here.
+					for c := f.eligible(cands, minRet[r]) - 1; c >= 0; c-- {
+						i := cands[c]
+						if _, taken := f.hints.forced[rev]; !taken && !f.hints.banned[i] {
+							if ok, _, _, _ := f.fits(i, rev); ok {
+								f.gapHint = fillAt{op: i, rev: rev}
+								break
+							}
+						}
+					}
+					// Or the previous gap's write belongs here, and
+					// another write before it.
+					if _, taken := f.hints.forced[rev]; f.gapHint.op < 0 && !taken && f.lastFiller.op >= 0 {
+						f.gapHint = fillAt{op: f.lastFiller.op, rev: rev}
+					}
+				}
 			}
 		}
 		f.processReads(rev)
@@ -566,6 +621,9 @@ func (f *fast) applyWrite(w int32, rev int64, pinned bool) {
 		if pinned {
 			f.ks[k].lastPinned = rev
 		}
+	}
+	if pinned {
+		f.lowTime = max(f.lowTime, op.Call)
 	}
 	switch op.Kind {
 	case history.Put, history.Txn:
@@ -787,6 +845,16 @@ func (f *fast) checkRead(p int32, rev int64) {
 // earliest deadline. This is a heuristic: when it picks wrong, the replay
 // finds a contradiction it cannot call certain, and porcupine decides.
 func (f *fast) chooseFiller(rev int64, cands []int32, used []bool, deadline int64) int {
+	// An unknown write most likely took effect before its client gave up
+	// on it. Writes whose client gave up before the store can have reached
+	// this gap are tried only when no fresher one fits.
+	if c := f.chooseFrom(rev, cands, used, deadline, true); c >= 0 {
+		return c
+	}
+	return f.chooseFrom(rev, cands, used, deadline, false)
+}
+
+func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64, freshOnly bool) int {
 	n := f.eligible(cands, deadline)
 	quiet := -1
 	quietDue := int64(math.MaxInt64)
@@ -798,7 +866,7 @@ func (f *fast) chooseFiller(rev int64, cands []int32, used []bool, deadline int6
 	const scanLimit = 4096
 	scanned := 0
 	for c := n - 1; c >= 0 && scanned < scanLimit; c-- {
-		if used[c] {
+		if used[c] || freshOnly && f.ops[cands[c]].Return < f.lowTime {
 			continue
 		}
 		scanned++
@@ -861,6 +929,11 @@ func (f *fast) fits(w int32, rev int64) (fits bool, due int64, needed bool, key 
 		}
 		after := keyState{present: true, value: op.Value, mod: rev, lease: op.Lease}
 		ok, due, need := f.agrees(k, &after, rev)
+		if !ok && f.deletableBefore(k, rev, due) {
+			// Unseen if an unknown delete of the key follows it: a last
+			// resort, so it ranks below every write that fits alone.
+			return true, math.MaxInt64, false, k
+		}
 		return ok, due, need, k
 	case history.Delete:
 		k := f.keyIdx[op.Key]
@@ -892,6 +965,32 @@ func (f *fast) fits(w int32, rev int64) (fits bool, due int64, needed bool, key 
 		return true, due, needed, key
 	}
 	return false, 0, false, 0
+}
+
+// deletableBefore reports whether an unused unknown delete of key k could
+// fill a gap after rev and before position due, and the operation at due
+// agrees with k being absent.
+func (f *fast) deletableBefore(k int32, rev, due int64) bool {
+	if due == math.MaxInt64 {
+		return false
+	}
+	e := sort.Search(len(f.ks[k].events), func(i int) bool { return f.ks[k].events[i].pos >= due })
+	if e == len(f.ks[k].events) {
+		return false
+	}
+	if ok, _ := f.consistent(k, &keyState{}, f.ks[k].events[e]); !ok {
+		return false
+	}
+	g := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > rev })
+	if g == len(f.gaps) || 2*f.gaps[g] >= due {
+		return false
+	}
+	for _, c := range f.deletes[k] {
+		if f.role[c] == roleCand && f.ops[c].Call <= f.minRet[f.gaps[g]-f.base] {
+			return true
+		}
+	}
+	return false
 }
 
 // leaseUsedLater reports whether a certain operation after rev needs lease l.

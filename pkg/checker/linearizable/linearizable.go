@@ -9,10 +9,19 @@
 // in linear time, and each read and each real-time order can be checked
 // directly. Where that witness leaves a choice open (a revision produced by a
 // write whose outcome is unknown and whose effect nobody observed) the fast
-// path tries to exhibit a consistent choice; when it cannot, it neither
-// passes nor fails but falls back to porcupine's exhaustive search. So the
-// fast path only ever answers Pass with a linearization in hand, and Fail
-// with a contradiction that no choice of unknown outcomes can remove.
+// path guesses, replays, and learns from a contradiction it cannot call
+// certain for a few passes; when it still cannot exhibit a consistent
+// choice, it neither passes nor fails but falls back to porcupine's
+// exhaustive search (on histories of up to porcupineLimit operations; larger
+// ones get Unknown). So the fast path only ever answers Pass with a
+// linearization in hand, and Fail with a contradiction that no choice of
+// unknown outcomes can remove.
+//
+// Assumptions: the cluster starts empty at revision 1 and every write to it
+// is in the history (values unique per run); every successful operation
+// except keep-alive carries its header revision; lease expiry is modelled
+// as a revoke that may happen any time from 95% of the TTL after the grant
+// was called.
 package linearizable
 
 import (

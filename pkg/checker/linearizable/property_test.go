@@ -19,10 +19,14 @@ var seeds = flag.Int("seeds", 150, "histgen seeds per configuration in the prope
 func TestFastPathAgreesWithPorcupine(t *testing.T) {
 	bugs := []histgen.Bug{histgen.NoBug, histgen.StaleRead, histgen.LostWrite, histgen.RevisionRegression}
 	var decided, undecided, agreedFail int
-	for _, bug := range bugs {
+	shapes := []histgen.Config{
+		{Ops: 120, Clients: 4, UnknownRate: 0.3, Keys: 4, FaultEvery: 30e6, FaultLength: 8e6},
+		{Ops: 80, Clients: 6, UnknownRate: 0.5, Keys: 2, FaultEvery: 20e6, FaultLength: 10e6},
+	}
+	for i, bug := range bugs {
 		for seed := int64(1); seed <= int64(*seeds); seed++ {
-			cfg := histgen.Config{Ops: 120, Clients: 4, Seed: seed, UnknownRate: 0.3, Bug: bug, Keys: 4,
-				FaultEvery: 30e6, FaultLength: 8e6}
+			cfg := shapes[(int(seed)+i)%len(shapes)]
+			cfg.Seed, cfg.Bug = seed, bug
 			h := histgen.Generate(cfg)
 			ctx := context.Background()
 			exh := Check(ctx, h, Options{mode: modePorcupineOnly, Timeout: 20 * time.Second})

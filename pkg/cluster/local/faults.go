@@ -57,8 +57,8 @@ func (c *Cluster) Restart(ctx context.Context, member string) error {
 	}
 	if err == nil && (m.proc == nil || m.proc.done()) {
 		// Same ports if still free; a clash is retried by exitReport.
-		err = c.startMemberLocked(m, false)
 		m.clashes = 0
+		err = c.startMemberLocked(m, false)
 	}
 	c.mu.Unlock()
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/etcdbin"
@@ -151,9 +152,10 @@ func (p *Provider) Create(ctx context.Context, opts ...CreateOption) (_ *Cluster
 		return nil, err
 	}
 
-	tmp, err := os.MkdirTemp("", "etcd-chaos-local-")
+	removeStaleTempDirs()
+	tmp, owner, err := makeTempDir(cfg.keepData)
 	if err != nil {
-		return nil, fmt.Errorf("cannot create a temp dir for member data: %v", err)
+		return nil, err
 	}
 	logDir := filepath.Join(tmp, "logs")
 	if cfg.artifactDir != "" {
@@ -167,6 +169,7 @@ func (p *Provider) Create(ctx context.Context, opts ...CreateOption) (_ *Cluster
 		tmpDir:   tmp,
 		logDir:   logDir,
 		keepData: cfg.keepData,
+		owner:    owner,
 		net:      faultproxy.New(faultproxy.WithSeed(cfg.faultSeed)),
 	}
 	defer func() {
@@ -199,4 +202,51 @@ func (p *Provider) Create(ctx context.Context, opts ...CreateOption) (_ *Cluster
 		return nil, err
 	}
 	return c, nil
+}
+
+const tempPrefix = "etcd-chaos-local-"
+
+// makeTempDir creates the cluster's private dir and holds a flock on its
+// .owner file for the cluster's life. A harness that dies without Close
+// (SIGKILL, a test timeout) releases the lock with its last breath, which is
+// how a later Create knows the dir is garbage.
+func makeTempDir(keep bool) (string, *os.File, error) {
+	tmp, err := os.MkdirTemp("", tempPrefix)
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot create a temp dir for member data: %v", err)
+	}
+	if keep {
+		// Kept dirs are for post-mortems: never collected.
+		_ = os.WriteFile(filepath.Join(tmp, ".keep"), nil, 0o644)
+	}
+	f, err := os.Create(filepath.Join(tmp, ".owner"))
+	if err == nil {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	}
+	if err != nil {
+		if f != nil {
+			f.Close()
+		}
+		os.RemoveAll(tmp)
+		return "", nil, fmt.Errorf("cannot lock temp dir %s: %v", tmp, err)
+	}
+	return tmp, f, nil
+}
+
+// removeStaleTempDirs deletes private dirs whose owner died without Close.
+func removeStaleTempDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), tempPrefix+"*"))
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, ".keep")); err == nil {
+			continue
+		}
+		f, err := os.Open(filepath.Join(d, ".owner"))
+		if err != nil {
+			continue // being created right now, or not ours
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			os.RemoveAll(d)
+		}
+		f.Close()
+	}
 }

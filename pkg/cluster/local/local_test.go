@@ -94,13 +94,16 @@ func eventually(t testing.TB, what string, f func() error) {
 	}
 }
 
+// put writes k=v, retrying through elections: right after a fault a
+// request may time out even though the cluster recovers a moment later.
 func put(t testing.TB, cli *clientv3.Client, k, v string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := cli.Put(ctx, k, v); err != nil {
-		t.Fatalf("put %s=%s: %v", k, v, err)
-	}
+	eventually(t, "put "+k+"="+v, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := cli.Put(ctx, k, v)
+		return err
+	})
 }
 
 func others(c *Cluster, name string) []string {
@@ -118,7 +121,9 @@ func others(c *Cluster, name string) []string {
 func TestCluster(t *testing.T) {
 	artifacts := t.TempDir()
 	c := create(t, CreateWithArtifactDir(artifacts))
-	ctx := context.Background()
+	// Bounded, so a failed step cannot leave a later wait hanging.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	if c.Backend() != "local" || "v"+c.Version() != etcdbin.DefaultVersion || len(c.Endpoints()) != 3 {
 		t.Fatalf("backend %s version %s endpoints %v", c.Backend(), c.Version(), c.Endpoints())
 	}
@@ -351,7 +356,7 @@ func TestCreateRejectsNonEtcdBinary(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
 	script := filepath.Join(tmp, "fake-etcd")
-	os.WriteFile(script, []byte("#!/bin/sh\nsleep 30\n"), 0o755)
+	os.WriteFile(script, []byte("#!/bin/sh\necho not etcd\n"), 0o755)
 	for _, bin := range []string{"/bin/true", script} {
 		_, err := NewProvider(WithEtcdBinary(bin)).Create(context.Background(), CreateWithMembers(1))
 		if err == nil || !strings.Contains(err.Error(), bin+" is not an etcd server binary") || strings.Contains(err.Error(), "\n") {
@@ -458,5 +463,40 @@ func BenchmarkStartup3(b *testing.B) {
 		b.StopTimer()
 		c.Close(context.Background())
 		b.StartTimer()
+	}
+}
+
+func TestCreateRemovesStaleTempDirs(t *testing.T) {
+	bin := etcdBinary(t)
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	stale := filepath.Join(tmp, tempPrefix+"stale")
+	kept := filepath.Join(tmp, tempPrefix+"kept")
+	live := filepath.Join(tmp, tempPrefix+"live")
+	for _, d := range []string{stale, kept, live} {
+		os.MkdirAll(filepath.Join(d, "member-0.etcd"), 0o755)
+		os.WriteFile(filepath.Join(d, ".owner"), nil, 0o644)
+	}
+	os.WriteFile(filepath.Join(kept, ".keep"), nil, 0o644)
+	f, err := os.Open(filepath.Join(live, ".owner")) // a cluster still running
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	_, err = NewProvider(WithEtcdBinary(bin)).Create(context.Background(), CreateWithMembers(1),
+		CreateWithSeeder(func(context.Context, []MemberSpec) error { return errors.New("stop here") }))
+	if err == nil {
+		t.Fatal("Create succeeded")
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("stale dir survived: %v", err)
+	}
+	for _, d := range []string{kept, live} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s removed: %v", d, err)
+		}
 	}
 }
