@@ -116,6 +116,16 @@ func Run(ctx context.Context, c cluster.Cluster, cfg Config) (*Result, error) {
 	started := time.Now()
 	res := &Result{}
 
+	// A baseline read of the whole key pool, before any other request, tells
+	// the checkers what the store held at the start: nothing on a fresh
+	// cluster, the restored data on a cluster restored from a snapshot.
+	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = workload.FinalRead(bctx, c, rec, workload.KVPrefix)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("baseline read: %w", err)
+	}
+
 	// Watchers start first so they see every write of the run.
 	var watchers *workload.Watchers
 	watchCtx, stopWatch := context.WithCancel(ctx)
