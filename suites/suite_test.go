@@ -158,8 +158,10 @@ func needKubernetes(what string) {
 }
 
 // rerun is the command that replays a spec.
-func rerun(name string) string {
-	cmd := fmt.Sprintf("SEED=%d E2E_FOCUS='%s' ETCD_CHAOS_BACKEND=%s", env.Seed, regexp.QuoteMeta(name), env.Backend)
+func rerun(string) string {
+	// Focus on this spec's full text, so exactly this spec runs again.
+	focus := "^" + regexp.QuoteMeta(CurrentSpecReport().FullText()) + "$"
+	cmd := fmt.Sprintf("SEED=%d E2E_FOCUS='%s' ETCD_CHAOS_BACKEND=%s", env.Seed, focus, env.Backend)
 	if env.Backend == "local" {
 		cmd += " ETCD_VERSION=" + env.EtcdVersion
 	}

@@ -17,6 +17,7 @@ type fastResult struct {
 	undecided string
 	revisions int64
 	filled    int
+	foreign   int // revisions left to unrecorded writes (foreign mode)
 }
 
 // role says how the fast path places an operation in the linearization.
@@ -64,13 +65,16 @@ type fast struct {
 	lastGap  int64
 	filled   int
 	revoked  map[int64]bool // leases removed by a filler (uncertain)
-	kaLast   map[int64]int64
+	kaLast   map[int64]int64 // per lease: the latest call of a successful keep-alive
 	leaseUse map[int64]int64   // last revision a certain operation names a lease
 	gaps     []int64           // revisions no certain write owns, ascending
 	deletes  map[int32][]int32 // per key: unknown deletes of it
 
 	definite  []string
 	undecided string
+
+	cfg     config
+	foreign int // gaps given to unrecorded writes
 
 	hints      *hints
 	hint       *hintAt
@@ -109,13 +113,17 @@ func (f *fast) desc(i int32) string {
 }
 
 // fastCheck decides ops (in call order) from the revisions they returned.
-func fastCheck(ctx context.Context, ops []*history.Operation) fastResult {
+func fastCheck(ctx context.Context, ops []*history.Operation, cfg config) fastResult {
 	if len(ops) > math.MaxInt32 {
 		return fastResult{undecided: "too many operations for the fast path"}
 	}
 	h := &hints{banned: map[int32]bool{}, forced: map[int64]int32{}}
 	for pass := 1; ; pass++ {
-		f := &fast{ops: ops, base: model.InitialRevision, leases: map[int64]bool{}, leaseKey: map[int64]int{},
+		base := int64(model.InitialRevision)
+		if cfg.init != nil {
+			base = cfg.init.Revision
+		}
+		f := &fast{ops: ops, cfg: cfg, base: base, leases: map[int64]bool{}, leaseKey: map[int64]int{},
 			revoked: map[int64]bool{}, kaLast: map[int64]int64{}, leaseUse: map[int64]int64{}, keyIdx: map[string]int32{}, hints: h, gapHint: fillAt{op: -1}, lastFiller: fillAt{op: -1}}
 		if !f.classify() {
 			return f.result()
@@ -217,7 +225,7 @@ func (f *fast) learn() bool {
 }
 
 func (f *fast) result() fastResult {
-	return fastResult{definite: f.definite, undecided: f.undecided, revisions: max(0, f.maxRev-f.base), filled: f.filled}
+	return fastResult{definite: f.definite, undecided: f.undecided, revisions: max(0, f.maxRev-f.base), filled: f.filled, foreign: f.foreign}
 }
 
 // classify gives every operation its role and revision, pins unknown writes
@@ -228,6 +236,15 @@ func (f *fast) classify() bool {
 	f.rev = make([]int64, n)
 	byValue := make(map[string]int32, n/2)
 	keySet := map[string]struct{}{}
+	// Values the store started with: a read may return them until they
+	// are overwritten.
+	initial := map[string]history.KV{}
+	if f.cfg.init != nil {
+		for _, kv := range f.cfg.init.KVs {
+			initial[kv.Value] = kv
+			keySet[kv.Key] = struct{}{}
+		}
+	}
 	f.maxRev = f.base
 	for i, op := range f.ops {
 		if op.Kind != history.LeaseGrant && op.Kind != history.LeaseRevoke && op.Kind != history.LeaseKeepAlive {
@@ -279,7 +296,7 @@ func (f *fast) classify() bool {
 			f.role[i] = rolePending
 		case history.LeaseKeepAlive:
 			f.role[i] = roleKeepAlive
-			f.kaLast[op.Lease] = max(f.kaLast[op.Lease], op.Return)
+			f.kaLast[op.Lease] = max(f.kaLast[op.Lease], op.Call)
 			continue
 		}
 		if r.Revision < f.base {
@@ -296,7 +313,7 @@ func (f *fast) classify() bool {
 	if len(f.definite) > 0 {
 		return false
 	}
-	if f.maxRev-f.base > int64(4*n+1024) {
+	if limit := int64(4*n + 1024); f.maxRev-f.base > limit && !(f.cfg.foreign && f.maxRev-f.base <= 16*limit) {
 		f.undecide("the store reached revision %d, far beyond what %d operations can produce", f.maxRev, n)
 		return false
 	}
@@ -307,6 +324,16 @@ func (f *fast) classify() bool {
 	f.ks = make([]keyState, len(f.keys))
 	for i, k := range f.keys {
 		f.keyIdx[k] = int32(i)
+	}
+	if f.cfg.init != nil {
+		for _, kv := range f.cfg.init.KVs {
+			s := &f.ks[f.keyIdx[kv.Key]]
+			s.present, s.value, s.mod, s.lease, s.lastPinned = true, kv.Value, kv.ModRevision, kv.Lease, f.base
+			if kv.Lease != 0 {
+				f.leases[kv.Lease] = true
+				f.leaseKey[kv.Lease]++
+			}
+		}
 	}
 	size := f.maxRev - f.base + 1
 	f.owner = make([]int32, size)
@@ -332,6 +359,12 @@ func (f *fast) classify() bool {
 		}
 		for _, kv := range op.Resp.KVs {
 			w, ok := byValue[kv.Value]
+			if iv, isInit := initial[kv.Value]; !ok && isInit {
+				if iv.Key != kv.Key || iv.ModRevision != kv.ModRevision {
+					f.violate("%s read %s=%q at mod revision %d, but the store started with it under %s at mod revision %d", f.desc(int32(i)), kv.Key, kv.Value, kv.ModRevision, iv.Key, iv.ModRevision)
+				}
+				continue
+			}
 			if !ok {
 				f.violate("%s read %s=%q, a value no operation wrote (or whose write failed)", f.desc(int32(i)), kv.Key, kv.Value)
 				continue
@@ -538,6 +571,9 @@ func (f *fast) replay(ctx context.Context) {
 				f.filled++
 				f.noteFill(w, rev)
 				f.lastFiller = fillAt{w, rev}
+			case f.cfg.foreign && !f.hasPending(r):
+				// An unrecorded write to a key nobody shows took it.
+				f.foreign++
 			case f.eligible(cands, minRet[r]) <= usedCount && !f.hasPending(r):
 				f.violate("revision %d was created by no recorded operation, yet %s saw it: header revision inconsistent (a phantom write, or a write that was never recorded)", rev, f.desc(f.firstSeeing(rev)))
 			default:
@@ -898,6 +934,11 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 			return jobs[0].c // Hall's condition: a mandatory write must go now
 		}
 	}
+	if f.cfg.foreign {
+		// An unrecorded write explains a gap at no cost to any key, so
+		// an unknown write nobody needs is better left out.
+		quiet = -1
+	}
 	switch {
 	case quiet >= 0 && later(quietDue) <= 0:
 		return quiet // an optional write that fits only here
@@ -944,7 +985,12 @@ func (f *fast) fits(w int32, rev int64) (fits bool, due int64, needed bool, key 
 		return ok, due, need, k
 	case history.LeaseRevoke:
 		l := op.Lease
-		if !f.leases[l] || f.leaseKey[l] == 0 || f.kaLast[l] >= op.Call || f.leaseUsedLater(l, rev) {
+		// A keep-alive that succeeded must come before the revoke (or
+		// expiry): possible when it was called before anyone saw rev.
+		// Comparing with the revoke's own call instead would forbid a
+		// kept-alive lease from ever expiring, as it does once its
+		// keep-alives stop during a fault.
+		if !f.leases[l] || f.leaseKey[l] == 0 || f.kaLast[l] >= f.minRet[rev-f.base] || f.leaseUsedLater(l, rev) {
 			return false, 0, false, 0
 		}
 		due = math.MaxInt64

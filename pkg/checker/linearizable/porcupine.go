@@ -1,10 +1,13 @@
 package linearizable
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"path/filepath"
+	"runtime"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -19,7 +22,26 @@ type porcupineResult struct {
 	violations []string
 	artifact   string // file name in ArtifactDir, when written
 	warn       string
+	abandoned  string // why the search was stopped early; result is then meaningless
 }
+
+// config is what the deciders share beyond the operations: the initial
+// store and whether unrecorded writes may take revisions.
+type config struct {
+	init    *InitialState
+	foreign bool
+}
+
+// initState is the model state the history starts from.
+func (c config) initState() model.State {
+	if c.init == nil {
+		return model.Init()
+	}
+	return model.InitWith(c.init.Revision, c.init.KVs)
+}
+
+// watchdogPeriod is how often runPorcupine samples the heap.
+const watchdogPeriod = 200 * time.Millisecond
 
 // toPorcupine turns the checked operations into porcupine operations.
 // Unknown writes may take effect at any time after their call, so they
@@ -48,8 +70,23 @@ func toPorcupine(ops []*history.Operation) []porcupine.Operation {
 
 // runPorcupine checks ops exhaustively. On Illegal it explains the longest
 // partial linearization and writes the visualisation when artifactDir is set.
-func runPorcupine(h *history.History, ops []*history.Operation, timeout time.Duration, artifactDir string) porcupineResult {
-	m := model.Porcupine()
+//
+// Porcupine v1.3.1 takes no context, so the search runs in a goroutine
+// under a watchdog: on ctx cancellation, or when the heap grows past
+// memLimit, an abort flag makes every model step fail, which unwinds the
+// search in moments (it backtracks to the root and returns), and the result
+// is reported as abandoned. The goroutine is waited for, so no search is
+// ever left running.
+func runPorcupine(ctx context.Context, h *history.History, ops []*history.Operation, cfg config, timeout time.Duration, memLimit uint64, artifactDir string) porcupineResult {
+	m := model.PorcupineWith(cfg.initState(), cfg.foreign)
+	var abort atomic.Bool
+	inner := m.StepContext
+	m.StepContext = func(c context.Context, state, input, output interface{}) (bool, interface{}) {
+		if abort.Load() {
+			return false, state
+		}
+		return inner(c, state, input, output)
+	}
 	m.DescribeOperationMetadata = func(info interface{}) string {
 		if info == nil {
 			return ""
@@ -57,12 +94,54 @@ func runPorcupine(h *history.History, ops []*history.Operation, timeout time.Dur
 		return fmt.Sprintf("op %v", info)
 	}
 	pops := toPorcupine(ops)
-	res, info := porcupine.CheckOperationsVerbose(m, pops, timeout)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if ms.HeapAlloc > memLimit {
+		return porcupineResult{result: porcupine.Unknown, abandoned: fmt.Sprintf("the heap is at %d MiB before the search, past the %d MiB memory limit", ms.HeapAlloc>>20, memLimit>>20)}
+	}
+	type answer struct {
+		res  porcupine.CheckResult
+		info porcupine.LinearizationInfo
+	}
+	done := make(chan answer, 1)
+	go func() {
+		res, info := porcupine.CheckOperationsVerbose(m, pops, timeout)
+		done <- answer{res, info}
+	}()
+	var why string
+	tick := time.NewTicker(watchdogPeriod)
+	defer tick.Stop()
+	var a answer
+wait:
+	for {
+		select {
+		case a = <-done:
+			break wait
+		case <-ctx.Done():
+			why = ctx.Err().Error()
+		case <-tick.C:
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if ms.HeapAlloc > memLimit {
+				why = fmt.Sprintf("the heap reached %d MiB, past the %d MiB memory limit", ms.HeapAlloc>>20, memLimit>>20)
+			}
+		}
+		if why != "" {
+			abort.Store(true)
+			a = <-done
+			break
+		}
+	}
+	if why != "" {
+		runtime.GC() // hand the search's memory back before anything else runs
+		return porcupineResult{result: porcupine.Unknown, abandoned: why}
+	}
+	res, info := a.res, a.info
 	out := porcupineResult{result: res}
 	if res != porcupine.Illegal {
 		return out
 	}
-	out.violations = append(out.violations, explainIllegal(ops, info))
+	out.violations = append(out.violations, explainIllegal(ops, info, cfg))
 	if artifactDir != "" {
 		var ann []porcupine.Annotation
 		for _, f := range h.Faults {
@@ -88,7 +167,7 @@ func runPorcupine(h *history.History, ops []*history.Operation, timeout time.Dur
 
 // explainIllegal names the operation porcupine could not place after its
 // longest partial linearization, and why the model rejects it there.
-func explainIllegal(ops []*history.Operation, info porcupine.LinearizationInfo) string {
+func explainIllegal(ops []*history.Operation, info porcupine.LinearizationInfo, cfg config) string {
 	parts := info.PartialLinearizations()
 	var longest []int
 	for _, p := range parts {
@@ -99,11 +178,15 @@ func explainIllegal(ops []*history.Operation, info porcupine.LinearizationInfo) 
 		}
 	}
 	in := make([]bool, len(ops))
-	s := model.Init()
+	s := cfg.initState()
+	explain := model.Explain
+	if cfg.foreign {
+		explain = model.ExplainRelaxed
+	}
 	for _, id := range longest {
 		in[id] = true
 		op := ops[id]
-		_, s = model.Step(s, op, respOf(op))
+		_, s, _ = explain(s, op, respOf(op))
 	}
 	// Of the operations left out, the one that returned first is the one
 	// the linearization could not get past: everything called after its
@@ -119,7 +202,7 @@ func explainIllegal(ops []*history.Operation, info porcupine.LinearizationInfo) 
 	}
 	sort.Slice(pending, func(a, b int) bool { return ops[pending[a]].Return < ops[pending[b]].Return })
 	op := ops[pending[0]]
-	_, _, why := model.Explain(s, op, op.Resp)
+	_, _, why := explain(s, op, op.Resp)
 	if why == "" {
 		why = "placing it here makes a later operation impossible"
 	}

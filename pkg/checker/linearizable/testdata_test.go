@@ -4,6 +4,7 @@ import (
 	"compress/gzip"
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +16,36 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
-var update = flag.Bool("update", false, "regenerate the histgen histories in ../testdata")
+var (
+	update   = flag.Bool("update", false, "regenerate the histgen histories in ../testdata")
+	realSrc  = flag.String("real", "", "with -real-name, write prefixes of this recorded history.jsonl into ../testdata")
+	realName = flag.String("real-name", "", "testdata name stem for -real, e.g. real-kill-leader")
+)
+
+// realSizes are the prefix sizes TestMakeRealTestdata writes.
+var realSizes = map[string]int{"1k": 1000, "10k": 10000}
+
+// TestMakeRealTestdata writes <real-name>-<size>-pass.jsonl.gz prefixes of a
+// recorded history (see testdata/README.md). Watches are left out: only
+// the operations matter to this checker, and they keep the files small.
+func TestMakeRealTestdata(t *testing.T) {
+	if *realSrc == "" || *realName == "" {
+		t.Skip("set -real and -real-name to write recorded test data")
+	}
+	h, err := history.Load(*realSrc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for size, n := range realSizes {
+		p := histgen.Prefix(h, n)
+		p.Watches = nil
+		path := filepath.Join("..", "testdata", fmt.Sprintf("%s-%s-pass.jsonl.gz", *realName, size))
+		if err := writeGzip(path, p); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s: %d operations", path, len(p.Operations))
+	}
+}
 
 // generated lists the testdata files made by histgen; see testdata/README.md.
 var generated = map[string]histgen.Config{

@@ -52,6 +52,20 @@ type State struct {
 // Init returns the empty store at InitialRevision.
 func Init() State { return State{Revision: InitialRevision} }
 
+// InitWith returns a store that starts at revision rev holding kvs, as a
+// cluster restored from a snapshot does. Leases the keys name are taken as
+// granted: etcd keeps a key's lease alive as long as the key.
+func InitWith(rev int64, kvs []history.KV) State {
+	s := State{Revision: rev}
+	for _, kv := range kvs {
+		s = s.put(KeyValue{Key: kv.Key, Value: kv.Value, ModRevision: kv.ModRevision, Lease: kv.Lease})
+		if kv.Lease != 0 {
+			s = s.grant(kv.Lease)
+		}
+	}
+	return s
+}
+
 // seed makes hashes stable within a process, which is all porcupine needs.
 var seed = maphash.MakeSeed()
 
@@ -261,6 +275,24 @@ func Step(s State, op *history.Operation, resp *history.Response) (bool, State) 
 // Explain is Step that also says why a response is impossible in s.
 func Explain(s State, op *history.Operation, resp *history.Response) (bool, State, string) {
 	return step(s, op, resp)
+}
+
+// StepRelaxed is Step in the relaxed-revision mode: writes the history does
+// not record (to keys it never shows) may advance the store revision at any
+// moment. The state's revision is then a lower bound: a response may carry
+// any revision at or above it (above it for a write that changed the store),
+// and the state moves up to the revision the response names. Values and mod
+// revisions of the keys the history does show are checked as strictly as in
+// Step, except that an unknown-outcome write's mod revision is not known
+// until a read shows it (ModRevision 0 in the state until then).
+func StepRelaxed(s State, op *history.Operation, resp *history.Response) (bool, State) {
+	ok, n, _ := relaxedStep(s, op, resp)
+	return ok, n
+}
+
+// ExplainRelaxed is StepRelaxed that also says why a response is impossible.
+func ExplainRelaxed(s State, op *history.Operation, resp *history.Response) (bool, State, string) {
+	return relaxedStep(s, op, resp)
 }
 
 func step(s State, op *history.Operation, resp *history.Response) (bool, State, string) {
@@ -494,17 +526,186 @@ func Describe(op *history.Operation, resp *history.Response) string {
 	return b.String()
 }
 
+// relaxedStep implements StepRelaxed.
+func relaxedStep(s State, op *history.Operation, resp *history.Response) (bool, State, string) {
+	unknown := resp == nil
+	// atLeast checks a response revision against the lower bound and moves
+	// the state up to it.
+	atLeast := func(n State, min int64, what string) (bool, State, string) {
+		if resp.Revision < min {
+			return false, s, fmt.Sprintf("%s revision %d, store is already at %d", what, resp.Revision, min)
+		}
+		n.Revision = resp.Revision
+		return true, n, ""
+	}
+	switch op.Kind {
+	case history.Get, history.Range:
+		if unknown {
+			return true, s, ""
+		}
+		end := op.End
+		if op.Kind == history.Get {
+			end = ""
+		}
+		kvs, _ := s.Range(op.Key, end, op.Limit)
+		n, why := learnKVs(s, kvs, resp.KVs, resp.Revision)
+		if why != "" {
+			return false, s, why
+		}
+		return atLeast(n, s.Revision, "header")
+	case history.Put:
+		if op.Lease != 0 && !s.HasLease(op.Lease) {
+			if unknown {
+				return true, s, ""
+			}
+			return false, s, fmt.Sprintf("put succeeded with lease %x, which does not exist", op.Lease)
+		}
+		if unknown {
+			n := s.put(KeyValue{Key: op.Key, Value: op.Value, Lease: op.Lease})
+			n.Revision++
+			return true, n, ""
+		}
+		n := s.put(KeyValue{Key: op.Key, Value: op.Value, ModRevision: resp.Revision, Lease: op.Lease})
+		return atLeast(n, s.Revision+1, "put returned")
+	case history.Delete:
+		_, exists := s.Get(op.Key)
+		if unknown {
+			if !exists {
+				return true, s, ""
+			}
+			n := s.del(op.Key)
+			n.Revision++
+			return true, n, ""
+		}
+		if (resp.Deleted > 0) != exists {
+			return false, s, fmt.Sprintf("delete removed %d keys, key exists=%v", resp.Deleted, exists)
+		}
+		if !exists {
+			return atLeast(s, s.Revision, "delete returned")
+		}
+		return atLeast(s.del(op.Key), s.Revision+1, "delete returned")
+	case history.Txn:
+		cur, exists := s.Get(op.Key)
+		var mod int64
+		if exists {
+			mod = cur.ModRevision
+		}
+		// A key whose mod revision is not known yet (0 while present)
+		// matches any non-zero compare.
+		succeed := mod == op.ExpectModRev || exists && mod == 0 && op.ExpectModRev != 0
+		if !unknown && exists && mod == 0 && op.ExpectModRev != 0 {
+			succeed = resp.Succeeded
+		}
+		if succeed && op.Lease != 0 && !s.HasLease(op.Lease) {
+			if unknown {
+				return true, s, ""
+			}
+			return false, s, fmt.Sprintf("txn succeeded with lease %x, which does not exist", op.Lease)
+		}
+		if unknown {
+			if !succeed || mod == 0 && exists {
+				// Not knowing the mod revision, assume the compare failed.
+				return true, s, ""
+			}
+			n := s.put(KeyValue{Key: op.Key, Value: op.Value, Lease: op.Lease})
+			n.Revision++
+			return true, n, ""
+		}
+		if resp.Succeeded != succeed {
+			return false, s, fmt.Sprintf("txn succeeded=%v but key's mod revision is %d (compare against %d)", resp.Succeeded, mod, op.ExpectModRev)
+		}
+		if !succeed {
+			var want []KeyValue
+			if exists {
+				want = []KeyValue{cur}
+			}
+			n, why := learnKVs(s, want, resp.KVs, resp.Revision)
+			if why != "" {
+				return false, s, why
+			}
+			if len(resp.KVs) == 1 && resp.KVs[0].ModRevision == op.ExpectModRev {
+				return false, s, fmt.Sprintf("txn failed its compare, but returned mod revision %d, as expected", op.ExpectModRev)
+			}
+			return atLeast(n, s.Revision, "txn header")
+		}
+		n := s.put(KeyValue{Key: op.Key, Value: op.Value, ModRevision: resp.Revision, Lease: op.Lease})
+		return atLeast(n, s.Revision+1, "txn returned")
+	case history.LeaseGrant:
+		id := op.Lease
+		if !unknown {
+			id = resp.LeaseID
+		}
+		n := s
+		if id != 0 {
+			n = s.grant(id)
+		}
+		if unknown || resp.Revision == 0 {
+			return true, n, ""
+		}
+		return atLeast(n, s.Revision, "lease grant header")
+	case history.LeaseRevoke:
+		if !s.HasLease(op.Lease) {
+			if unknown {
+				return true, s, ""
+			}
+			return false, s, fmt.Sprintf("revoke of lease %x succeeded, but it does not exist", op.Lease)
+		}
+		n := s.revoke(op.Lease)
+		if unknown {
+			return true, n, ""
+		}
+		return atLeast(n, n.Revision, "revoke returned")
+	case history.LeaseKeepAlive:
+		return step(s, op, resp)
+	}
+	return false, s, fmt.Sprintf("unsupported operation kind %q", op.Kind)
+}
+
+// learnKVs compares a read against the keys the model holds, as sameKVs
+// does, but a model key with mod revision 0 (written by an unknown-outcome
+// write in relaxed mode) matches any mod revision in (0, header]; the
+// returned state has learned it.
+func learnKVs(s State, want []KeyValue, got []history.KV, header int64) (State, string) {
+	if len(want) != len(got) {
+		return s, fmt.Sprintf("returned %s, store holds %s", descGot(got), descWant(want))
+	}
+	n := s
+	for i := range want {
+		w, g := want[i], got[i]
+		if w.Key != g.Key || w.Value != g.Value {
+			return s, fmt.Sprintf("returned %s, store holds %s", descGot(got), descWant(want))
+		}
+		switch {
+		case w.ModRevision == g.ModRevision:
+		case w.ModRevision == 0 && g.ModRevision > 0 && g.ModRevision <= header:
+			w.ModRevision = g.ModRevision
+			n = n.put(w)
+		default:
+			return s, fmt.Sprintf("returned %s, store holds %s", descGot(got), descWant(want))
+		}
+	}
+	return n, ""
+}
+
 // Input is what porcupine carries for one operation; Output is its response,
 // nil for an unknown outcome.
 type Input = *history.Operation
 
 // Porcupine returns the model in porcupine's terms. Inputs are
 // *history.Operation and outputs *history.Response (nil: unknown outcome).
-func Porcupine() porcupine.Model {
+func Porcupine() porcupine.Model { return PorcupineWith(Init(), false) }
+
+// PorcupineWith is Porcupine starting from init, in the relaxed-revision
+// mode of StepRelaxed when relaxed is set.
+func PorcupineWith(init State, relaxed bool) porcupine.Model {
+	stepFn := Step
+	if relaxed {
+		stepFn = StepRelaxed
+	}
 	return porcupine.Model{
-		Init: func() interface{} { return Init() },
+		Init: func() interface{} { return init },
 		StepContext: func(_ context.Context, state, input, output interface{}) (bool, interface{}) {
-			ok, n := Step(state.(State), input.(*history.Operation), output.(*history.Response))
+			ok, n := stepFn(state.(State), input.(*history.Operation), output.(*history.Response))
 			return ok, n
 		},
 		Equal: func(a, b interface{}) bool { return a.(State).Equal(b.(State)) },

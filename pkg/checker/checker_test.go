@@ -1,0 +1,52 @@
+package checker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
+)
+
+func op(id int64, kind history.Kind, key, value string, call, ret int64, resp *history.Response) history.Operation {
+	return history.Operation{ID: id, ClientID: int(id), Kind: kind, Key: key, Value: value, Call: call, Return: ret, Outcome: history.OK, Resp: resp}
+}
+
+// Check composes every checker, and one broken property fails the verdict
+// even when everything else holds.
+func TestCheckRunsEveryCheckerAndFailsOnAStaleRead(t *testing.T) {
+	good := &history.History{Operations: []history.Operation{
+		op(1, history.Put, "/kv/k000", "a", 10, 20, &history.Response{Revision: 2}),
+		op(2, history.Get, "/kv/k000", "", 30, 40, &history.Response{Revision: 2, KVs: []history.KV{{Key: "/kv/k000", Value: "a", ModRevision: 2}}}),
+		op(3, history.Range, "/kv/", "", 50, 60, &history.Response{Revision: 2, KVs: []history.KV{{Key: "/kv/k000", Value: "a", ModRevision: 2}}}),
+	}}
+	good.Operations[2].End = "/kv0"
+	checks := Check(context.Background(), good, Options{Timeout: 10 * time.Second})
+	names := map[string]verdict.Status{}
+	for _, c := range checks {
+		names[c.Name] = c.Status
+	}
+	for _, want := range []string{"linearizable", "durability", "watch/reliable", "lease/revoke"} {
+		if _, ok := names[want]; !ok {
+			t.Errorf("check %q missing from %v", want, names)
+		}
+	}
+	if !verdict.Passed(checks) {
+		t.Fatalf("a correct history must pass: %+v", verdict.Failed(checks))
+	}
+
+	// The same history where the read after the put returns nothing.
+	stale := *good
+	stale.Operations = append([]history.Operation(nil), good.Operations...)
+	stale.Operations[1] = op(2, history.Get, "/kv/k000", "", 30, 40, &history.Response{Revision: 1})
+	checks = Check(context.Background(), &stale, Options{Timeout: 10 * time.Second})
+	if verdict.Passed(checks) {
+		t.Fatal("a stale read must fail the verdict")
+	}
+	for _, c := range verdict.Failed(checks) {
+		if c.Name != "linearizable" {
+			t.Errorf("only linearizable should fail, %s did: %s", c.Name, c.Summary)
+		}
+	}
+}
