@@ -239,6 +239,9 @@ var _ = ReportAfterSuite("summary", func(r Report) {
 	}
 	passed, failed := 0, 0
 	for _, s := range r.SpecReports {
+		if s.LeafNodeType != types.NodeTypeIt {
+			continue
+		}
 		switch {
 		case s.State == types.SpecStatePassed:
 			passed++

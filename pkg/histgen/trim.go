@@ -2,6 +2,7 @@ package histgen
 
 import (
 	"sort"
+	"strings"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 )
@@ -63,4 +64,63 @@ func Prefix(h *history.History, n int) *history.History {
 		out.Faults = append(out.Faults, f)
 	}
 	return out
+}
+
+// Thin drops the successful linearizable gets and ranges for which keep
+// returns false. Dropping a read removes an observation and nothing else, so
+// a linearizable history stays linearizable, and what the kept operations
+// show is unchanged: it shrinks real recordings for test data while
+// keeping every write, lease operation and failure they hold.
+func Thin(h *history.History, keep func(op *history.Operation) bool) *history.History {
+	out := *h
+	out.Operations = make([]history.Operation, 0, len(h.Operations))
+	for i := range h.Operations {
+		op := &h.Operations[i]
+		if (op.Kind == history.Get || op.Kind == history.Range) && op.Outcome == history.OK && !keep(op) {
+			continue
+		}
+		out.Operations = append(out.Operations, *op)
+	}
+	return &out
+}
+
+// DropKeys removes every operation on a key under prefix, writes included,
+// and the grants and revokes of leases that no remaining operation uses.
+// The result is a history whose store also holds writes it does not record,
+// to keys none of its operations show (a revoke deleting only dropped keys
+// is such a write): check it with foreign writes allowed
+// (linearizable.Options.ForeignWrites). It cuts a real recording down to
+// the keys a test is about.
+func DropKeys(h *history.History, prefix string) *history.History {
+	out := *h
+	out.Operations = make([]history.Operation, 0, len(h.Operations))
+	used := map[int64]bool{}
+	for i := range h.Operations {
+		op := &h.Operations[i]
+		if op.Key != "" && strings.HasPrefix(op.Key, prefix) {
+			continue
+		}
+		switch op.Kind {
+		case history.Put, history.Txn, history.LeaseKeepAlive:
+			used[op.Lease] = true
+		}
+		if op.Resp != nil {
+			for _, kv := range op.Resp.KVs {
+				used[kv.Lease] = true
+			}
+		}
+		out.Operations = append(out.Operations, *op)
+	}
+	kept := out.Operations[:0]
+	for _, op := range out.Operations {
+		switch {
+		case op.Kind == history.LeaseRevoke && !used[op.Lease]:
+			continue
+		case op.Kind == history.LeaseGrant && (op.Resp == nil || !used[op.Resp.LeaseID]):
+			continue
+		}
+		kept = append(kept, op)
+	}
+	out.Operations = kept
+	return &out
 }

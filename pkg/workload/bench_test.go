@@ -99,7 +99,8 @@ func plainTraffic(b *testing.B, c cluster.Cluster, cfg Config, d time.Duration) 
 			var leases []clientv3.LeaseID
 			m := cfg.Mix
 			var n int64
-			val := func() string { return uniqueValue(i, time.Now().UnixNano()) }
+			plainRec := history.NewRecorder(history.Meta{})
+			val := func() string { return uniqueValue(plainRec, i, time.Now().UnixNano()) }
 			for ctx.Err() == nil {
 				octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.OpTimeout)
 				op := func() context.Context { return octx }
@@ -174,7 +175,7 @@ func BenchmarkRecord(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			op := history.Operation{ID: rec.NextID(), Kind: history.Put, Key: "/kv/k001"}
-			op.Value = uniqueValue(1, op.ID)
+			op.Value = uniqueValue(rec, 1, op.ID)
 			op.Call = rec.Now()
 			finish(rec, &op, nil, &history.Response{Revision: 1, MemberID: 1})
 		}

@@ -167,7 +167,7 @@ func (a *leaseActor) grant(ctx context.Context, ttl int64) int64 {
 
 func (a *leaseActor) put(ctx context.Context, key string, lease int64) history.Outcome {
 	op := a.newOp(history.Put, key)
-	op.Value = uniqueValue(a.id, op.ID)
+	op.Value = uniqueValue(a.rec, a.id, op.ID)
 	op.Lease = lease
 	octx, cancel := a.opCtx(ctx)
 	op.Call = a.rec.Now()

@@ -206,7 +206,7 @@ func (l *locker) incrementOnce(ctx context.Context, sess *concurrency.Session) {
 		return
 	}
 	op := history.Operation{ID: l.rec.NextID(), ClientID: l.id, Kind: history.Txn, Key: LockCounterKey, ExpectModRev: modRev}
-	op.Value = fmt.Sprintf("%d:%s", count+1, uniqueValue(l.id, op.ID))
+	op.Value = fmt.Sprintf("%d:%s", count+1, uniqueValue(l.rec, l.id, op.ID))
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.OpTimeout)
 	op.Call = l.rec.Now()
 	resp, err := l.cli.Txn(octx).

@@ -11,9 +11,11 @@ import (
 
 // uniqueValue is the value of a write. It embeds the operation ID, which the
 // recorder hands out once per run, so no two writes of a run share a value
-// and a later read names exactly the write it observed.
-func uniqueValue(client int, id int64) string {
-	return "c" + strconv.Itoa(client) + "-" + strconv.FormatInt(id, 10)
+// and a later read names exactly the write it observed; and the run's tag,
+// so a value left in the store by an earlier run (a restored snapshot) is
+// never mistaken for one of this run's writes.
+func uniqueValue(rec *history.Recorder, client int, id int64) string {
+	return "c" + strconv.Itoa(client) + "-" + strconv.FormatInt(id, 10) + "-" + rec.RunTag()
 }
 
 func convKVs(kvs []*mvccpb.KeyValue) []history.KV {

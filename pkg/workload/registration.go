@@ -95,7 +95,7 @@ func (r *Registration) register(ctx context.Context) error {
 	r.lease = int64(gresp.ID)
 
 	put := history.Operation{ID: r.rec.NextID(), ClientID: r.ownerID, Kind: history.Put, Key: r.key, Lease: r.lease}
-	put.Value = uniqueValue(r.ownerID, put.ID)
+	put.Value = uniqueValue(r.rec, r.ownerID, put.ID)
 	octx, cancel = context.WithTimeout(ctx, r.cfg.OpTimeout)
 	put.Call = r.rec.Now()
 	presp, err := r.owner.Put(octx, r.key, put.Value, clientv3.WithLease(gresp.ID))

@@ -475,7 +475,7 @@ func (kc *kvClient) rangeAll(ctx context.Context) {
 
 func (kc *kvClient) put(ctx context.Context, k int, lease int64) {
 	op := kc.newOp(history.Put, kc.keys[k])
-	op.Value = uniqueValue(kc.id, op.ID)
+	op.Value = uniqueValue(kc.rec, kc.id, op.ID)
 	op.Lease = lease
 	var opts []clientv3.OpOption
 	if lease != 0 {
@@ -496,7 +496,7 @@ func (kc *kvClient) put(ctx context.Context, k int, lease int64) {
 
 func (kc *kvClient) txn(ctx context.Context, k int) {
 	op := kc.newOp(history.Txn, kc.keys[k])
-	op.Value = uniqueValue(kc.id, op.ID)
+	op.Value = uniqueValue(kc.rec, kc.id, op.ID)
 	op.ExpectModRev = kc.seen[k]
 	octx, cancel := kc.opCtx(ctx)
 	op.Call = kc.rec.Now()

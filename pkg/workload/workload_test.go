@@ -105,7 +105,7 @@ func TestUniqueValues(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range perClient {
-				vals[c] = append(vals[c], uniqueValue(c, rec.NextID()))
+				vals[c] = append(vals[c], uniqueValue(rec, c, rec.NextID()))
 			}
 		}()
 	}

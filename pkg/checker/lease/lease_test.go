@@ -99,6 +99,21 @@ func TestExpiry(t *testing.T) {
 		b.get(20, "/lease-expire/a", 2, kv("/lease-expire/a", "a1", 2, 7)) // 14.99s late
 		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Fail, 1, 0, `"/lease-expire/a"`, "14.99s", "never observed gone")
 	})
+	t.Run("a leader change restarts the TTL clock", func(t *testing.T) {
+		// A fault window from 3s to 14s (say, a rolling restart) may elect
+		// new leaders, and each refreshes every lease to its full TTL.
+		b := expiring()
+		b.h.Faults = []history.Fault{{ID: 1, Nemesis: "rolling-restart", Action: "rolling restart", Start: at(3), End: at(14)}}
+		b.get(18, "/lease-expire/a", 2, kv("/lease-expire/a", "a1", 2, 7)) // 13s past grant+TTL, 0s past fault end+TTL
+		b.get(20, "/lease-expire/a", 3)
+		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 0, "moved past a fault window")
+	})
+	t.Run("a fault after the deadline excuses nothing", func(t *testing.T) {
+		b := expiring()
+		b.h.Faults = []history.Fault{{ID: 1, Nemesis: "kill-leader", Action: "kill member-0", Start: at(12), End: at(13)}}
+		b.get(20, "/lease-expire/a", 2, kv("/lease-expire/a", "a1", 2, 7))
+		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Fail, 1, 0)
+	})
 	t.Run("tolerances are options", func(t *testing.T) {
 		b := expiring()
 		b.get(20, "/lease-expire/a", 2, kv("/lease-expire/a", "a1", 2, 7))

@@ -24,11 +24,13 @@ import (
 // benchHistory is one history the benchmarks run on.
 type benchHistory struct {
 	name string
-	load func() *history.History
+	load func(b *testing.B) *history.History
 }
 
 // benchHistories are histgen histories with faults and unknown outcomes at
-// each size, then any recorded history in ../testdata/*.jsonl.gz.
+// each size, the recorded history named by $ETCD_CHAOS_REAL_HISTORY when
+// set, then every history in ../testdata/*.jsonl.gz (which include real
+// recordings cut to 1k and 10k operations).
 func benchHistories(b *testing.B) []benchHistory {
 	var out []benchHistory
 	for _, n := range []struct {
@@ -36,13 +38,33 @@ func benchHistories(b *testing.B) []benchHistory {
 		ops  int
 	}{{"1k", 1000}, {"10k", 10000}, {"100k", 100000}, {"1M", 1000000}} {
 		ops := n.ops
-		out = append(out, benchHistory{n.name, func() *history.History {
+		out = append(out, benchHistory{n.name, func(*testing.B) *history.History {
 			return histgen.Generate(histgen.Config{Ops: ops, Clients: 16, Seed: 1, UnknownRate: 0.2, Keys: 100})
 		}})
 	}
+	// A large recorded history is too big for the repository; point
+	// $ETCD_CHAOS_REAL_HISTORY at one (history.jsonl or .jsonl.gz) to
+	// include it. See ../testdata/README.md.
+	out = append(out, benchHistory{"real-env", func(b *testing.B) *history.History {
+		path := os.Getenv("ETCD_CHAOS_REAL_HISTORY")
+		if path == "" {
+			b.Skip("set ETCD_CHAOS_REAL_HISTORY to a recorded history to benchmark it")
+		}
+		var h *history.History
+		var err error
+		if strings.HasSuffix(path, ".gz") {
+			h, err = loadGzip(path)
+		} else {
+			h, err = history.Load(path)
+		}
+		if err != nil {
+			b.Fatalf("ETCD_CHAOS_REAL_HISTORY: %v", err)
+		}
+		return h
+	}})
 	files, _ := filepath.Glob(filepath.Join("..", "testdata", "*.jsonl.gz"))
 	for _, f := range files {
-		out = append(out, benchHistory{filepath.Base(f), func() *history.History {
+		out = append(out, benchHistory{filepath.Base(f), func(b *testing.B) *history.History {
 			h, err := loadGzip(f)
 			if err != nil {
 				b.Fatal(err)
@@ -103,14 +125,14 @@ func peakHeap(f func()) float64 {
 func BenchmarkCheck(b *testing.B) {
 	for _, bh := range benchHistories(b) {
 		b.Run(bh.name, func(b *testing.B) {
-			h := bh.load()
+			h := bh.load(b)
 			runtime.GC()
 			b.ResetTimer()
 			var c verdict.Check
 			var peak float64
 			for i := 0; i < b.N; i++ {
 				peak = max(peak, peakHeap(func() {
-					c = Check(context.Background(), h, Options{Timeout: time.Minute})
+					c = Check(context.Background(), h, Options{Timeout: time.Minute, ForeignWrites: strings.Contains(bh.name, "-foreign")})
 				}))
 			}
 			b.StopTimer()
@@ -213,7 +235,7 @@ func valueOf(kvs []history.KV) string {
 func BenchmarkPorcupineBaseline(b *testing.B) {
 	for _, bh := range benchHistories(b) {
 		b.Run(bh.name, func(b *testing.B) {
-			h := bh.load()
+			h := bh.load(b)
 			ops := textbookOps(h)
 			m := textbookModel()
 			runtime.GC()
@@ -234,6 +256,39 @@ func BenchmarkPorcupineBaseline(b *testing.B) {
 			b.ReportMetric(peak, "peak-heap-MB")
 			b.ReportMetric(decided, "decided")
 			b.Logf("%s: porcupine %s", bh.name, res)
+		})
+	}
+}
+
+// BenchmarkPorcupineModel runs porcupine alone with this package's model
+// (revisions, leases) on the recorded histories: what Check would cost
+// without the fast path. Searches are bounded by a 60s timeout and the
+// default heap limit; decided is 0 when either stopped it.
+func BenchmarkPorcupineModel(b *testing.B) {
+	for _, bh := range benchHistories(b) {
+		if !strings.HasPrefix(bh.name, "real-") {
+			continue
+		}
+		b.Run(bh.name, func(b *testing.B) {
+			h := bh.load(b)
+			runtime.GC()
+			b.ResetTimer()
+			var c verdict.Check
+			var peak float64
+			for i := 0; i < b.N; i++ {
+				peak = max(peak, peakHeap(func() {
+					c = Check(context.Background(), h, Options{mode: modePorcupineOnly, Timeout: time.Minute, ForeignWrites: strings.Contains(bh.name, "-foreign")})
+				}))
+			}
+			b.StopTimer()
+			decided := 0.0
+			if c.Status == verdict.Pass || c.Status == verdict.Fail {
+				decided = 1
+			}
+			b.ReportMetric(float64(len(h.Operations))*float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			b.ReportMetric(peak, "peak-heap-MB")
+			b.ReportMetric(decided, "decided")
+			b.Logf("%s: %s: %s", bh.name, c.Status, c.Summary)
 		})
 	}
 }

@@ -64,8 +64,8 @@ type fast struct {
 	readNext []int32
 	lastGap  int64
 	filled   int
-	revoked  map[int64]bool // leases removed by a filler (uncertain)
-	kaLast   map[int64]int64 // per lease: the latest call of a successful keep-alive
+	revoked  map[int64]bool    // leases removed by a filler (uncertain)
+	kaLast   map[int64]int64   // per lease: the latest call of a successful keep-alive
 	leaseUse map[int64]int64   // last revision a certain operation names a lease
 	gaps     []int64           // revisions no certain write owns, ascending
 	deletes  map[int32][]int32 // per key: unknown deletes of it
@@ -75,6 +75,10 @@ type fast struct {
 
 	cfg     config
 	foreign int // gaps given to unrecorded writes
+
+	undecidedAt int64     // revision the replay was at when it first could not decide
+	snapAt      int64     // revision to record the store at, or 0
+	snap        *snapshot // the store at snapAt
 
 	hints      *hints
 	hint       *hintAt
@@ -103,6 +107,7 @@ func (f *fast) violate(format string, args ...any) {
 
 func (f *fast) undecide(format string, args ...any) {
 	if f.undecided == "" {
+		f.undecidedAt = f.cur
 		f.undecided = fmt.Sprintf(format, args...)
 	}
 }
@@ -114,19 +119,28 @@ func (f *fast) desc(i int32) string {
 
 // fastCheck decides ops (in call order) from the revisions they returned.
 func fastCheck(ctx context.Context, ops []*history.Operation, cfg config) fastResult {
+	r, _ := fastRun(ctx, ops, cfg, newHints(), passes(len(ops)), 0)
+	return r
+}
+
+func newHints() *hints { return &hints{banned: map[int32]bool{}, forced: map[int64]int32{}} }
+
+// fastRun is fastCheck starting from hints h (which it extends), making at
+// most maxPasses replays; when snapAt is set the replay records the store
+// at that revision. It returns the last replay too.
+func fastRun(ctx context.Context, ops []*history.Operation, cfg config, h *hints, maxPasses int, snapAt int64) (fastResult, *fast) {
 	if len(ops) > math.MaxInt32 {
-		return fastResult{undecided: "too many operations for the fast path"}
+		return fastResult{undecided: "too many operations for the fast path"}, nil
 	}
-	h := &hints{banned: map[int32]bool{}, forced: map[int64]int32{}}
 	for pass := 1; ; pass++ {
 		base := int64(model.InitialRevision)
 		if cfg.init != nil {
 			base = cfg.init.Revision
 		}
-		f := &fast{ops: ops, cfg: cfg, base: base, leases: map[int64]bool{}, leaseKey: map[int64]int{},
+		f := &fast{ops: ops, cfg: cfg, snapAt: snapAt, base: base, leases: map[int64]bool{}, leaseKey: map[int64]int{},
 			revoked: map[int64]bool{}, kaLast: map[int64]int64{}, leaseUse: map[int64]int64{}, keyIdx: map[string]int32{}, hints: h, gapHint: fillAt{op: -1}, lastFiller: fillAt{op: -1}}
 		if !f.classify() {
-			return f.result()
+			return f.result(), f
 		}
 		f.replay(ctx)
 		if len(f.definite) == 0 && f.undecided == "" {
@@ -137,8 +151,8 @@ func fastCheck(ctx context.Context, ops []*history.Operation, cfg config) fastRe
 		}
 		// A wrong guess about an unknown write shows up as a contradiction
 		// that is not certain; learn from it and replay, a few times.
-		if len(f.definite) > 0 || f.undecided == "" || pass >= passes(len(ops)) || ctx.Err() != nil || !f.learn() {
-			return f.result()
+		if len(f.definite) > 0 || f.undecided == "" || pass >= maxPasses || ctx.Err() != nil || !f.learn() {
+			return f.result(), f
 		}
 	}
 }
@@ -313,7 +327,9 @@ func (f *fast) classify() bool {
 	if len(f.definite) > 0 {
 		return false
 	}
-	if limit := int64(4*n + 1024); f.maxRev-f.base > limit && !(f.cfg.foreign && f.maxRev-f.base <= 16*limit) {
+	// Foreign writes may take most revisions; the replay's per-revision
+	// arrays cost 16 bytes each, so a few million stay cheap.
+	if limit := int64(4*n + 1024); f.maxRev-f.base > limit && !(f.cfg.foreign && f.maxRev-f.base <= max(16*limit, foreignRevisionLimit)) {
 		f.undecide("the store reached revision %d, far beyond what %d operations can produce", f.maxRev, n)
 		return false
 	}
@@ -525,6 +541,9 @@ func (f *fast) replay(ctx context.Context) {
 	usedCount := 0
 
 	f.processReads(f.base)
+	if f.snapAt == f.base {
+		f.takeSnap(f.base)
+	}
 	for rev := f.base + 1; rev <= f.maxRev; rev++ {
 		if rev&4095 == 0 && ctx.Err() != nil {
 			f.undecide("stopped: %v", ctx.Err())
@@ -571,8 +590,9 @@ func (f *fast) replay(ctx context.Context) {
 				f.filled++
 				f.noteFill(w, rev)
 				f.lastFiller = fillAt{w, rev}
-			case f.cfg.foreign && !f.hasPending(r):
-				// An unrecorded write to a key nobody shows took it.
+			case f.cfg.foreign:
+				// An unrecorded write to a key nobody shows took it (a
+				// revoke at this revision then deleted nothing).
 				f.foreign++
 			case f.eligible(cands, minRet[r]) <= usedCount && !f.hasPending(r):
 				f.violate("revision %d was created by no recorded operation, yet %s saw it: header revision inconsistent (a phantom write, or a write that was never recorded)", rev, f.desc(f.firstSeeing(rev)))
@@ -598,11 +618,18 @@ func (f *fast) replay(ctx context.Context) {
 			}
 		}
 		f.processReads(rev)
+		if rev == f.snapAt {
+			f.takeSnap(rev)
+		}
 		if len(f.definite) > verdictLimit {
 			return
 		}
 	}
 }
+
+// foreignRevisionLimit is how many revisions the fast path replays in
+// foreign-writes mode however few operations claim them.
+const foreignRevisionLimit = 1 << 22
 
 // verdictLimit stops the replay once a failure is certain and well described.
 const verdictLimit = 100

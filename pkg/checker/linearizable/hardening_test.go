@@ -185,3 +185,18 @@ func TestPorcupineAbandonsMidSearch(t *testing.T) {
 	}
 	t.Logf("abandoned: %s", pr.abandoned)
 }
+
+// TestPorcupineWatchdog: a search that grows the heap past the limit is
+// abandoned by the sampling watchdog.
+func TestPorcupineWatchdog(t *testing.T) {
+	h := histgen.Generate(histgen.Config{Ops: 3000, Clients: 16, Seed: 5, UnknownRate: 0.3, Keys: 20})
+	ops, _ := selectOps(h, false)
+	pr := runPorcupine(context.Background(), h, ops, config{}, time.Minute, 4<<20, "")
+	if pr.abandoned == "" {
+		t.Skipf("seed 5: porcupine finished (%v) within 4 MiB; nothing to abandon", pr.result)
+	}
+	if !strings.Contains(pr.abandoned, "memory limit") {
+		t.Fatalf("seed 5: abandoned for another reason: %s", pr.abandoned)
+	}
+	t.Logf("abandoned: %s", pr.abandoned)
+}

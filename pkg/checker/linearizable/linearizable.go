@@ -13,7 +13,9 @@
 // certain for a few passes; when it still cannot exhibit a consistent
 // choice, it neither passes nor fails but falls back to porcupine's
 // exhaustive search (on histories of up to porcupineLimit operations; larger
-// ones get Unknown). So the fast path only ever answers Pass with a
+// ones get Unknown). Porcupine runs under a heap watchdog
+// (Options.MemoryLimit) and ctx: either abandons the search with verdict
+// Unknown. So the fast path only ever answers Pass with a
 // linearization in hand, and Fail with a contradiction that no choice of
 // unknown outcomes can remove.
 //
@@ -66,8 +68,9 @@ type Options struct {
 	// the history has an operation on a key under LockPrefix or
 	// RegistryPrefix.
 	ForeignWrites bool
-	// MemoryLimit abandons porcupine's search (verdict Unknown) when the Go
-	// heap grows past it. Zero means DefaultMemoryLimit.
+	// MemoryLimit abandons porcupine's search (verdict Unknown) when it
+	// grows the Go heap by more than this many bytes. Zero means
+	// DefaultMemoryLimit.
 	MemoryLimit uint64
 	// InitialState overrides the store the history starts from. When nil,
 	// a baseline read found in the history is used (see Check), else an
@@ -194,7 +197,16 @@ func check(ctx context.Context, h *history.History, opts Options) verdict.Check 
 	countText := counts.String()
 
 	if opts.mode != modePorcupineOnly {
-		fr := fastCheck(ctx, ops, cfg)
+		fr, last := fastRun(ctx, ops, cfg, newHints(), passes(len(ops)), 0)
+		localised := 0
+		if fr.undecided != "" && len(fr.definite) == 0 && opts.mode == modeAuto {
+			// Ask porcupine about a small window around the revision the
+			// fast path stuck at, and let the fast path replay with what
+			// it says; the verdict is still the fast path's own.
+			if lr, n := localiseAll(ctx, ops, cfg, last, min(opts.Timeout, 10*time.Second), opts.MemoryLimit); n > 0 && lr.undecided == "" && len(lr.definite) == 0 {
+				fr, localised = lr, n
+			}
+		}
 		if cfg.foreign {
 			countText += fmt.Sprintf("; foreign writes allowed: %d revisions not claimed by recorded writes", fr.foreign)
 		}
@@ -215,6 +227,9 @@ func check(ctx context.Context, h *history.History, opts Options) verdict.Check 
 		case fr.undecided == "":
 			c.Status = verdict.Pass
 			c.Summary = fmt.Sprintf("linearizable (decided by the revision fast path: %d revisions, %d filled by unknown writes); %s", fr.revisions, fr.filled, countText)
+			if localised > 0 {
+				c.Summary = fmt.Sprintf("linearizable (decided by the revision fast path guided by porcupine on a window of %d operations: %d revisions, %d filled by unknown writes); %s", localised, fr.revisions, fr.filled, countText)
+			}
 			return c
 		case opts.mode == modeFastOnly:
 			c.Status = verdict.Unknown

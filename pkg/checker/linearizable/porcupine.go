@@ -79,64 +79,16 @@ func toPorcupine(ops []*history.Operation) []porcupine.Operation {
 // ever left running.
 func runPorcupine(ctx context.Context, h *history.History, ops []*history.Operation, cfg config, timeout time.Duration, memLimit uint64, artifactDir string) porcupineResult {
 	m := model.PorcupineWith(cfg.initState(), cfg.foreign)
-	var abort atomic.Bool
-	inner := m.StepContext
-	m.StepContext = func(c context.Context, state, input, output interface{}) (bool, interface{}) {
-		if abort.Load() {
-			return false, state
-		}
-		return inner(c, state, input, output)
-	}
 	m.DescribeOperationMetadata = func(info interface{}) string {
 		if info == nil {
 			return ""
 		}
 		return fmt.Sprintf("op %v", info)
 	}
-	pops := toPorcupine(ops)
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	if ms.HeapAlloc > memLimit {
-		return porcupineResult{result: porcupine.Unknown, abandoned: fmt.Sprintf("the heap is at %d MiB before the search, past the %d MiB memory limit", ms.HeapAlloc>>20, memLimit>>20)}
-	}
-	type answer struct {
-		res  porcupine.CheckResult
-		info porcupine.LinearizationInfo
-	}
-	done := make(chan answer, 1)
-	go func() {
-		res, info := porcupine.CheckOperationsVerbose(m, pops, timeout)
-		done <- answer{res, info}
-	}()
-	var why string
-	tick := time.NewTicker(watchdogPeriod)
-	defer tick.Stop()
-	var a answer
-wait:
-	for {
-		select {
-		case a = <-done:
-			break wait
-		case <-ctx.Done():
-			why = ctx.Err().Error()
-		case <-tick.C:
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			if ms.HeapAlloc > memLimit {
-				why = fmt.Sprintf("the heap reached %d MiB, past the %d MiB memory limit", ms.HeapAlloc>>20, memLimit>>20)
-			}
-		}
-		if why != "" {
-			abort.Store(true)
-			a = <-done
-			break
-		}
-	}
+	res, info, why := searchBounded(ctx, m, toPorcupine(ops), timeout, memLimit)
 	if why != "" {
-		runtime.GC() // hand the search's memory back before anything else runs
 		return porcupineResult{result: porcupine.Unknown, abandoned: why}
 	}
-	res, info := a.res, a.info
 	out := porcupineResult{result: res}
 	if res != porcupine.Illegal {
 		return out
@@ -163,6 +115,63 @@ wait:
 		}
 	}
 	return out
+}
+
+// searchBounded runs porcupine under the watchdog described at
+// runPorcupine; abandoned says why it stopped the search, if it did.
+func searchBounded(ctx context.Context, m porcupine.Model, pops []porcupine.Operation, timeout time.Duration, memLimit uint64) (res porcupine.CheckResult, info porcupine.LinearizationInfo, abandoned string) {
+	// The limit bounds what the search adds to the heap, not the heap
+	// the caller already holds (a large loaded history, say).
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	startHeap := ms.HeapAlloc
+	if memLimit < 1<<20 {
+		// Below what any search needs: refuse rather than race the
+		// first sample.
+		return porcupine.Unknown, info, fmt.Sprintf("the memory limit of %d bytes is below what a search needs", memLimit)
+	}
+	var abort atomic.Bool
+	inner := m.StepContext
+	m.StepContext = func(c context.Context, state, input, output interface{}) (bool, interface{}) {
+		if abort.Load() {
+			return false, state
+		}
+		return inner(c, state, input, output)
+	}
+	type answer struct {
+		res  porcupine.CheckResult
+		info porcupine.LinearizationInfo
+	}
+	done := make(chan answer, 1)
+	go func() {
+		res, info := porcupine.CheckOperationsVerbose(m, pops, timeout)
+		done <- answer{res, info}
+	}()
+	var why string
+	tick := time.NewTicker(watchdogPeriod)
+	defer tick.Stop()
+	var a answer
+wait:
+	for {
+		select {
+		case a = <-done:
+			break wait
+		case <-ctx.Done():
+			why = ctx.Err().Error()
+		case <-tick.C:
+			runtime.ReadMemStats(&ms)
+			if ms.HeapAlloc > startHeap && ms.HeapAlloc-startHeap > memLimit {
+				why = fmt.Sprintf("the search grew the heap by %d MiB, past the %d MiB memory limit", (ms.HeapAlloc-startHeap)>>20, memLimit>>20)
+			}
+		}
+		if why != "" {
+			abort.Store(true)
+			<-done
+			runtime.GC() // hand the search's memory back before anything else runs
+			return porcupine.Unknown, porcupine.LinearizationInfo{}, why
+		}
+	}
+	return a.res, a.info, ""
 }
 
 // explainIllegal names the operation porcupine could not place after its

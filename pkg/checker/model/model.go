@@ -52,6 +52,23 @@ type State struct {
 // Init returns the empty store at InitialRevision.
 func Init() State { return State{Revision: InitialRevision} }
 
+// StateOf builds the store at revision rev holding kvs and the granted
+// leases (leases the keys name are added), for a check that starts in the
+// middle of a history.
+func StateOf(rev int64, kvs []KeyValue, leases []int64) State {
+	s := State{Revision: rev}
+	for _, kv := range kvs {
+		s = s.put(kv)
+		if kv.Lease != 0 {
+			s = s.grant(kv.Lease)
+		}
+	}
+	for _, l := range leases {
+		s = s.grant(l)
+	}
+	return s
+}
+
 // InitWith returns a store that starts at revision rev holding kvs, as a
 // cluster restored from a snapshot does. Leases the keys name are taken as
 // granted: etcd keeps a key's lease alive as long as the key.

@@ -128,6 +128,20 @@ func Build(h *history.History) (*Log, []string) {
 		}
 	}
 
+	// A baseline read (the first operation, answered before any other was
+	// called) shows what the store held before the history began: nothing
+	// on a fresh cluster, the restored data after a snapshot restore. Its
+	// values were written before the run; stand in a put for each, at its
+	// mod revision, so that events and prev_kvs carrying them are explained.
+	if base := Baseline(h); base != nil {
+		for _, kv := range base.Resp.KVs {
+			if _, dup := l.writers[kv.Value]; !dup {
+				l.writers[kv.Value] = &history.Operation{ID: base.ID, ClientID: base.ClientID, Kind: history.Put,
+					Key: kv.Key, Value: kv.Value, Lease: kv.Lease, Outcome: history.OK, Resp: &history.Response{Revision: kv.ModRevision}}
+			}
+		}
+	}
+
 	// Acknowledged writes first: they are the strongest evidence, and a
 	// single-key write accounts for its whole revision.
 	for i := range h.Operations {
@@ -212,6 +226,35 @@ func Build(h *history.History) (*Log, []string) {
 	l.holes = map[string][]int64{}
 	l.derive()
 	return l, conflicts
+}
+
+// Baseline returns the history's baseline read: its first operation, when
+// that is a successful range answered before any other operation (or
+// watch) began. It returns nil when there is none.
+func Baseline(h *history.History) *history.Operation {
+	if len(h.Operations) == 0 {
+		return nil
+	}
+	first := &h.Operations[0]
+	for i := range h.Operations {
+		if h.Operations[i].Call < first.Call {
+			first = &h.Operations[i]
+		}
+	}
+	if first.Kind != history.Range || first.Outcome != history.OK || first.Resp == nil {
+		return nil
+	}
+	for i := range h.Operations {
+		if op := &h.Operations[i]; op != first && op.Call <= first.Return {
+			return nil
+		}
+	}
+	for i := range h.Watches {
+		if h.Watches[i].Call <= first.Return {
+			return nil
+		}
+	}
+	return first
 }
 
 // watchSpan is the revision interval a watch promised to deliver completely:
