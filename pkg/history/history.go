@@ -256,7 +256,9 @@ func (r *Recorder) Now() int64 { return int64(time.Since(r.start)) }
 // RunTag is a short string unique to this run (from its start time). Write
 // values embed it so they stay unique across runs that share a store, such
 // as a run on a cluster restored from an earlier run's snapshot.
-func (r *Recorder) RunTag() string { return strconv.FormatInt(r.start.UnixNano()/1000%(36*36*36*36*36), 36) }
+func (r *Recorder) RunTag() string {
+	return strconv.FormatInt(r.start.UnixNano()/1000%(36*36*36*36*36), 36)
+}
 
 // Start returns the wall time the run started.
 func (r *Recorder) Start() time.Time { return r.start }
