@@ -473,3 +473,19 @@ func BenchmarkRenderHTML1M(b *testing.B) {
 		b.ReportMetric(float64(buf.Len()), "html-bytes")
 	}
 }
+
+func TestFaultThroughputCountsOnlyOpsInsideWindows(t *testing.T) {
+	sec := int64(time.Second)
+	h := &history.History{Faults: []history.Fault{{ID: 1, Start: 2 * sec, End: 4 * sec}, {ID: 2, Start: 3 * sec, End: 5 * sec}}}
+	for i := int64(0); i < 10; i++ { // one ok op returning each second 0..9
+		h.Operations = append(h.Operations, history.Operation{ID: i + 1, Kind: history.Get, Call: i * sec, Return: i*sec + 1, Outcome: history.OK, Resp: &history.Response{}})
+	}
+	st := Stats(h)
+	// Windows merge to [2s, 5s]: ops returning at 2, 3 and 4 s are inside.
+	if got := st.FaultThroughput; got < 0.99 || got > 1.01 {
+		t.Fatalf("fault throughput %.3f ok ops/s, want 1 (3 ops over 3s)", got)
+	}
+	if st.FaultsPerMinute <= 0 {
+		t.Fatalf("faults per minute %.2f", st.FaultsPerMinute)
+	}
+}

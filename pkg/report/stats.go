@@ -43,6 +43,11 @@ type OpStats struct {
 	Watches     int `json:"watches"`
 	WatchEvents int `json:"watch_events"`
 	Faults      int `json:"faults"`
+	// FaultThroughput is ok operations per second that returned inside a
+	// fault window: what the cluster sustained while broken.
+	FaultThroughput float64 `json:"fault_throughput_ops_per_sec"`
+	// FaultsPerMinute is the rate faults were injected over Span.
+	FaultsPerMinute float64 `json:"faults_per_minute"`
 }
 
 // Stats counts h's operations per kind and outcome and measures throughput
@@ -100,7 +105,52 @@ func Stats(h *history.History) OpStats {
 		}
 	}
 	s.Faults = len(h.Faults)
+	if s.Span > 0 {
+		s.FaultsPerMinute = float64(s.Faults) / s.Span.Minutes()
+	}
+	s.FaultThroughput = faultThroughput(h)
 	return s
+}
+
+// faultThroughput counts ok operations that returned inside a fault window,
+// per second of fault time (overlapping windows counted once).
+func faultThroughput(h *history.History) float64 {
+	type window struct{ start, end int64 }
+	var ws []window
+	for _, f := range h.Faults {
+		if f.End > f.Start {
+			ws = append(ws, window{f.Start, f.End})
+		}
+	}
+	if len(ws) == 0 {
+		return 0
+	}
+	sort.Slice(ws, func(i, j int) bool { return ws[i].start < ws[j].start })
+	merged := ws[:1]
+	for _, w := range ws[1:] {
+		last := &merged[len(merged)-1]
+		if w.start <= last.end {
+			last.end = max(last.end, w.end)
+		} else {
+			merged = append(merged, w)
+		}
+	}
+	var total int64
+	for _, w := range merged {
+		total += w.end - w.start
+	}
+	ok := 0
+	for i := range h.Operations {
+		op := &h.Operations[i]
+		if op.Outcome != history.OK {
+			continue
+		}
+		j := sort.Search(len(merged), func(j int) bool { return merged[j].end >= op.Return })
+		if j < len(merged) && merged[j].start <= op.Return {
+			ok++
+		}
+	}
+	return float64(ok) / time.Duration(total).Seconds()
 }
 
 // percentile returns the nearest-rank p-th percentile of sorted, or 0 when

@@ -86,7 +86,7 @@ func writeText(w io.Writer, run Run, st OpStats) {
 		fmt.Fprintf(w, "watches:    %d streams, %d events\n", st.Watches, st.WatchEvents)
 	}
 	if h != nil && len(h.Faults) > 0 {
-		fmt.Fprintf(w, "faults:     %d %s (%s)\n", len(h.Faults), plural(len(h.Faults), "window"), faultMix(h.Faults))
+		fmt.Fprintf(w, "faults:     %d %s (%s); %.1f per minute, %.0f ok ops/s during faults\n", len(h.Faults), plural(len(h.Faults), "window"), faultMix(h.Faults), st.FaultsPerMinute, st.FaultThroughput)
 	}
 	if h != nil {
 		fmt.Fprintf(w, "seed:       %d\n", h.Meta.Seed)
