@@ -26,7 +26,7 @@ build: ## build bin/etcd-chaos
 etcd: ## build and cache the etcd server binary for ETCD_VERSION
 	$(GO) run ./cmd/etcd-chaos etcd --version $(ETCD_VERSION)
 
-test: vet unit smoke ## everything CI runs: vet, unit and integration tests, a short local e2e
+test: lint unit smoke ## everything CI runs: lint, unit and integration tests, a short local e2e
 
 unit: ## unit and integration tests of every package (real local etcd, no Docker)
 	$(GO) test -count=1 -timeout 45m ./...
@@ -58,8 +58,11 @@ vet: ## gofmt and go vet, including the e2e-tagged suites
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./suites/
 
-lint: vet ## vet plus golangci-lint when installed
-	@if command -v golangci-lint >/dev/null; then golangci-lint run ./...; else echo "golangci-lint not installed; ran gofmt and go vet only"; fi
+GOLANGCI_LINT ?= $(shell command -v golangci-lint || ls $$(go env GOPATH)/bin/golangci-lint 2>/dev/null)
+
+lint: vet ## gofmt, go vet and golangci-lint (.golangci.yml) when installed
+	@if [ -n "$(GOLANGCI_LINT)" ]; then $(GOLANGCI_LINT) run ./... && $(GOLANGCI_LINT) run --build-tags e2e ./suites/; \
+		else echo "golangci-lint not installed (go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0); ran gofmt and go vet only"; fi
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

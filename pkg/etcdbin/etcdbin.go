@@ -272,7 +272,8 @@ func goTool() (string, error) {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p, nil
 	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
+	// Go's own install location, for a PATH that lacks it (CI shells).
+	p := filepath.Join("/usr/local/go", "bin", "go")
 	if isExecutable(p) {
 		return p, nil
 	}

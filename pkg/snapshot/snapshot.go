@@ -140,7 +140,7 @@ func Save(ctx context.Context, cli *clientv3.Client, endpoint, path string) (Inf
 // is not an error.
 func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
-		d.Sync()
+		_ = d.Sync()
 		d.Close()
 	}
 }

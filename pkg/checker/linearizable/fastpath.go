@@ -117,15 +117,10 @@ func (f *fast) desc(i int32) string {
 	return fmt.Sprintf("op %d (client %d, %s)", op.ID, op.ClientID, model.Describe(op, respOf(op)))
 }
 
-// fastCheck decides ops (in call order) from the revisions they returned.
-func fastCheck(ctx context.Context, ops []*history.Operation, cfg config) fastResult {
-	r, _ := fastRun(ctx, ops, cfg, newHints(), passes(len(ops)), 0)
-	return r
-}
-
 func newHints() *hints { return &hints{banned: map[int32]bool{}, forced: map[int64]int32{}} }
 
-// fastRun is fastCheck starting from hints h (which it extends), making at
+// fastRun decides ops (in call order) from the revisions they returned,
+// starting from hints h (which it extends), making at
 // most maxPasses replays; when snapAt is set the replay records the store
 // at that revision. It returns the last replay too.
 func fastRun(ctx context.Context, ops []*history.Operation, cfg config, h *hints, maxPasses int, snapAt int64) (fastResult, *fast) {

@@ -140,7 +140,9 @@ func (p *Provider) Create(ctx context.Context, name string) (*Cluster, error) {
 			}
 		case <-ctx.Done():
 			p.logf("interrupted: waiting for kind to finish creating %q so it can be deleted", name)
-			<-done
+			if err := <-done; err != nil {
+				p.logf("kind create ended with %v; deleting what it made", err)
+			}
 			_ = c.Close(context.Background())
 			return nil, fmt.Errorf("create kind cluster %q: %v", name, ctx.Err())
 		}
