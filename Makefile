@@ -13,12 +13,12 @@ E2E_TIMEOUT ?= 90m
 
 export ARTIFACTS SEED ETCD_VERSION
 
-.PHONY: all build test unit smoke e2e e2e-local e2e-kind chart-upgrade etcd bench lint fmt vet clean help
+.PHONY: all build test unit smoke e2e e2e-local e2e-kind chart-upgrade etcd bench bench-history lint fmt vet clean help
 
 all: build test
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 build: ## build bin/etcd-chaos
 	$(GO) build -o bin/etcd-chaos ./cmd/etcd-chaos
@@ -69,3 +69,8 @@ fmt:
 
 clean: ## remove build output and artifacts (the etcd binary cache stays)
 	rm -rf bin $(ARTIFACTS)
+
+bench-history: ## record real histories for the checker benchmarks (about 100k and 1M operations; ~15 min)
+	$(GO) run ./cmd/etcd-chaos run --nemesis mix --duration 100s --clients 12 --watch=false --out $(ARTIFACTS)/bench-100k
+	$(GO) run ./cmd/etcd-chaos run --nemesis mix --duration 13m --clients 12 --watch=false --out $(ARTIFACTS)/bench-1m
+	@echo "now: ETCD_CHAOS_REAL_HISTORY=$(ARTIFACTS)/bench-100k/history.jsonl,$(ARTIFACTS)/bench-1m/history.jsonl make bench"

@@ -42,26 +42,36 @@ func benchHistories(b *testing.B) []benchHistory {
 			return histgen.Generate(histgen.Config{Ops: ops, Clients: 16, Seed: 1, UnknownRate: 0.2, Keys: 100})
 		}})
 	}
-	// A large recorded history is too big for the repository; point
-	// $ETCD_CHAOS_REAL_HISTORY at one (history.jsonl or .jsonl.gz) to
-	// include it. See ../testdata/README.md.
-	out = append(out, benchHistory{"real-env", func(b *testing.B) *history.History {
-		path := os.Getenv("ETCD_CHAOS_REAL_HISTORY")
+	// Large recorded histories are too big for the repository; point
+	// $ETCD_CHAOS_REAL_HISTORY at one or more (comma-separated history.jsonl
+	// or .jsonl.gz files; `make bench-history` records them). See
+	// ../testdata/README.md.
+	env := os.Getenv("ETCD_CHAOS_REAL_HISTORY")
+	if env == "" {
+		out = append(out, benchHistory{"real-env", func(b *testing.B) *history.History {
+			b.Skip("set ETCD_CHAOS_REAL_HISTORY to recorded histories to benchmark them")
+			return nil
+		}})
+	}
+	for i, path := range strings.Split(env, ",") {
 		if path == "" {
-			b.Skip("set ETCD_CHAOS_REAL_HISTORY to a recorded history to benchmark it")
+			continue
 		}
-		var h *history.History
-		var err error
-		if strings.HasSuffix(path, ".gz") {
-			h, err = loadGzip(path)
-		} else {
-			h, err = history.Load(path)
-		}
-		if err != nil {
-			b.Fatalf("ETCD_CHAOS_REAL_HISTORY: %v", err)
-		}
-		return h
-	}})
+		out = append(out, benchHistory{fmt.Sprintf("real-env-%d", i+1), func(b *testing.B) *history.History {
+			var h *history.History
+			var err error
+			if strings.HasSuffix(path, ".gz") {
+				h, err = loadGzip(path)
+			} else {
+				h, err = history.Load(path)
+			}
+			if err != nil {
+				b.Fatalf("ETCD_CHAOS_REAL_HISTORY: %v", err)
+			}
+			b.Logf("%s: %d operations", path, len(h.Operations))
+			return h
+		}})
+	}
 	files, _ := filepath.Glob(filepath.Join("..", "testdata", "*.jsonl.gz"))
 	for _, f := range files {
 		out = append(out, benchHistory{filepath.Base(f), func(b *testing.B) *history.History {
@@ -136,6 +146,7 @@ func BenchmarkCheck(b *testing.B) {
 				}))
 			}
 			b.StopTimer()
+			b.ReportMetric(float64(len(h.Operations)), "history-ops")
 			b.ReportMetric(float64(len(h.Operations))*float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 			b.ReportMetric(peak, "peak-heap-MB")
 			b.Logf("%s: %s: %s", bh.name, c.Status, c.Summary)
@@ -252,6 +263,7 @@ func BenchmarkPorcupineBaseline(b *testing.B) {
 			if res != porcupine.Unknown {
 				decided = 1
 			}
+			b.ReportMetric(float64(len(h.Operations)), "history-ops")
 			b.ReportMetric(float64(len(h.Operations))*float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 			b.ReportMetric(peak, "peak-heap-MB")
 			b.ReportMetric(decided, "decided")
@@ -285,6 +297,7 @@ func BenchmarkPorcupineModel(b *testing.B) {
 			if c.Status == verdict.Pass || c.Status == verdict.Fail {
 				decided = 1
 			}
+			b.ReportMetric(float64(len(h.Operations)), "history-ops")
 			b.ReportMetric(float64(len(h.Operations))*float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 			b.ReportMetric(peak, "peak-heap-MB")
 			b.ReportMetric(decided, "decided")
