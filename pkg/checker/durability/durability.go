@@ -26,6 +26,7 @@ type write struct {
 	rev     int64 // 0 when the outcome is unknown
 	deletes bool
 	value   string
+	lease   int64 // the lease a put attached the key to
 }
 
 // Check finds the final read of each prefix and checks it against the
@@ -104,6 +105,13 @@ func checkKey(key string, ws []write, kv history.KV, final *history.Operation) s
 	if !present && last.deletes {
 		return ""
 	}
+	if !present && last.lease != 0 {
+		// A key on a lease vanishes when the lease expires, which no
+		// operation records: an expired keep-alive during a partition is
+		// etcd keeping its promise. lease/keepalive judges whether the
+		// lease should have survived.
+		return ""
+	}
 	// A write with an unknown outcome, called before the final read, may
 	// have overwritten or deleted the key later than the last acknowledged one.
 	for _, w := range ws {
@@ -178,7 +186,7 @@ func keyWrites(h *history.History) map[string][]write {
 		}
 		switch op.Kind {
 		case history.Put:
-			out[op.Key] = append(out[op.Key], write{op: op, rev: rev, value: op.Value})
+			out[op.Key] = append(out[op.Key], write{op: op, rev: rev, value: op.Value, lease: op.Lease})
 		case history.Txn:
 			if op.Outcome == history.OK && !op.Resp.Succeeded {
 				continue

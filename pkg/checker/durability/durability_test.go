@@ -81,3 +81,16 @@ func TestSkipsWithoutFinalRead(t *testing.T) {
 		t.Fatalf("want skipped, got %s", c.Status)
 	}
 }
+
+func TestAcceptsLeasedKeyGoneByExpiry(t *testing.T) {
+	x := (&b{}).op(history.Operation{Kind: history.Put, Key: "/kv/a", Value: "1", Lease: 7, Resp: &history.Response{Revision: 2}}).
+		final(3)
+	if c := Check(&x.h); c.Status != verdict.Pass {
+		t.Fatalf("a leased key may expire: got %s %v", c.Status, c.Violations)
+	}
+	// Without a lease, the same absence is a lost write.
+	y := (&b{}).put("/kv/a", "1", 2).final(3)
+	if c := Check(&y.h); c.Status != verdict.Fail {
+		t.Fatal("an unleased key that vanished is a lost write")
+	}
+}
