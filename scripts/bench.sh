@@ -12,3 +12,7 @@ for p in "${pkgs[@]}"; do
   echo "== $p"
   go test -run '^$' -bench "$bench" -benchtime "$benchtime" -benchmem -timeout 60m "$p" | grep -vE '^(goos|goarch|pkg|cpu):'
 done
+# A per-operation cost needs many iterations, not one.
+echo "== ./pkg/workload (recorder cost per operation)"
+go test -run '^$' -bench 'Record$' -benchmem ./pkg/workload | grep -E '^Benchmark'
+

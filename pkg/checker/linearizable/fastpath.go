@@ -82,6 +82,7 @@ type fast struct {
 
 	hints      *hints
 	hint       *hintAt
+	extra      []hintAt // later independent hints (see noteExtraHint)
 	lastFill   []fillAt // per key: the latest filler that touched it
 	minRet     []int64
 	gapHint    fillAt // a used write that would fill an unfillable gap
@@ -177,7 +178,10 @@ type hint struct {
 }
 
 // learn turns the pass's hint into a ban or a forced placement; false when
-// it has nothing new to try.
+// it has nothing new to try. It also acts on the pass's later, independent
+// hints: a long history has many unrelated places where the filler
+// heuristic guessed wrong, and learning them one replay at a time would run
+// out of passes (each of which costs seconds on a million operations).
 func (f *fast) learn() bool {
 	if f.hint == nil {
 		if f.gapHint.op < 0 {
@@ -186,7 +190,39 @@ func (f *fast) learn() bool {
 		f.hints.forced[f.gapHint.rev] = f.gapHint.op
 		return true
 	}
-	ht := &f.hint.hint
+	if !f.learnHint(f.hint) {
+		return false
+	}
+	for i := range f.extra {
+		f.learnHint(&f.extra[i])
+	}
+	return true
+}
+
+// maxExtraHints bounds the independent hints one pass collects after its
+// first.
+const maxExtraHints = 256
+
+// noteExtraHint keeps a contradiction found after the pass's first as a
+// further hint when it looks independent of every earlier one: the key was
+// last written for certain after the previous hint's revision, so no
+// earlier wrong guess can have left it in the wrong state (only used up a
+// candidate it needs, which the next pass shows). A culprit ban is global
+// and a wrong one costs a good candidate everywhere, so only forced
+// placements are taken this way.
+func (f *fast) noteExtraHint(h hintAt) {
+	last := f.hint
+	if n := len(f.extra); n > 0 {
+		last = &f.extra[n-1]
+	}
+	if len(f.extra) < maxExtraHints && h.culprit < 0 && h.lastPinned > last.rev {
+		f.extra = append(f.extra, h)
+	}
+}
+
+// learnHint acts on one hint; false when it has nothing new to try.
+func (f *fast) learnHint(h *hintAt) bool {
+	ht := &h.hint
 	if ht.culprit >= 0 {
 		if f.hints.banned[ht.culprit] {
 			return false
@@ -219,7 +255,7 @@ func (f *fast) learn() bool {
 			}
 			var fits bool
 			if ht.wantAbsent {
-				fits = op.Kind == history.Delete && op.Key == key || op.Kind == history.LeaseRevoke && op.Lease != 0 && op.Lease == f.hint.lease
+				fits = op.Kind == history.Delete && op.Key == key || op.Kind == history.LeaseRevoke && op.Lease != 0 && op.Lease == h.lease
 			} else {
 				fits = (op.Kind == history.Put || op.Kind == history.Txn) && op.Key == key
 			}
@@ -747,13 +783,16 @@ func (f *fast) stateViolation(k int32, format string, args ...any) {
 	wantAbsent := f.wantAbsent
 	f.wantAbsent = false
 	if f.uncertain(k) {
+		s := &f.ks[k]
+		culprit := int32(-1)
+		if lf := f.lastFill[k]; lf.op >= 0 && lf.rev > s.lastPinned {
+			culprit = lf.op
+		}
+		h := hintAt{hint: hint{k: k, rev: f.cur, wantAbsent: wantAbsent, culprit: culprit, lastPinned: s.lastPinned}, lease: s.lease}
 		if f.hint == nil {
-			s := &f.ks[k]
-			culprit := int32(-1)
-			if lf := f.lastFill[k]; lf.op >= 0 && lf.rev > s.lastPinned {
-				culprit = lf.op
-			}
-			f.hint = &hintAt{hint: hint{k: k, rev: f.cur, wantAbsent: wantAbsent, culprit: culprit, lastPinned: s.lastPinned}, lease: s.lease}
+			f.hint = &h
+		} else {
+			f.noteExtraHint(h)
 		}
 		f.undecide(format, args...)
 		return
@@ -924,7 +963,18 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 	const scanLimit = 4096
 	scanned := 0
 	for c := n - 1; c >= 0 && scanned < scanLimit; c-- {
-		if used[c] || freshOnly && f.ops[cands[c]].Return < f.lowTime {
+		op := f.ops[cands[c]]
+		if used[c] || freshOnly && op.Return < f.lowTime && !isExpiry(op) {
+			// An expiry has no client to give up on it: from its earliest
+			// time on it is as likely at any gap (etcd restarts every
+			// lease's TTL when a new leader is elected, so under faults it
+			// comes late), and it is always fresh.
+			continue
+		}
+		if op.Kind == history.LeaseRevoke && !f.leases[op.Lease] {
+			// A revoke of a lease not live now cannot fit (fits says so
+			// too); skip it uncounted so that the thousands of spent
+			// expiries of a long run do not use up the scan.
 			continue
 		}
 		scanned++

@@ -317,6 +317,18 @@ func (c opCounts) String() string {
 	return s
 }
 
+// A possible lease expiry is a synthetic revoke by this client, with this
+// error text; no recorded operation has either.
+const (
+	expiryClient = -1
+	expiryError  = "possible lease expiry"
+)
+
+// isExpiry reports whether op is a possible lease expiry made by selectOps.
+func isExpiry(op *history.Operation) bool {
+	return op.Kind == history.LeaseRevoke && op.ClientID == expiryClient && op.Error == expiryError
+}
+
 // selectOps returns the operations the check covers, in call order, plus a
 // possible expiry for every granted lease: an expiry is a revoke that may
 // happen at any time after the lease's TTL has run from the grant's call.
@@ -352,8 +364,8 @@ func selectOps(h *history.History, includeSerializable bool) ([]*history.Operati
 				// more permissive.
 				at := op.Call + ttl*int64(time.Second)*95/100
 				expiries = append(expiries, history.Operation{
-					ID: -op.ID, ClientID: -1, Kind: history.LeaseRevoke, Lease: op.Resp.LeaseID,
-					Call: at, Return: at, Outcome: history.Unknown, Error: "possible lease expiry",
+					ID: -op.ID, ClientID: expiryClient, Kind: history.LeaseRevoke, Lease: op.Resp.LeaseID,
+					Call: at, Return: at, Outcome: history.Unknown, Error: expiryError,
 				})
 			}
 		}
