@@ -135,7 +135,9 @@ func pick(ctx context.Context, c cluster.Cluster, rng *rand.Rand, leader bool) (
 	return ms[rng.IntN(len(ms))].Name, nil
 }
 
-func planKill(leader bool) func(context.Context, cluster.Cluster, *rand.Rand) (Fault, error) {
+// onMember plans a fault on one member, the leader or a random one: apply
+// injects it and heal undoes it, both given the member's name.
+func onMember(verb string, leader bool, apply, heal func(cluster.Faults, context.Context, string) error) func(context.Context, cluster.Cluster, *rand.Rand) (Fault, error) {
 	return func(ctx context.Context, c cluster.Cluster, rng *rand.Rand) (Fault, error) {
 		m, err := pick(ctx, c, rng, leader)
 		if err != nil {
@@ -143,28 +145,20 @@ func planKill(leader bool) func(context.Context, cluster.Cluster, *rand.Rand) (F
 		}
 		f := c.Faults()
 		return Fault{
-			Action:  "kill " + m,
+			Action:  verb + " " + m,
 			Targets: []string{m},
-			Apply:   func(ctx context.Context) error { return f.Kill(ctx, m) },
-			Heal:    func(ctx context.Context) error { return f.Restart(ctx, m) },
+			Apply:   func(ctx context.Context) error { return apply(f, ctx, m) },
+			Heal:    func(ctx context.Context) error { return heal(f, ctx, m) },
 		}, nil
 	}
 }
 
+func planKill(leader bool) func(context.Context, cluster.Cluster, *rand.Rand) (Fault, error) {
+	return onMember("kill", leader, cluster.Faults.Kill, cluster.Faults.Restart)
+}
+
 func planPause(leader bool) func(context.Context, cluster.Cluster, *rand.Rand) (Fault, error) {
-	return func(ctx context.Context, c cluster.Cluster, rng *rand.Rand) (Fault, error) {
-		m, err := pick(ctx, c, rng, leader)
-		if err != nil {
-			return Fault{}, err
-		}
-		f := c.Faults()
-		return Fault{
-			Action:  "pause " + m,
-			Targets: []string{m},
-			Apply:   func(ctx context.Context) error { return f.Pause(ctx, m) },
-			Heal:    func(ctx context.Context) error { return f.Resume(ctx, m) },
-		}, nil
-	}
+	return onMember("pause", leader, cluster.Faults.Pause, cluster.Faults.Resume)
 }
 
 // cutGroups cuts every link between a member of a and a member of b.

@@ -3,7 +3,11 @@ package linearizable
 import (
 	"context"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/histgen"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 )
@@ -79,5 +83,34 @@ func TestDiag9(t *testing.T) {
 	}
 	if f.hint != nil {
 		t.Logf("hint %+v", *f.hint)
+	}
+}
+
+func TestMake9(t *testing.T) {
+	p := os.Getenv("MAKE9")
+	if p == "" {
+		t.Skip()
+	}
+	h, err := history.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(os.Getenv("MAKE9_N"))
+	c := histgen.Prefix(h, n)
+	if os.Getenv("MAKE9_THIN") != "" {
+		first := c.Operations[0].ID
+		c = histgen.Thin(c, func(op *history.Operation) bool {
+			return strings.HasPrefix(op.Key, "/lease") || op.ID == first
+		})
+	}
+	c.Watches = nil
+	if err := writeGzip(os.Getenv("MAKE9_OUT"), c); err != nil {
+		t.Fatal(err)
+	}
+	ops, _ := selectOps(c, false)
+	cfg := config{foreign: hasForeignWriters(c), init: baseline(c)}
+	for _, np := range []int{1, 2, 3, 8} {
+		fr, _ := fastRun(context.Background(), ops, cfg, newHints(), np, 0)
+		t.Logf("NEW passes=%d: %d ops %q definite=%d", np, len(c.Operations), fr.undecided, len(fr.definite))
 	}
 }

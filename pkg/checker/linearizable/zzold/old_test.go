@@ -28,6 +28,12 @@ func TestOld(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := Check(context.Background(), h, Options{mode: modeFastOnly, ForeignWrites: strings.Contains(p, "-foreign")})
+		ops, _ := selectOps(h, false)
+		cfg := config{foreign: hasForeignWriters(h) || strings.Contains(p, "-foreign"), init: baseline(h)}
+		for _, np := range []int{1, 2, 3} {
+			fr, _ := fastRun(context.Background(), ops, cfg, newHints(), np, 0)
+			t.Logf("OLD passes=%d: %q", np, fr.undecided)
+		}
 		t.Logf("OLD %s: %d ops: %s: %s", p, len(h.Operations), c.Status, c.Summary)
 	}
 }
