@@ -32,7 +32,7 @@ unit: ## unit and integration tests of every package (real local etcd, no Docker
 	$(GO) test -count=1 -timeout 45m ./...
 
 smoke: ## the short local e2e specs (label "smoke")
-	$(GO) test -count=1 -tags e2e -timeout 20m ./suites/ -args \
+	$(GO) test -v -count=1 -tags e2e -timeout 20m ./suites/ -args \
 		-ginkgo.label-filter=smoke -ginkgo.v \
 		-ginkgo.junit-report=$(ARTIFACTS)/junit-smoke.xml
 

@@ -25,4 +25,4 @@ args=(-ginkgo.v -ginkgo.junit-report="$artifacts/junit.xml" -ginkgo.timeout="${E
 [ -n "${E2E_FOCUS:-}" ] && args+=(-ginkgo.focus="$E2E_FOCUS")
 [ -n "${E2E_LABELS:-}" ] && args+=(-ginkgo.label-filter="$E2E_LABELS")
 
-go test -count=1 -tags e2e -timeout "${E2E_TIMEOUT:-90m}" ./suites/ -args "${args[@]}"
+go test -v -count=1 -tags e2e -timeout "${E2E_TIMEOUT:-90m}" ./suites/ -args "${args[@]}"
