@@ -33,7 +33,7 @@ unit: ## unit and integration tests of every package (real local etcd, no Docker
 
 smoke: ## the short local e2e specs (label "smoke")
 	$(GO) test -v -count=1 -tags e2e -timeout 20m ./suites/ -args \
-		-ginkgo.label-filter=smoke -ginkgo.v \
+		-ginkgo.label-filter=smoke -ginkgo.v $(if $(CI),-ginkgo.no-color) \
 		-ginkgo.junit-report=$(ARTIFACTS)/junit-smoke.xml
 
 e2e: ## the main job: every suite, on kind if a Docker daemon answers, else local

@@ -24,5 +24,7 @@ mkdir -p "$artifacts"
 args=(-ginkgo.v -ginkgo.junit-report="$artifacts/junit.xml" -ginkgo.timeout="${E2E_TIMEOUT:-90m}")
 [ -n "${E2E_FOCUS:-}" ] && args+=(-ginkgo.focus="$E2E_FOCUS")
 [ -n "${E2E_LABELS:-}" ] && args+=(-ginkgo.label-filter="$E2E_LABELS")
+# Escape codes make CI logs hard to read.
+[ -n "${CI:-}" ] && args+=(-ginkgo.no-color)
 
 go test -v -count=1 -tags e2e -timeout "${E2E_TIMEOUT:-90m}" ./suites/ -args "${args[@]}"
