@@ -50,6 +50,10 @@ type Run struct {
 	// Dir is the artifact dir; when set, Text prints where report.html is.
 	// Write fills it in its own copy.
 	Dir string
+	// HistorySaved says history.jsonl in the artifact dir already holds
+	// History (the scenario saves it before checking, so the evidence
+	// survives a check that runs out of time); Write does not write it again.
+	HistorySaved bool
 }
 
 // Paths are the files Write produced.
@@ -107,8 +111,10 @@ func Write(dir string, run Run) (Paths, error) {
 		HTML:     filepath.Join(dir, HTMLFile),
 		Text:     filepath.Join(dir, TextFile),
 	}
-	if err := history.Save(p.History, run.History); err != nil {
-		return p, err
+	if !run.HistorySaved {
+		if err := history.Save(p.History, run.History); err != nil {
+			return p, err
+		}
 	}
 	tl, err := json.MarshalIndent(buildTimeline(run.History), "", "  ")
 	if err != nil {

@@ -489,3 +489,17 @@ func TestFaultThroughputCountsOnlyOpsInsideWindows(t *testing.T) {
 		t.Fatalf("faults per minute %.2f", st.FaultsPerMinute)
 	}
 }
+
+func TestWriteKeepsAnAlreadySavedHistory(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, HistoryFile)
+	if err := os.WriteFile(path, []byte("saved before the checks\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Write(dir, Run{History: &history.History{}, HistorySaved: true}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "saved before the checks\n" {
+		t.Fatalf("history.jsonl was rewritten: %q", b)
+	}
+}

@@ -258,6 +258,8 @@ func Run(ctx context.Context, c cluster.Cluster, cfg Config) (*Result, error) {
 			Notes:    cfg.Notes,
 			LogDir:   "logs",
 			Dir:      cfg.ArtifactDir,
+			// Saved above, before the checks ran.
+			HistorySaved: true,
 		})
 		if err != nil {
 			return res, fmt.Errorf("write report: %w", err)
