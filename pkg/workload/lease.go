@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -104,19 +103,13 @@ func RunLeases(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cf
 			&leaseActor{cfg: cfg, rec: rec, cli: cli, id: LeaseClientBase + 2*i},
 			&leaseActor{cfg: cfg, rec: rec, cli: cli, id: LeaseClientBase + 2*i + 1})
 	}
-	var wg sync.WaitGroup
-	for i, a := range actors {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if i%2 == 0 {
-				a.runExpire(ctx)
-			} else {
-				a.runKeep(ctx)
-			}
-		}()
-	}
-	wg.Wait()
+	runAll(actors, func(i int, a *leaseActor) {
+		if i%2 == 0 {
+			a.runExpire(ctx)
+		} else {
+			a.runKeep(ctx)
+		}
+	})
 	var st Stats
 	for _, a := range actors {
 		st.merge(a.stats)

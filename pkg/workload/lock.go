@@ -7,7 +7,6 @@ import (
 	"math/rand"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -115,15 +114,7 @@ func RunLockCounter(ctx context.Context, c cluster.Cluster, rec *history.Recorde
 		lockers[i] = &locker{cfg: cfg, rec: rec, cli: cli, id: LockClientBase + i,
 			rnd: rand.New(rand.NewSource(cfg.Seed*1000003 + int64(LockClientBase+i)))}
 	}
-	var wg sync.WaitGroup
-	for _, l := range lockers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l.run(ctx)
-		}()
-	}
-	wg.Wait()
+	runAll(lockers, func(_ int, l *locker) { l.run(ctx) })
 
 	var res LockResult
 	for _, l := range lockers {

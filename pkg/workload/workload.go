@@ -237,6 +237,20 @@ func probe(ctx context.Context, c cluster.Cluster) error {
 	return nil
 }
 
+// runAll calls f for every element of xs, each in its own goroutine, and
+// waits for all of them: every actor of a workload is one sequential client.
+func runAll[T any](xs []T, f func(i int, x T)) {
+	var wg sync.WaitGroup
+	for i, x := range xs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(i, x)
+		}()
+	}
+	wg.Wait()
+}
+
 // Run drives KV traffic against c until ctx is done, recording every request
 // into rec, and returns what it did. A cluster that fails mid-run produces
 // unknown or failed operations, not an error; Run returns an error only for a
@@ -289,15 +303,7 @@ func Run(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg Conf
 			seen:     make([]int64, cfg.Keys),
 		}
 	}
-	var wg sync.WaitGroup
-	for _, kc := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			kc.run(ctx)
-		}()
-	}
-	wg.Wait()
+	runAll(clients, func(_ int, kc *kvClient) { kc.run(ctx) })
 	var st Stats
 	for _, kc := range clients {
 		st.merge(kc.stats)
