@@ -181,19 +181,24 @@ func runScenario(ctx context.Context, c cluster.Cluster, cfg scenario.Config) *s
 	cfg.ArtifactDir = artifactDir(cfg.Name)
 	cfg.Rerun = rerun(cfg.Name)
 	cfg.Duration = scaled(cfg.Duration)
+	// A spec interrupted or timed out cancels ctx: Run then stops traffic,
+	// heals, and still saves, checks and reports what was recorded (within
+	// Ginkgo's grace period), returning that result with ErrInterrupted.
 	res, err := scenario.Run(ctx, c, cfg)
-	Expect(err).NotTo(HaveOccurred(), "scenario %s (seed %d)", cfg.Name, cfg.Seed)
-	var text strings.Builder
-	report.Text(&text, report.Run{History: res.History, Checks: res.Checks, Duration: res.Duration, Rerun: cfg.Rerun, Dir: cfg.ArtifactDir})
-	GinkgoWriter.Println(text.String())
-	AddReportEntry("report", res.Report)
-	status := "PASS"
-	if !res.Passed() {
-		status = "FAIL"
+	if res != nil {
+		var text strings.Builder
+		report.Text(&text, report.Run{History: res.History, Checks: res.Checks, Duration: res.Duration, Rerun: cfg.Rerun}, res.Report)
+		GinkgoWriter.Println(text.String())
+		AddReportEntry("report", res.Report)
+		status := strings.ToUpper(string(verdict.Overall(res.Checks)))
+		if res.History.Meta.Interrupted != "" {
+			status = "INTERRUPTED"
+		}
+		summaries.Lock()
+		summaries.lines = append(summaries.lines, fmt.Sprintf("%-7s %-34s ops=%-6d faults=%-3d %s", status, cfg.Name, len(res.History.Operations), len(res.History.Faults), res.Report))
+		summaries.Unlock()
 	}
-	summaries.Lock()
-	summaries.lines = append(summaries.lines, fmt.Sprintf("%-4s %-34s ops=%-6d faults=%-3d %s", status, cfg.Name, len(res.History.Operations), len(res.History.Faults), res.Report))
-	summaries.Unlock()
+	Expect(err).NotTo(HaveOccurred(), "scenario %s (seed %d)", cfg.Name, cfg.Seed)
 	return res
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/report"
+	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
 func init() {
@@ -67,9 +68,17 @@ func runCheck(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
+	// The report dir holds its own copy of the history it judged, so it
+	// stands alone like a run's artifact dir.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create report dir: %w", err)
+	}
+	if err := history.Save(filepath.Join(dir, report.HistoryFile), h); err != nil {
+		return fmt.Errorf("copy the history into %s: %s", dir, oneLineErr(err))
+	}
 	checks := checker.Check(ctx, h, checker.Options{ArtifactDir: dir, Timeout: *timeout})
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("interrupted while checking %s: %v", in, err)
+		return fmt.Errorf("interrupted while checking %s: %w", in, err)
 	}
 	run := report.Run{
 		History: h,
@@ -81,10 +90,9 @@ func runCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("write report: %s", oneLineErr(err))
 	}
-	run.Dir = paths.Dir
-	report.Text(stdout, run)
+	report.Text(stdout, run, paths.HTML)
 
-	if v := report.Overall(checks); v != report.VerdictPass {
+	if v := verdict.Overall(checks); v != verdict.Pass {
 		return fmt.Errorf("%w: verdict %s, see %s", errChecksFailed, strings.ToUpper(string(v)), paths.HTML)
 	}
 	return nil
@@ -104,12 +112,12 @@ func defaultCheckDir(in string, now time.Time) string {
 }
 
 // refuseOverwrite stops a report from replacing the history it was made
-// from: report.Write writes DIR/history.jsonl, which may be the input.
+// from: check copies the history to DIR/history.jsonl, which may be the input.
 func refuseOverwrite(in, dir string) error {
 	target := filepath.Join(dir, report.HistoryFile)
 	a, err := os.Stat(in)
 	if err != nil {
-		return nil // Load succeeded, so this is a race; let Write report it
+		return nil // Load succeeded, so this is a race; let Save report it
 	}
 	if b, err := os.Stat(target); err == nil && os.SameFile(a, b) {
 		return usageErr("--out %s would overwrite the input %s; choose another directory", dir, in)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/report"
+	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
 func checkCLI(args ...string) (code int, stdout, stderr string) {
@@ -64,7 +65,7 @@ func TestCheckGoodHistory(t *testing.T) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		t.Fatal(err)
 	}
-	if s.Verdict != report.VerdictPass || s.Operations.Total != 2 || s.Seed != 99 {
+	if s.Verdict != verdict.Pass || s.Operations.Total != 2 || s.Seed != 99 {
 		t.Errorf("summary.json: verdict %s, %d ops, seed %d", s.Verdict, s.Operations.Total, s.Seed)
 	}
 	if after, _ := os.ReadFile(in); !bytes.Equal(before, after) {

@@ -58,9 +58,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "etcd-chaos: unknown command %q (run 'etcd-chaos --help' for the list)\n", args[0])
 		return 2
 	}
-	// Ctrl-C and SIGTERM cancel the context; every command cleans up what it
-	// started before returning, so nothing is left running.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interrupts(stderr)
 	defer stop()
 	err := cmd.run(ctx, args[1:], stdout)
 	switch {
@@ -68,6 +66,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case ctx.Err() != nil:
+		// Interrupted, whatever the command made of it.
+		fmt.Fprintf(stderr, "etcd-chaos %s: %v\n", args[0], err)
+		return 130
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "etcd-chaos %s: %v\n", args[0], err)
 		return 2
@@ -78,6 +80,57 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "etcd-chaos %s: %v\n", args[0], err)
 		return 1
 	}
+}
+
+// interrupts returns a context that the first Ctrl-C or SIGTERM cancels:
+// every command then winds down and cleans up what it started before
+// returning, so nothing is left running; `run` still saves, checks and
+// reports what it recorded. The second closes the context's abort channel
+// (see aborted): a command winding down stops at once, still cleaning up.
+func interrupts(stderr io.Writer) (context.Context, func()) {
+	abort := make(chan struct{})
+	ctx, cancel := context.WithCancelCause(context.WithValue(context.Background(), abortKey{}, abort))
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			fmt.Fprintf(stderr, "etcd-chaos: %s: winding down (interrupt again to stop at once; cleanup still runs)\n", signalName(s))
+			cancel(fmt.Errorf("interrupted by %s", signalName(s)))
+		case <-done:
+			return
+		}
+		select {
+		case <-sigs:
+			close(abort)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel(nil)
+	}
+}
+
+type abortKey struct{}
+
+// aborted returns the channel a second interrupt closes; nil (never
+// closed) for a context that interrupts did not make.
+func aborted(ctx context.Context) <-chan struct{} {
+	ch, _ := ctx.Value(abortKey{}).(chan struct{})
+	return ch
+}
+
+func signalName(s os.Signal) string {
+	switch s {
+	case os.Interrupt:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return s.String()
 }
 
 // errUsage marks a wrong flag or argument; the exit code is 2.

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/chaos"
@@ -125,6 +127,7 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 		rerun += " --etcd-version " + c.Version()
 	}
 	prog := report.NewProgress(os.Stderr, *duration)
+	var running sync.Once
 	cfg := scenario.Config{
 		Name:         "run-" + *nemesis,
 		Nemesis:      *nemesis,
@@ -134,7 +137,12 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 		ArtifactDir:  dir,
 		CheckTimeout: *checkTimeout,
 		Rerun:        rerun,
-		Progress:     func(ops int64, faults int) { prog.Update(int(ops), faults) },
+		Progress: func(ops int64, faults int) {
+			running.Do(func() {
+				fmt.Fprintln(os.Stderr, "etcd-chaos run: traffic is running; Ctrl-C stops it early and still saves, checks and reports what was recorded")
+			})
+			prog.Update(int(ops), faults)
+		},
 	}
 	if *watch {
 		cfg.Watch = &workload.WatchConfig{}
@@ -142,12 +150,19 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	if *leases {
 		cfg.Leases = &workload.LeaseConfig{}
 	}
+	cfg.InterruptGrace = 2 * time.Minute // a second Ctrl-C cuts it short
+	cfg.Abort = aborted(ctx)
 	res, err := scenario.Run(ctx, c, cfg)
 	prog.Done()
+	if res != nil {
+		report.Text(stdout, report.Run{History: res.History, Checks: res.Checks, Duration: res.Duration, Rerun: rerun}, res.Report)
+	}
+	if errors.Is(err, scenario.ErrInterrupted) {
+		return fmt.Errorf("%w: %s", err, res.Report)
+	}
 	if err != nil {
 		return err
 	}
-	report.Text(stdout, report.Run{History: res.History, Checks: res.Checks, Duration: res.Duration, Rerun: rerun, Dir: dir})
 	if !res.Passed() {
 		return fmt.Errorf("%w: see %s (re-run: %s)", errChecksFailed, res.Report, rerun)
 	}

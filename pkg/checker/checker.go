@@ -8,6 +8,7 @@ package checker
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/durability"
@@ -17,6 +18,9 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
+
+// Interrupted names the check that marks an interrupted run's history.
+const Interrupted = "interrupted"
 
 // Options tune the checks.
 type Options struct {
@@ -38,5 +42,15 @@ func Check(ctx context.Context, h *history.History, opts Options) []verdict.Chec
 	}
 	out = append(out, watch.Check(h)...)
 	out = append(out, lease.Check(h, opts.Lease)...)
+	if h.Meta.Interrupted != "" {
+		out = append(out, interrupted(h))
+	}
 	return out
+}
+
+// interrupted keeps an interrupted run from passing: its other checks judged
+// only what was recorded before the interrupt.
+func interrupted(h *history.History) verdict.Check {
+	return verdict.Check{Name: Interrupted, Status: verdict.Unknown,
+		Summary: fmt.Sprintf("the run was interrupted %s; the other checks judged only the %d operations recorded until then", h.Meta.Interrupted, len(h.Operations))}
 }

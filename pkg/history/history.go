@@ -188,6 +188,11 @@ type Meta struct {
 	// Notes carries backend facts worth keeping next to the data, such as
 	// "persistence disabled".
 	Notes []string `json:"notes,omitempty"`
+	// Interrupted says when and why the run stopped early, when it did
+	// ("after 18s of the 30s of traffic (interrupted by SIGINT)"): its
+	// history is what was recorded until then, and its verdict is never
+	// pass.
+	Interrupted string `json:"interrupted,omitempty"`
 }
 
 // History is everything one run recorded.

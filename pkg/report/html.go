@@ -69,6 +69,7 @@ type fact struct{ Label, Value string }
 type htmlView struct {
 	Verdict        string
 	VerdictLine    string
+	Interrupted    string
 	Title          string
 	Heading        string
 	Facts          []fact
@@ -89,10 +90,11 @@ type htmlView struct {
 	CountsByStatus map[string]int
 }
 
-func renderHTML(w io.Writer, run Run, st OpStats, arts []string) error {
+// renderHTML renders the report of run, whose artifact dir is dir.
+func renderHTML(w io.Writer, run Run, dir string, st OpStats, arts []string) error {
 	h := run.History
 	m := h.Meta
-	v := Overall(run.Checks)
+	v := verdict.Overall(run.Checks)
 	view := htmlView{
 		Verdict:        string(v),
 		Seed:           m.Seed,
@@ -115,12 +117,16 @@ func renderHTML(w io.Writer, run Run, st OpStats, arts []string) error {
 	switch {
 	case view.NoChecks:
 		view.VerdictLine = "No checks ran on this history."
-	case v == VerdictPass:
+	case v == verdict.Pass:
 		view.VerdictLine = "Every check passed or did not apply."
-	case v == VerdictFail:
+	case v == verdict.Fail:
 		view.VerdictLine = "At least one promise was broken; see the failed checks below."
 	default:
 		view.VerdictLine = "Some checks could not decide. Unknown is not a pass."
+	}
+	if m.Interrupted != "" {
+		view.Interrupted = m.Interrupted + "; the checks judged what was recorded until then."
+		view.Title += " (INTERRUPTED)"
 	}
 	add := func(label, value string) {
 		if value != "" {
@@ -157,7 +163,7 @@ func renderHTML(w io.Writer, run Run, st OpStats, arts []string) error {
 		}
 		sort.Strings(labels)
 		for _, l := range labels {
-			if href, ok := localHref(run.Dir, c.Artifacts[l]); ok {
+			if href, ok := localHref(dir, c.Artifacts[l]); ok {
 				cv.Links = append(cv.Links, link{Label: l, Href: href})
 			}
 		}

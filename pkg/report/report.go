@@ -47,74 +47,35 @@ type Run struct {
 	// LogDir is the member logs' directory, relative to the artifact dir
 	// (for example "logs"); its files are linked from the report.
 	LogDir string
-	// Dir is the artifact dir; when set, Text prints where report.html is.
-	// Write fills it in its own copy.
-	Dir string
-	// HistorySaved says history.jsonl in the artifact dir already holds
-	// History (the scenario saves it before checking, so the evidence
-	// survives a check that runs out of time); Write does not write it again.
-	HistorySaved bool
 }
 
 // Paths are the files Write produced.
 type Paths struct {
 	Dir      string
-	History  string
 	Timeline string
 	Summary  string
 	HTML     string
 	Text     string
 }
 
-// Verdict is the run's overall outcome.
-type Verdict string
-
-const (
-	VerdictPass    Verdict = "pass"
-	VerdictFail    Verdict = "fail"
-	VerdictUnknown Verdict = "unknown"
-)
-
-// Overall folds check results into one verdict: any failure fails the run,
-// otherwise anything undecided makes it unknown. Unknown is never a pass.
-func Overall(checks []verdict.Check) Verdict {
-	v := VerdictPass
-	for _, c := range checks {
-		switch c.Status {
-		case verdict.Pass, verdict.Skipped:
-		case verdict.Fail:
-			return VerdictFail
-		default:
-			v = VerdictUnknown
-		}
-	}
-	return v
-}
-
-// Write writes the run's artifacts into dir, creating it if needed. Files
-// already there (member logs, the checker's linearizability.html) are kept and
-// linked; only the files named by the constants above are replaced, each
-// atomically.
+// Write writes the report of a run into dir, creating it if needed. Files
+// already there (history.jsonl, member logs, the checker's
+// linearizability.html) are kept and linked; the history is its writer's to
+// save, before the checks run. Only the report's own files (the constants
+// above but HistoryFile) are replaced, each atomically.
 func Write(dir string, run Run) (Paths, error) {
 	if run.History == nil {
 		run.History = &history.History{}
 	}
-	run.Dir = dir
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Paths{}, fmt.Errorf("create report dir: %w", err)
 	}
 	p := Paths{
 		Dir:      dir,
-		History:  filepath.Join(dir, HistoryFile),
 		Timeline: filepath.Join(dir, TimelineFile),
 		Summary:  filepath.Join(dir, SummaryFile),
 		HTML:     filepath.Join(dir, HTMLFile),
 		Text:     filepath.Join(dir, TextFile),
-	}
-	if !run.HistorySaved {
-		if err := history.Save(p.History, run.History); err != nil {
-			return p, err
-		}
 	}
 	tl, err := json.MarshalIndent(buildTimeline(run.History), "", "  ")
 	if err != nil {
@@ -139,14 +100,14 @@ func Write(dir string, run Run) (Paths, error) {
 		return p, err
 	}
 	var html bytes.Buffer
-	if err := renderHTML(&html, run, stats, arts); err != nil {
+	if err := renderHTML(&html, run, dir, stats, arts); err != nil {
 		return p, fmt.Errorf("render report.html: %w", err)
 	}
 	if err := writeFile(p.HTML, html.Bytes()); err != nil {
 		return p, err
 	}
 	var txt bytes.Buffer
-	writeText(&txt, run, stats)
+	writeText(&txt, run, stats, p.HTML)
 	if err := writeFile(p.Text, txt.Bytes()); err != nil {
 		return p, err
 	}
@@ -307,7 +268,10 @@ func fmtDuration(d time.Duration) string {
 
 // RunSummary is the content of summary.json: what CI dashboards and scripts read.
 type RunSummary struct {
-	Verdict     Verdict   `json:"verdict"`
+	Verdict verdict.Status `json:"verdict"`
+	// Interrupted says why the run stopped early, when it did (history
+	// meta): the checks judged what was recorded until then.
+	Interrupted string    `json:"interrupted,omitempty"`
 	Scenario    string    `json:"scenario,omitempty"`
 	Backend     string    `json:"backend,omitempty"`
 	EtcdVersion string    `json:"etcd_version,omitempty"`
@@ -337,7 +301,8 @@ type RunSummary struct {
 func buildSummary(run Run, st OpStats, arts []string) RunSummary {
 	m := run.History.Meta
 	s := RunSummary{
-		Verdict:     Overall(run.Checks),
+		Verdict:     verdict.Overall(run.Checks),
+		Interrupted: m.Interrupted,
 		Scenario:    m.Scenario,
 		Backend:     m.Backend,
 		EtcdVersion: m.EtcdVersion,

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,8 +63,8 @@ func sampleRun() Run {
 	}
 }
 
-// prefill puts files into dir that Write must keep: member logs and the
-// checker's visualisation.
+// prefill puts files into dir that Write must keep and link: member logs,
+// the checker's visualisation and the history.
 func prefill(t *testing.T, dir string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
@@ -73,6 +74,8 @@ func prefill(t *testing.T, dir string) {
 		"logs/member-0.log":    "member 0 log\n",
 		"logs/member-1.log":    "member 1 log\n",
 		"linearizability.html": "<html>porcupine</html>",
+		// The run saves its history before the checks; Write links it.
+		HistoryFile: "{}\n",
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
@@ -88,7 +91,7 @@ func TestWriteProducesAllFilesAndKeepsExisting(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Write: %v", err)
 	}
-	for _, f := range []string{p.History, p.Timeline, p.Summary, p.HTML, p.Text} {
+	for _, f := range []string{p.Timeline, p.Summary, p.HTML, p.Text} {
 		st, err := os.Stat(f)
 		if err != nil {
 			t.Fatalf("missing %s: %v", f, err)
@@ -108,13 +111,6 @@ func TestWriteProducesAllFilesAndKeepsExisting(t *testing.T) {
 		if strings.HasPrefix(e.Name(), ".") {
 			t.Errorf("temp file left behind: %s", e.Name())
 		}
-	}
-	back, err := history.Load(p.History)
-	if err != nil {
-		t.Fatalf("history.jsonl does not load: %v", err)
-	}
-	if !reflect.DeepEqual(back.Operations, run.History.Operations) || !reflect.DeepEqual(back.Faults, run.History.Faults) {
-		t.Errorf("history.jsonl does not round-trip")
 	}
 
 	var tl Timeline
@@ -151,7 +147,7 @@ func TestSummaryJSON(t *testing.T) {
 	}
 	var s RunSummary
 	readJSON(t, p.Summary, &s)
-	if s.Verdict != VerdictFail {
+	if s.Verdict != verdict.Fail {
 		t.Errorf("verdict = %q, want fail", s.Verdict)
 	}
 	if s.Seed != 42 || s.Scenario != "kv-kill-leader" || s.Backend != "local" || s.EtcdVersion != "v3.6.4" || s.Members != 3 || s.Nemesis != "kill" {
@@ -277,8 +273,9 @@ func TestEmptyHistory(t *testing.T) {
 
 func TestText(t *testing.T) {
 	run := sampleRun()
-	run.Dir = "/tmp/artifacts"
-	got := Summary(run)
+	var b strings.Builder
+	Text(&b, run, "/tmp/artifacts/report.html")
+	got := b.String()
 	for _, want := range []string{
 		"etcd-chaos verdict: FAIL  (scenario=kv-kill-leader backend=local etcd=v3.6.4 members=3 nemesis=kill)",
 		"checks:     1 passed, 1 failed, 1 unknown, 1 skipped",
@@ -308,21 +305,27 @@ func TestText(t *testing.T) {
 	}
 }
 
-func TestOverall(t *testing.T) {
-	c := func(s verdict.Status) verdict.Check { return verdict.Check{Name: string(s), Status: s} }
-	for _, tc := range []struct {
-		checks []verdict.Check
-		want   Verdict
-	}{
-		{nil, VerdictPass},
-		{[]verdict.Check{c(verdict.Pass), c(verdict.Skipped)}, VerdictPass},
-		{[]verdict.Check{c(verdict.Pass), c(verdict.Unknown)}, VerdictUnknown},
-		{[]verdict.Check{c(verdict.Unknown), c(verdict.Fail), c(verdict.Pass)}, VerdictFail},
-		{[]verdict.Check{c("bogus")}, VerdictUnknown}, // an unrecognised status is never a pass
-	} {
-		if got := Overall(tc.checks); got != tc.want {
-			t.Errorf("Overall(%v) = %s, want %s", tc.checks, got, tc.want)
-		}
+func TestTextAndSummaryMarkAnInterruptedRun(t *testing.T) {
+	run := sampleRun()
+	run.History.Meta.Interrupted = "after 18s of the 30s of traffic (interrupted by SIGINT)"
+	var b strings.Builder
+	Text(&b, run, "")
+	if want := "INTERRUPTED after 18s of the 30s of traffic (interrupted by SIGINT); the checks judged what was recorded until then"; !strings.Contains(b.String(), want) {
+		t.Errorf("text summary lacks %q:\n%s", want, b.String())
+	}
+	dir := t.TempDir()
+	p, err := Write(dir, run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s RunSummary
+	readJSON(t, p.Summary, &s)
+	if s.Interrupted != run.History.Meta.Interrupted {
+		t.Errorf("summary.json interrupted = %q", s.Interrupted)
+	}
+	html, _ := os.ReadFile(p.HTML)
+	if !strings.Contains(string(html), `<div id="interrupted"><strong>INTERRUPTED</strong> after 18s`) {
+		t.Error("report.html does not mark the run interrupted")
 	}
 }
 
@@ -411,7 +414,7 @@ func TestHTMLSizeIndependentOfOps(t *testing.T) {
 	for _, n := range []int{2_000, 200_000} {
 		var buf bytes.Buffer
 		h := manyOps(seed, n, 60*time.Second)
-		if err := renderHTML(&buf, Run{History: h}, Stats(h), nil); err != nil {
+		if err := renderHTML(&buf, Run{History: h}, "", Stats(h), nil); err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
 		sizes = append(sizes, buf.Len())
@@ -467,7 +470,7 @@ func BenchmarkRenderHTML1M(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		var buf bytes.Buffer
-		if err := renderHTML(&buf, Run{History: h}, st, nil); err != nil {
+		if err := renderHTML(&buf, Run{History: h}, "", st, nil); err != nil {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(buf.Len()), "html-bytes")
@@ -490,16 +493,21 @@ func TestFaultThroughputCountsOnlyOpsInsideWindows(t *testing.T) {
 	}
 }
 
-func TestWriteKeepsAnAlreadySavedHistory(t *testing.T) {
+func TestWriteLeavesTheHistoryToItsWriter(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, HistoryFile)
 	if err := os.WriteFile(path, []byte("saved before the checks\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Write(dir, Run{History: &history.History{}, HistorySaved: true}); err != nil {
+	if _, err := Write(dir, Run{History: &history.History{}}); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(path); string(b) != "saved before the checks\n" {
 		t.Fatalf("history.jsonl was rewritten: %q", b)
+	}
+	var s RunSummary
+	readJSON(t, filepath.Join(dir, SummaryFile), &s)
+	if !slices.Contains(s.Artifacts, HistoryFile) {
+		t.Errorf("summary.json artifacts %v do not list %s", s.Artifacts, HistoryFile)
 	}
 }

@@ -1,7 +1,6 @@
 package report
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -18,16 +17,16 @@ const textViolations = 3
 
 // Text writes a one-screen plain-text summary of run: the verdict, failed
 // checks with their first violations, operation counts, throughput, the seed,
-// the re-run command, and where report.html is (when run.Dir is set).
-func Text(w io.Writer, run Run) {
-	writeText(w, run, Stats(run.History))
+// the re-run command, and where report.html is (html, when not "").
+func Text(w io.Writer, run Run, html string) {
+	writeText(w, run, Stats(run.History), html)
 }
 
 // writeText is Text with the stats already computed; on a million
 // operations Stats is the expensive part and Write needs them anyway.
-func writeText(w io.Writer, run Run, st OpStats) {
+func writeText(w io.Writer, run Run, st OpStats, html string) {
 	h := run.History
-	v := Overall(run.Checks)
+	v := verdict.Overall(run.Checks)
 	var hdr []string
 	if h != nil {
 		meta := h.Meta
@@ -45,6 +44,9 @@ func writeText(w io.Writer, run Run, st OpStats) {
 		fmt.Fprintf(w, "  (%s)", strings.Join(hdr, " "))
 	}
 	fmt.Fprintln(w)
+	if h != nil && h.Meta.Interrupted != "" {
+		fmt.Fprintf(w, "INTERRUPTED %s; the checks judged what was recorded until then\n", oneLine(h.Meta.Interrupted))
+	}
 
 	var pass, fail, unk, skip int
 	for _, c := range run.Checks {
@@ -97,20 +99,12 @@ func writeText(w io.Writer, run Run, st OpStats) {
 	for _, n := range notes(run) {
 		fmt.Fprintf(w, "note:       %s\n", oneLine(n))
 	}
-	if run.Dir != "" {
-		p := filepath.Join(run.Dir, HTMLFile)
-		if abs, err := filepath.Abs(p); err == nil {
-			p = abs
+	if html != "" {
+		if abs, err := filepath.Abs(html); err == nil {
+			html = abs
 		}
-		fmt.Fprintf(w, "report:     %s\n", p)
+		fmt.Fprintf(w, "report:     %s\n", html)
 	}
-}
-
-// Summary returns Text's output as a string.
-func Summary(run Run) string {
-	var b bytes.Buffer
-	Text(&b, run)
-	return b.String()
 }
 
 func plural(n int, word string) string {

@@ -57,6 +57,14 @@ type Config struct {
 	// place of nothing: scenarios such as snapshot save or chart upgrade
 	// hook in here. Its error fails the run.
 	DuringTraffic func(ctx context.Context, rec *history.Recorder) error
+	// InterruptGrace bounds how long a run interrupted by its context may
+	// spend healing, reading and checking what it recorded (default 20s;
+	// collecting logs and writing the report take at most 10s more, within
+	// Ginkgo's 30s grace period).
+	InterruptGrace time.Duration
+	// Abort, when closed after an interrupt (a second Ctrl-C), cuts the
+	// interrupt grace short: Run returns at once, its goroutines stopped.
+	Abort <-chan struct{}
 }
 
 // Result is what a scenario produced.
@@ -73,23 +81,116 @@ type Result struct {
 // Passed reports whether every check passed.
 func (r *Result) Passed() bool { return verdict.Passed(r.Checks) }
 
+// ErrInterrupted marks a run whose context ended before its traffic and
+// wind-down were done (Ctrl-C, a spec's timeout). Run still returns the
+// Result of what was recorded, checked and reported.
+var ErrInterrupted = errors.New("run interrupted")
+
+// interruptGrace is how long an interrupted run may spend winding down and
+// checking when Config.InterruptGrace is zero. With publish's 10s for the
+// member logs it stays within Ginkgo's default grace period of 30s, so an
+// interrupted or timed-out spec still leaves its history and report.
+const interruptGrace = 20 * time.Second
+
 // Run runs the scenario on c. It does not close c. An error means the
 // scenario could not run (bad config, cluster unreachable at start); check
 // failures are in Result.Checks.
+//
+// When ctx ends while the scenario runs (Ctrl-C, a spec's timeout), the run
+// is interrupted, not lost: traffic stops, active faults heal, and what was
+// recorded is saved, checked and reported within Config.InterruptGrace,
+// marked interrupted (so its verdict is never pass). Run then returns that
+// Result together with an error wrapping ErrInterrupted. Closing
+// Config.Abort cuts the grace short.
 func Run(ctx context.Context, c cluster.Cluster, cfg Config) (*Result, error) {
+	r, err := prepare(ctx, c, cfg)
+	if err != nil {
+		return nil, err
+	}
+	// From here on, every step that must still happen after an interrupt
+	// runs on grace, which outlives ctx by the interrupt grace.
+	grace, cancel := afterInterrupt(ctx, r.cfg.InterruptGrace, r.cfg.Abort)
+	defer cancel()
+	d, err := r.drive(ctx, grace)
+	if err != nil {
+		return nil, err
+	}
+	end := r.windDown(ctx, grace, d)
+	h := r.rec.History()
+	if ctx.Err() != nil {
+		if d.traffic < r.cfg.Duration {
+			h.Meta.Interrupted = fmt.Sprintf("after %s of the %s of traffic (%v)",
+				d.traffic.Round(100*time.Millisecond), r.cfg.Duration, context.Cause(ctx))
+		} else {
+			h.Meta.Interrupted = fmt.Sprintf("while winding down after the %s of traffic (%v)", r.cfg.Duration, context.Cause(ctx))
+		}
+	}
+	res := &Result{History: h, Traffic: d.stats, Faults: d.faults, Duration: time.Since(r.started)}
+	if err := r.saveHistory(h); err != nil {
+		return nil, err
+	}
+	res.Checks = r.judge(grace, h, end, d.faults)
+	if res.Report, err = r.publish(ctx, res); err != nil {
+		return res, err
+	}
+	if h.Meta.Interrupted != "" {
+		return res, fmt.Errorf("%w %s; its %d operations were saved, checked and reported", ErrInterrupted, h.Meta.Interrupted, len(h.Operations))
+	}
+	return res, nil
+}
+
+// afterInterrupt returns a context that lives on after ctx ends, for at most
+// grace more, and ends at once when abort is closed.
+func afterInterrupt(ctx context.Context, grace time.Duration, abort <-chan struct{}) (context.Context, context.CancelFunc) {
+	g, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-abort:
+			cancel()
+			return
+		case <-g.Done():
+			return
+		}
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-abort:
+		case <-g.Done():
+		}
+		cancel()
+	}()
+	return g, cancel
+}
+
+// run is one scenario between prepare and publish.
+type run struct {
+	cfg     Config
+	c       cluster.Cluster
+	nemesis chaos.Nemesis
+	rec     *history.Recorder
+	started time.Time
+}
+
+// prepare checks the configuration, makes the artifact dir, waits for a
+// healthy cluster and records the baseline read.
+func prepare(ctx context.Context, c cluster.Cluster, cfg Config) (*run, error) {
 	if cfg.Duration <= 0 {
 		return nil, errors.New("scenario: Duration must be positive")
 	}
-	nemesisName := cfg.Nemesis
-	if nemesisName == "" {
-		nemesisName = "none"
+	if cfg.Nemesis == "" {
+		cfg.Nemesis = "none"
 	}
-	nemesis, err := chaos.ByName(nemesisName)
+	nemesis, err := chaos.ByName(cfg.Nemesis)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.CheckTimeout == 0 {
 		cfg.CheckTimeout = 5 * time.Minute
+	}
+	if cfg.InterruptGrace == 0 {
+		cfg.InterruptGrace = interruptGrace
 	}
 	if cfg.ArtifactDir != "" {
 		if err := os.MkdirAll(cfg.ArtifactDir, 0o755); err != nil {
@@ -102,171 +203,226 @@ func Run(ctx context.Context, c cluster.Cluster, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster is not healthy before the run: %w", err)
 	}
-
-	rec := history.NewRecorder(history.Meta{
+	r := &run{cfg: cfg, c: c, nemesis: nemesis, started: time.Now()}
+	r.rec = history.NewRecorder(history.Meta{
 		Scenario:    cfg.Name,
 		Backend:     c.Backend(),
 		Members:     len(c.Members()),
 		EtcdVersion: c.Version(),
-		Nemesis:     nemesisName,
+		Nemesis:     cfg.Nemesis,
 		Seed:        cfg.Seed,
 		Rerun:       cfg.Rerun,
 		Notes:       cfg.Notes,
 	})
-	started := time.Now()
-	res := &Result{}
-
 	// A baseline read of the whole key pool, before any other request, tells
 	// the checkers what the store held at the start: nothing on a fresh
 	// cluster, the restored data on a cluster restored from a snapshot.
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = workload.FinalRead(bctx, c, rec, workload.KVPrefix)
+	err = workload.FinalRead(bctx, c, r.rec, workload.KVPrefix)
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("baseline read: %w", err)
 	}
+	return r, nil
+}
 
-	// Watchers start first so they see every write of the run.
-	var watchers *workload.Watchers
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	if cfg.Watch != nil {
-		watchers, err = workload.StartWatch(watchCtx, c, rec, *cfg.Watch)
-		if err != nil {
+// driven is what drive leaves for the wind-down and the judge.
+type driven struct {
+	stats    workload.Stats
+	faults   chaos.Result
+	watchers *workload.Watchers
+	// traffic is how long traffic ran: Duration, or less when interrupted.
+	traffic time.Duration
+	// failed are the checks the run itself failed: the fault schedule or
+	// a DuringTraffic hook.
+	failed []verdict.Check
+}
+
+// drive runs traffic, watchers and the fault schedule until Duration has
+// passed or ctx ends. The watchers run on grace: they must see the
+// wind-down's final revision even after an interrupt.
+func (r *run) drive(ctx, grace context.Context) (*driven, error) {
+	d := &driven{}
+	if r.cfg.Watch != nil {
+		// Watchers start first so they see every write of the run.
+		var err error
+		if d.watchers, err = workload.StartWatch(grace, r.c, r.rec, *r.cfg.Watch); err != nil {
 			return nil, fmt.Errorf("start watchers: %w", err)
 		}
-		defer watchers.Stop()
 	}
-
-	runCtx, stopRun := context.WithTimeout(ctx, cfg.Duration)
+	began := time.Now()
+	runCtx, stopRun := context.WithTimeout(ctx, r.cfg.Duration)
 	defer stopRun()
 	var wg sync.WaitGroup
-	var trafficErr, leaseErr, duringErr error
-	traffic := cfg.Traffic
-	traffic.Seed = cfg.Seed
+	var trafficErr, leaseErr, duringErr, schedErr error
+	traffic := r.cfg.Traffic
+	traffic.Seed = r.cfg.Seed
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		res.Traffic, trafficErr = workload.Run(runCtx, c, rec, traffic)
+		d.stats, trafficErr = workload.Run(runCtx, r.c, r.rec, traffic)
 	}()
-	if cfg.Leases != nil {
+	if r.cfg.Leases != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, leaseErr = workload.RunLeases(runCtx, c, rec, *cfg.Leases)
+			_, leaseErr = workload.RunLeases(runCtx, r.c, r.rec, *r.cfg.Leases)
 		}()
 	}
-	sched := withDefaults(cfg.Schedule, nemesis, cfg.Seed)
-	if cfg.DuringTraffic != nil {
+	sched := withDefaults(r.cfg.Schedule, r.nemesis, r.cfg.Seed)
+	if r.cfg.DuringTraffic != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if sleepCtx(runCtx, sched.Warmup) {
-				duringErr = cfg.DuringTraffic(runCtx, rec)
+				duringErr = r.cfg.DuringTraffic(runCtx, r.rec)
 			}
 		}()
 	}
-	if cfg.Progress != nil {
-		go reportProgress(runCtx, rec, cfg.Progress)
+	if r.cfg.Progress != nil {
+		go reportProgress(runCtx, r.rec, r.cfg.Progress)
 	}
-	var schedErr error
-	if nemesisName != "none" {
-		res.Faults, schedErr = sched.Run(runCtx, c, rec)
+	if r.nemesis.Name() != "none" {
+		// The schedule heals an active fault when runCtx ends, also on
+		// an interrupt.
+		d.faults, schedErr = sched.Run(runCtx, r.c, r.rec)
 	}
 	<-runCtx.Done()
+	d.traffic = min(time.Since(began), r.cfg.Duration)
 	wg.Wait()
-	if ctx.Err() != nil {
-		return nil, fmt.Errorf("scenario interrupted: %w", ctx.Err())
-	}
 	if err := errors.Join(trafficErr, leaseErr); err != nil {
+		if d.watchers != nil {
+			d.watchers.Stop()
+		}
 		return nil, fmt.Errorf("traffic: %w", err)
 	}
+	if schedErr != nil {
+		d.failed = append(d.failed, verdict.Check{Name: "faults", Status: verdict.Fail, Summary: schedErr.Error()})
+	}
+	if duringErr != nil {
+		d.failed = append(d.failed, verdict.Check{Name: "during-traffic", Status: failedUnless(ctx), Summary: duringErr.Error()})
+	}
+	return d, nil
+}
 
-	// Wind down: the cluster must recover, then one full read per prefix
-	// proves what survived, and watchers catch up to the final revision.
-	var endChecks []verdict.Check
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	recoverErr := c.WaitHealthy(rctx)
+// windDown waits for the cluster to recover, reads what survived (one full
+// read per prefix, recorded), lets the watchers catch up with the final
+// revision, and compares the members' HashKV. It returns the checks that
+// need the live cluster: recovery, final-read, watch/drain and hashkv. On
+// an interrupted run each step gets less time, and a step that runs out of
+// it proves nothing either way: unknown rather than fail.
+func (r *run) windDown(ctx, grace context.Context, d *driven) []verdict.Check {
+	defer func() {
+		if d.watchers != nil {
+			d.watchers.Stop()
+		}
+	}()
+	limit := func(full, cut time.Duration) (context.Context, context.CancelFunc) {
+		if ctx.Err() != nil {
+			return context.WithTimeout(grace, cut)
+		}
+		return context.WithTimeout(grace, full)
+	}
+	var end []verdict.Check
+	rctx, cancel := limit(2*time.Minute, 10*time.Second)
+	recoverErr := r.c.WaitHealthy(rctx)
 	cancel()
 	if recoverErr != nil {
-		endChecks = append(endChecks, verdict.Check{Name: "recovery", Status: verdict.Fail,
-			Summary: fmt.Sprintf("cluster did not recover within 2m after the faults: %v", recoverErr)})
+		end = append(end, verdict.Check{Name: "recovery", Status: failedUnless(ctx),
+			Summary: fmt.Sprintf("cluster did not recover after the faults: %v", recoverErr)})
 	}
-	fctx, cancel := context.WithTimeout(ctx, time.Minute)
+	fctx, cancel := limit(time.Minute, 10*time.Second)
 	for _, prefix := range []string{workload.KVPrefix, workload.LeaseKeepPrefix} {
-		if err := workload.FinalRead(fctx, c, rec, prefix); err != nil {
-			endChecks = append(endChecks, verdict.Check{Name: "final-read", Status: verdict.Fail,
+		if err := workload.FinalRead(fctx, r.c, r.rec, prefix); err != nil {
+			end = append(end, verdict.Check{Name: "final-read", Status: failedUnless(ctx),
 				Summary: fmt.Sprintf("could not read %s after the run: %v", prefix, err)})
 		}
 	}
-	finalRev, revErr := currentRevision(fctx, c)
+	finalRev, revErr := currentRevision(fctx, r.c)
 	cancel()
 	if revErr != nil {
-		endChecks = append(endChecks, verdict.Check{Name: "final-read", Status: verdict.Fail,
+		end = append(end, verdict.Check{Name: "final-read", Status: failedUnless(ctx),
 			Summary: fmt.Sprintf("could not read the final revision: %v", revErr)})
 	}
-	if watchers != nil {
-		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		if err := watchers.Drain(dctx, finalRev); err != nil {
-			endChecks = append(endChecks, verdict.Check{Name: "watch/drain", Status: verdict.Fail,
-				Summary: fmt.Sprintf("watchers did not catch up with revision %d within 30s: %v", finalRev, err)})
+	if d.watchers != nil && revErr == nil {
+		dctx, cancel := limit(30*time.Second, 5*time.Second)
+		if err := d.watchers.Drain(dctx, finalRev); err != nil {
+			end = append(end, verdict.Check{Name: "watch/drain", Status: failedUnless(ctx),
+				Summary: fmt.Sprintf("watchers did not catch up with revision %d: %v", finalRev, err)})
 		}
 		cancel()
-		watchers.Stop()
 	}
 	if recoverErr == nil {
-		endChecks = append(endChecks, HashKVCheck(ctx, c))
-	}
-	if schedErr != nil {
-		endChecks = append(endChecks, verdict.Check{Name: "faults", Status: verdict.Fail, Summary: schedErr.Error()})
-	}
-	if duringErr != nil {
-		endChecks = append(endChecks, verdict.Check{Name: "during-traffic", Status: verdict.Fail, Summary: duringErr.Error()})
-	}
-
-	res.History = rec.History()
-	res.Duration = time.Since(started)
-	if cfg.ArtifactDir != "" {
-		// Save the history before checking it: if a check runs out of time
-		// or memory, the evidence is already on disk for `etcd-chaos check`.
-		if err := history.Save(filepath.Join(cfg.ArtifactDir, report.HistoryFile), res.History); err != nil {
-			return nil, err
-		}
-	}
-	checkCtx := ctx
-	if dl, ok := ctx.Deadline(); ok {
-		// Leave time for the report when the caller has a deadline.
-		var cancel context.CancelFunc
-		checkCtx, cancel = context.WithDeadline(ctx, dl.Add(-time.Until(dl)/5))
-		defer cancel()
-	}
-	res.Checks = append(checker.Check(checkCtx, res.History, checker.Options{ArtifactDir: cfg.ArtifactDir, Timeout: cfg.CheckTimeout}), endChecks...)
-	if len(res.Faults.Errors) > 0 {
-		res.Checks = append(res.Checks, faultWarnings(res.Faults))
-	}
-	if cfg.ArtifactDir != "" {
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		if err := c.CollectLogs(lctx, filepath.Join(cfg.ArtifactDir, "logs")); err != nil {
-			res.Checks = append(res.Checks, verdict.Check{Name: "logs", Status: verdict.Skipped, Summary: "could not collect member logs: " + err.Error()})
-		}
+		hctx, cancel := limit(time.Minute, 10*time.Second)
+		end = append(end, HashKVCheck(hctx, r.c))
 		cancel()
-		paths, err := report.Write(cfg.ArtifactDir, report.Run{
-			History:  res.History,
-			Checks:   res.Checks,
-			Duration: res.Duration,
-			Rerun:    cfg.Rerun,
-			Notes:    cfg.Notes,
-			LogDir:   "logs",
-			Dir:      cfg.ArtifactDir,
-			// Saved above, before the checks ran.
-			HistorySaved: true,
-		})
-		if err != nil {
-			return res, fmt.Errorf("write report: %w", err)
-		}
-		res.Report = paths.HTML
 	}
-	return res, nil
+	return append(end, d.failed...)
+}
+
+// failedUnless is the status of a step that did not succeed: fail, unless
+// ctx ended (an interrupt), which may be why; then it proves nothing.
+func failedUnless(ctx context.Context) verdict.Status {
+	if ctx.Err() != nil {
+		return verdict.Unknown
+	}
+	return verdict.Fail
+}
+
+// saveHistory writes history.jsonl before the checks run: if a check runs
+// out of time or memory, the evidence is already on disk for `etcd-chaos
+// check`. It is publish's file, written early.
+func (r *run) saveHistory(h *history.History) error {
+	if r.cfg.ArtifactDir == "" {
+		return nil
+	}
+	return history.Save(filepath.Join(r.cfg.ArtifactDir, report.HistoryFile), h)
+}
+
+// judge runs every check that needs only the history (pkg/checker, the
+// same as `etcd-chaos check`) and adds the wind-down's live-cluster checks
+// and the fault schedule's warnings.
+func (r *run) judge(grace context.Context, h *history.History, end []verdict.Check, faults chaos.Result) []verdict.Check {
+	checks := append(checker.Check(grace, h, checker.Options{ArtifactDir: r.cfg.ArtifactDir, Timeout: r.cfg.CheckTimeout}), end...)
+	if len(faults.Errors) > 0 {
+		checks = append(checks, faultWarnings(faults))
+	}
+	return checks
+}
+
+// publish collects the member logs and writes the report beside
+// history.jsonl; it returns the path of report.html ("" with no artifact
+// dir). It runs on a context of its own, so an interrupted run still gets
+// its report, and keeps to the interrupt grace.
+func (r *run) publish(ctx context.Context, res *Result) (string, error) {
+	if r.cfg.ArtifactDir == "" {
+		return "", nil
+	}
+	// Member logs matter most when a run went wrong, so even an interrupted
+	// run whose grace the checks used up collects them, briefly.
+	budget := time.Minute
+	if ctx.Err() != nil {
+		budget = 10 * time.Second
+	}
+	lctx, cancel := afterInterrupt(context.WithoutCancel(ctx), 0, r.cfg.Abort)
+	defer cancel()
+	lctx, cancel = context.WithTimeout(lctx, budget)
+	defer cancel()
+	if err := r.c.CollectLogs(lctx, filepath.Join(r.cfg.ArtifactDir, "logs")); err != nil {
+		res.Checks = append(res.Checks, verdict.Check{Name: "logs", Status: verdict.Skipped, Summary: "could not collect member logs: " + err.Error()})
+	}
+	paths, err := report.Write(r.cfg.ArtifactDir, report.Run{
+		History:  res.History,
+		Checks:   res.Checks,
+		Duration: res.Duration,
+		Rerun:    r.cfg.Rerun,
+		Notes:    r.cfg.Notes,
+		LogDir:   "logs",
+	})
+	if err != nil {
+		return "", fmt.Errorf("write report: %w", err)
+	}
+	return paths.HTML, nil
 }
 
 // currentRevision returns the cluster's revision by a linearizable read.

@@ -63,15 +63,26 @@ func (c *Check) Warn(format string, args ...any) {
 	c.Warnings = append(c.Warnings, fmt.Sprintf(format, args...))
 }
 
-// Passed reports whether every check passed or was skipped.
-func Passed(checks []Check) bool {
+// Overall folds checks into the run's one verdict: Fail if any check
+// failed, else Unknown if any could not decide, else Pass (skipped checks
+// count as passed). Unknown is never a pass.
+func Overall(checks []Check) Status {
+	v := Pass
 	for _, c := range checks {
-		if c.Status != Pass && c.Status != Skipped {
-			return false
+		switch c.Status {
+		case Pass, Skipped:
+		case Fail:
+			return Fail
+		default:
+			v = Unknown
 		}
 	}
-	return true
+	return v
 }
+
+// Passed reports whether the overall verdict is Pass: every check passed or
+// was skipped.
+func Passed(checks []Check) bool { return Overall(checks) == Pass }
 
 // Failed returns the checks that did not pass or skip.
 func Failed(checks []Check) []Check {

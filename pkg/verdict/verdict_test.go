@@ -25,3 +25,24 @@ func TestUnknownIsNeverAPass(t *testing.T) {
 		t.Fatalf("Failed = %+v", f)
 	}
 }
+
+func TestOverall(t *testing.T) {
+	c := func(s Status) Check { return Check{Name: string(s), Status: s} }
+	for _, tc := range []struct {
+		checks []Check
+		want   Status
+	}{
+		{nil, Pass},
+		{[]Check{c(Pass), c(Skipped)}, Pass},
+		{[]Check{c(Pass), c(Unknown)}, Unknown},
+		{[]Check{c(Unknown), c(Fail), c(Pass)}, Fail},
+		{[]Check{c("bogus")}, Unknown}, // an unrecognised status is never a pass
+	} {
+		if got := Overall(tc.checks); got != tc.want {
+			t.Errorf("Overall(%v) = %s, want %s", tc.checks, got, tc.want)
+		}
+		if Passed(tc.checks) != (tc.want == Pass) {
+			t.Errorf("Passed(%v) disagrees with Overall", tc.checks)
+		}
+	}
+}
