@@ -31,9 +31,11 @@ test: lint unit smoke ## everything CI runs: lint, unit and integration tests, a
 unit: ## unit and integration tests of every package (real local etcd, no Docker)
 	$(GO) test -count=1 -timeout 45m ./...
 
+# go test's -timeout is longer than -ginkgo.timeout so that Ginkgo's timer
+# fires first and cleanup, AfterSuite and the JUnit report still run.
 smoke: ## the short local e2e specs (label "smoke")
-	$(GO) test -v -count=1 -tags e2e -timeout 20m ./suites/ -args \
-		-ginkgo.label-filter=smoke -ginkgo.v $(if $(CI),-ginkgo.no-color) \
+	$(GO) test -v -count=1 -tags e2e -timeout 30m ./suites/ -args \
+		-ginkgo.label-filter=smoke -ginkgo.v -ginkgo.timeout=20m $(if $(CI),-ginkgo.no-color) \
 		-ginkgo.junit-report=$(ARTIFACTS)/junit-smoke.xml
 
 e2e: ## the main job: every suite, on kind if a Docker daemon answers, else local
