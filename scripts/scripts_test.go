@@ -22,7 +22,7 @@ import (
 func fakeBin(t *testing.T, docker string) (bin, record string) {
 	t.Helper()
 	bin = t.TempDir()
-	for _, tool := range []string{"dirname", "mkdir", "sleep"} {
+	for _, tool := range []string{"dirname", "mkdir", "sleep", "sort"} {
 		p, err := exec.LookPath(tool)
 		if err != nil {
 			t.Skipf("%s not installed: %v", tool, err)
