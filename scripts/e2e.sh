@@ -24,7 +24,16 @@ mkdir -p "$artifacts"
 args=(-ginkgo.v -ginkgo.junit-report="$artifacts/junit.xml" -ginkgo.timeout="${E2E_TIMEOUT:-90m}")
 [ -n "${E2E_FOCUS:-}" ] && args+=(-ginkgo.focus="$E2E_FOCUS")
 [ -n "${E2E_LABELS:-}" ] && args+=(-ginkgo.label-filter="$E2E_LABELS")
-# Escape codes make CI logs hard to read.
-[ -n "${CI:-}" ] && args+=(-ginkgo.no-color)
+# Colour only on a terminal: escape codes make a log file or a pipe hard to read.
+[ -t 1 ] || args+=(-ginkgo.no-color)
+
+# The local backend builds etcd from the Go module proxy; build every version
+# the specs start (make passes E2E_ETCD_VERSIONS) before any spec runs, so no
+# spec's timeout includes a cold build.
+if [ "$backend" = local ]; then
+  for v in $(printf '%s\n' ${E2E_ETCD_VERSIONS:-${ETCD_VERSION:-v3.6.4} v3.5.2} | sort -u); do
+    go run ./cmd/etcd-chaos etcd --version "$v" >/dev/null
+  done
+fi
 
 go test -v -count=1 -tags e2e -timeout "${E2E_TIMEOUT:-90m}" ./suites/ -args "${args[@]}"

@@ -49,7 +49,7 @@ func DefaultCacheDir() (string, error) {
 	}
 	d, err := os.UserCacheDir()
 	if err != nil {
-		return "", fmt.Errorf("no cache directory: set %s (%v)", CacheEnv, err)
+		return "", fmt.Errorf("no cache directory: set %s (%w)", CacheEnv, err)
 	}
 	return filepath.Join(d, "etcd-chaos"), nil
 }
@@ -144,19 +144,24 @@ type spec struct {
 	label, module, pkg, version, dir, bin string
 }
 
-func ensure(ctx context.Context, s spec, progress io.Writer) (string, error) {
+func ensure(ctx context.Context, s spec, progress io.Writer) (path string, err error) {
 	out := filepath.Join(s.dir, s.bin)
 	if isExecutable(out) {
 		return out, nil
 	}
-	if err := os.MkdirAll(s.dir, 0o755); err != nil {
-		return "", fmt.Errorf("cannot create cache dir %s: %v (set %s to a writable directory)", s.dir, err, CacheEnv)
-	}
-	unlock, err := lock(ctx, filepath.Join(s.dir, ".lock"))
+	unlock, err := lock(ctx, s.dir)
 	if err != nil {
 		return "", err
 	}
-	defer unlock()
+	defer func() {
+		// A failed build (an unknown version, a cancelled build) leaves no
+		// empty version dir behind: removed under the lock, with its lock
+		// file, so a waiter retries on a fresh one (see lock).
+		if err != nil && !isExecutable(out) {
+			os.RemoveAll(s.dir)
+		}
+		unlock()
+	}()
 	// Another process may have built it while we waited for the lock.
 	if isExecutable(out) {
 		return out, nil
@@ -182,32 +187,52 @@ func isExecutable(path string) bool {
 	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
 }
 
-// lock takes an exclusive flock on path, polling so that ctx can interrupt
-// the wait (a blocking flock cannot be cancelled).
-func lock(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("cannot open build lock %s: %v", path, err)
-	}
+// lock creates dir and takes an exclusive flock on dir/.lock, polling so
+// that ctx can interrupt the wait (a blocking flock cannot be cancelled). A
+// failed build removes dir, lock file included, while holding the lock; a
+// waiter that then gets the lock holds it on a deleted file, so it checks
+// that the file it locked is still the one at the path, and retries if not.
+func lock(ctx context.Context, dir string) (func(), error) {
+	path := filepath.Join(dir, ".lock")
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() {
-				_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-				f.Close()
-			}, nil
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("cannot create cache dir %s: %w (set %s to a writable directory)", dir, err, CacheEnv)
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("cannot open build lock %s: %w", path, err)
+		}
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			if sameFile(f, path) {
+				return func() {
+					_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+					f.Close()
+				}, nil
+			}
 			f.Close()
-			return nil, fmt.Errorf("cannot lock %s: %v", path, err)
+			continue
+		}
+		f.Close()
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("cannot lock %s: %w", path, err)
 		}
 		select {
 		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("waiting for another process to build into %s: %w", filepath.Dir(path), ctx.Err())
+			return nil, fmt.Errorf("waiting for another process to build into %s: %w", dir, ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// sameFile reports whether the open file f is still the file at path.
+func sameFile(f *os.File, path string) bool {
+	a, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	b, err := os.Stat(path)
+	return err == nil && os.SameFile(a, b)
 }
 
 func build(ctx context.Context, s spec, out string) error {
@@ -217,7 +242,7 @@ func build(ctx context.Context, s spec, out string) error {
 	}
 	work, err := os.MkdirTemp(s.dir, "build-")
 	if err != nil {
-		return fmt.Errorf("cannot create build dir in %s: %v", s.dir, err)
+		return fmt.Errorf("cannot create build dir in %s: %w", s.dir, err)
 	}
 	defer os.RemoveAll(work)
 
@@ -263,7 +288,7 @@ func build(ctx context.Context, s spec, out string) error {
 	// Rename is atomic, so a concurrent reader sees no binary or a whole one.
 	if err := os.Rename(tmp, out); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("cannot install %s into cache: %v", out, err)
+		return fmt.Errorf("cannot install %s into cache: %w", out, err)
 	}
 	return nil
 }

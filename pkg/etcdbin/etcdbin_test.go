@@ -90,16 +90,53 @@ func TestEnsureHonoursEnvCache(t *testing.T) {
 }
 
 func TestLockWaitIsCancellable(t *testing.T) {
-	path := filepath.Join(t.TempDir(), ".lock")
-	unlock, err := lock(context.Background(), path)
+	dir := t.TempDir()
+	unlock, err := lock(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if _, err := lock(ctx, path); err == nil {
+	if _, err := lock(ctx, dir); err == nil {
 		t.Fatal("second lock succeeded while the first was held")
+	}
+}
+
+// TestLockSurvivesRemovedDir: a failed build removes its version dir, lock
+// file included, before it unlocks. A process that was waiting must then
+// hold a lock on the file at the path, not on the deleted one, or a third
+// process could lock the new file and build at the same time.
+func TestLockSurvivesRemovedDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "v1.2.3")
+	unlock, err := lock(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan func(), 1)
+	go func() {
+		u, err := lock(context.Background(), dir)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- u
+	}()
+	time.Sleep(300 * time.Millisecond) // let the waiter open the old lock file
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	u := <-got
+	if u == nil {
+		return
+	}
+	defer u()
+	// The waiter's lock is on the file now at the path: a third locker
+	// must not get it.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := lock(ctx, dir); err == nil {
+		t.Fatal("a third process got the lock while the waiter held it")
 	}
 }
 
@@ -120,12 +157,9 @@ func TestEnsureUnknownVersion(t *testing.T) {
 	if !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("error = %q; want one line starting %q", err, want)
 	}
-	// No temp build dirs left behind.
-	ents, _ := os.ReadDir(filepath.Join(dir, "etcd", "v9.9.9"))
-	for _, e := range ents {
-		if e.Name() != ".lock" {
-			t.Errorf("left behind %s", e.Name())
-		}
+	// Nothing left behind: no build dir, no lock, no empty version dir.
+	if _, err := os.Stat(filepath.Join(dir, "etcd", "v9.9.9")); !os.IsNotExist(err) {
+		t.Errorf("a failed lookup left %s behind (stat: %v)", filepath.Join(dir, "etcd", "v9.9.9"), err)
 	}
 }
 
@@ -163,10 +197,7 @@ func TestEnsureCancelled(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
 		t.Fatalf("err = %v; want the context's deadline", err)
 	}
-	ents, _ := os.ReadDir(filepath.Join(dir, "etcd", "v3.5.35"))
-	for _, e := range ents {
-		if e.Name() != ".lock" {
-			t.Errorf("left behind %s", e.Name())
-		}
+	if _, err := os.Stat(filepath.Join(dir, "etcd", "v3.5.35")); !os.IsNotExist(err) {
+		t.Errorf("a cancelled build left %s behind (stat: %v)", filepath.Join(dir, "etcd", "v3.5.35"), err)
 	}
 }

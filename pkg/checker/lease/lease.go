@@ -360,7 +360,11 @@ func (x *index) expiryDeadline(grantReturn int64, ttl, tolerance time.Duration) 
 // TTL + ExpiryTolerance of the grant's return.
 func (x *index) checkExpiry(opts Options) verdict.Check {
 	ck := verdict.Check{Name: Expiry, Status: verdict.Pass}
-	var delays []time.Duration
+	// sinceGrant is when each key was first seen gone, from its grant's
+	// return; margin is that moment relative to the key's deadline
+	// (negative: before it).
+	var sinceGrant, margin []time.Duration
+	var minTTL, maxTTL time.Duration
 	keys, keptAlive, unobserved, extendedByFaults := 0, 0, 0, 0
 	for _, lp := range x.leasedPuts(ExpirePrefix) {
 		if len(x.keepalives[lp.put.Lease]) > 0 {
@@ -370,6 +374,10 @@ func (x *index) checkExpiry(opts Options) verdict.Check {
 			continue
 		}
 		keys++
+		if minTTL == 0 || lp.ttl < minTTL {
+			minTTL = lp.ttl
+		}
+		maxTTL = max(maxTTL, lp.ttl)
 		p, g := lp.put, lp.grant
 		deadline, extended := x.expiryDeadline(g.Return, lp.ttl, opts.ExpiryTolerance)
 		if extended {
@@ -400,7 +408,8 @@ func (x *index) checkExpiry(opts Options) verdict.Check {
 			}
 		}
 		if gone >= 0 {
-			delays = append(delays, time.Duration(gone-deadline))
+			sinceGrant = append(sinceGrant, time.Duration(gone-g.Return))
+			margin = append(margin, time.Duration(gone-deadline))
 		} else {
 			unobserved++
 		}
@@ -422,9 +431,17 @@ func (x *index) checkExpiry(opts Options) verdict.Check {
 		ck.Summary = fmt.Sprintf("no keys under %s attached to a lease that was never kept alive", ExpirePrefix)
 		return ck
 	}
-	ck.Summary = fmt.Sprintf("%d expiring keys; expiry delay after TTL %s", keys, distribution(delays))
+	// Say what is measured, against which deadline, and what fails: a
+	// negative "delay" without that reads like keys vanishing early.
+	ck.Summary = fmt.Sprintf("%d keys on leases never kept alive (TTL %s). Deadline: grant + TTL, restarted after any fault window "+
+		"in the lease's life (a new leader refreshes every lease); reading a key's value past deadline + %s is a violation, past + %s a warning",
+		keys, ttlRange(minTTL, maxTTL), opts.LooseTolerance, opts.ExpiryTolerance)
+	if len(sinceGrant) > 0 {
+		ck.Summary += fmt.Sprintf(". First seen gone %s after the grant (min / median / max, %d keys), %s",
+			distribution(sinceGrant), len(sinceGrant), marginRange(margin))
+	}
 	if extendedByFaults > 0 {
-		ck.Summary += fmt.Sprintf("; %d deadlines moved past a fault window (a new leader refreshes every lease)", extendedByFaults)
+		ck.Summary += fmt.Sprintf("; %d deadlines restarted by a fault window", extendedByFaults)
 	}
 	if unobserved > 0 {
 		ck.Summary += fmt.Sprintf("; %d never observed gone", unobserved)
@@ -438,14 +455,35 @@ func (x *index) checkExpiry(opts Options) verdict.Check {
 	return ck
 }
 
-// distribution formats min/median/max of delays.
+// distribution formats min / median / max of ds, sorting it.
 func distribution(ds []time.Duration) string {
-	if len(ds) == 0 {
-		return "not measured (no key was observed gone)"
-	}
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
-	return fmt.Sprintf("min %s / median %s / max %s over %d keys", r(ds[0]), r(ds[len(ds)/2]), r(ds[len(ds)-1]), len(ds))
+	return fmt.Sprintf("%s / %s / %s", r(ds[0]), r(ds[len(ds)/2]), r(ds[len(ds)-1]))
+}
+
+// marginRange says how the keys seen gone stand against their deadlines,
+// in words rather than signed durations.
+func marginRange(ds []time.Duration) string {
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	say := func(d time.Duration) string {
+		d = d.Round(time.Millisecond)
+		if d <= 0 {
+			return fmt.Sprintf("%s before", -d)
+		}
+		return fmt.Sprintf("%s after", d)
+	}
+	if ds[0] == ds[len(ds)-1] {
+		return say(ds[0]) + " the deadline"
+	}
+	return fmt.Sprintf("from %s to %s the deadline", say(ds[0]), say(ds[len(ds)-1]))
+}
+
+func ttlRange(lo, hi time.Duration) string {
+	if lo == hi {
+		return lo.String()
+	}
+	return lo.String() + "–" + hi.String()
 }
 
 // checkKeepAlive: a key whose lease keeps being refreshed stays readable.

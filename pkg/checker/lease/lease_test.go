@@ -2,6 +2,7 @@ package lease
 
 import (
 	"fmt"
+	"regexp"
 	"testing"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
@@ -78,7 +79,8 @@ func TestExpiry(t *testing.T) {
 		b.get(6, "/lease-expire/a", 3)
 		b.get(7, "/lease-expire/a", 3)
 		// 6.01s (the gone read's return) - 5.01s = 1s.
-		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 0, "1 expiring keys", "min 1s / median 1s / max 1s")
+		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 0, "1 keys on leases never kept alive (TTL 5s)",
+			"past deadline + 10s is a violation", "First seen gone 6s / 6s / 6s after the grant", "1s after the deadline")
 	})
 	t.Run("watch delete measures the delay", func(t *testing.T) {
 		b := expiring()
@@ -86,13 +88,13 @@ func TestExpiry(t *testing.T) {
 			{Time: at(0.2), Revision: 2, Events: []history.Event{{Type: "put", Key: "/lease-expire/a", Value: "a1", ModRevision: 2, Lease: 7}}},
 			{Time: at(5.51), Revision: 3, Events: []history.Event{{Type: "delete", Key: "/lease-expire/a", ModRevision: 3}}},
 		}}}
-		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 0, "median 500ms")
+		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 0, "500ms after the deadline")
 	})
 	t.Run("moderately late is a warning", func(t *testing.T) {
 		b := expiring()
 		b.get(9, "/lease-expire/a", 2, kv("/lease-expire/a", "a1", 2, 7)) // 3.99s late
 		b.get(10, "/lease-expire/a", 3)
-		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 1, "3.99s", "median 5s")
+		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 1, "3.99s", "5s after the deadline")
 	})
 	t.Run("alive long past TTL fails", func(t *testing.T) {
 		b := expiring()
@@ -106,7 +108,19 @@ func TestExpiry(t *testing.T) {
 		b.h.Faults = []history.Fault{{ID: 1, Nemesis: "rolling-restart", Action: "rolling restart", Start: at(3), End: at(14)}}
 		b.get(18, "/lease-expire/a", 2, kv("/lease-expire/a", "a1", 2, 7)) // 13s past grant+TTL, 0s past fault end+TTL
 		b.get(20, "/lease-expire/a", 3)
-		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 0, "moved past a fault window")
+		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 0, "1 deadlines restarted by a fault window")
+	})
+	t.Run("gone before a restarted deadline reads as before it, not as a negative delay", func(t *testing.T) {
+		// The fault window restarts the deadline to 19s, but the leader
+		// survived and the key expired on its first TTL: seen gone at 6s.
+		b := expiring()
+		b.h.Faults = []history.Fault{{ID: 1, Nemesis: "pause-follower", Action: "pause member-1", Start: at(3), End: at(14)}}
+		b.get(6, "/lease-expire/a", 3)
+		c := find(t, Check(&b.h, Options{}), Expiry)
+		expect(t, c, verdict.Pass, 0, 0, "12.99s before the deadline")
+		if regexp.MustCompile(`-[0-9]`).MatchString(c.Summary) {
+			t.Errorf("summary shows a negative duration: %s", c.Summary)
+		}
 	})
 	t.Run("a fault after the deadline excuses nothing", func(t *testing.T) {
 		b := expiring()
