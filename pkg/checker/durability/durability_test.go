@@ -217,7 +217,7 @@ func TestRejectsResetWithoutVersions(t *testing.T) {
 		}
 	}
 	c := Check(h)
-	if c.Status != verdict.Fail || !strings.Contains(c.Violations[0], "store revision went backwards") {
+	if c.Status != verdict.Fail || !strings.Contains(c.Violations[0], "store revision went backwards") || !strings.Contains(c.Summary, "LOST ACKNOWLEDGED WRITES") {
 		t.Fatalf("want the revision drop, got %s: %s %v", c.Status, c.Summary, c.Violations)
 	}
 	if len(c.Violations) > 12 {
@@ -297,6 +297,9 @@ func TestRejectsVanishedWriteDespiteRevokesOfEarlierVersions(t *testing.T) {
 // stale reads, unknown outcomes, leases and kills explain everything in them.
 func TestAcceptsRecordedHistories(t *testing.T) {
 	files, _ := filepath.Glob("../testdata/*-pass.jsonl.gz")
+	// Full runs with their final reads, under partitions and restarts.
+	more, _ := filepath.Glob("../serializable/testdata/*-pass.jsonl.gz")
+	files = append(files, more...)
 	if len(files) == 0 {
 		t.Fatal("no recorded histories found")
 	}
