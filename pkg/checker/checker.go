@@ -13,6 +13,7 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/durability"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/lease"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/linearizable"
+	"github.com/etcd-chaos/etcd-chaos/pkg/checker/revlog"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/serializable"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/watch"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
@@ -33,12 +34,16 @@ type Options struct {
 
 // Check runs every check on h.
 func Check(ctx context.Context, h *history.History, opts Options) []verdict.Check {
+	// The revision log rebuilt from all the evidence is shared by the
+	// checks that compare against it; building it is the costly part.
+	log, conflicts := revlog.Build(h)
 	out := []verdict.Check{
 		linearizable.Check(ctx, h, linearizable.Options{Timeout: opts.Timeout, ArtifactDir: opts.ArtifactDir}),
-		serializable.Check(h),
+		serializable.CheckLog(h, log),
 		durability.Check(h),
+		revlog.Check(conflicts, log.MaxRevision()),
 	}
-	out = append(out, watch.Check(h)...)
+	out = append(out, watch.CheckLog(h, log, conflicts)...)
 	out = append(out, lease.Check(h, opts.Lease)...)
 	return out
 }

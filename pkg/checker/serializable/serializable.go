@@ -42,6 +42,12 @@ const Name = "serializable"
 // Check judges every acknowledged serializable read in h. It is Skipped when
 // there is none.
 func Check(h *history.History) verdict.Check {
+	return CheckLog(h, nil)
+}
+
+// CheckLog is Check with the revision log already built from h; with a nil
+// log it builds one when h has serializable reads.
+func CheckLog(h *history.History, log *revlog.Log) verdict.Check {
 	start := time.Now()
 	c := verdict.Check{Name: Name, Status: verdict.Pass}
 	defer func() { c.Duration = time.Since(start) }()
@@ -57,7 +63,9 @@ func Check(h *history.History) verdict.Check {
 		c.Status, c.Summary = verdict.Skipped, "no acknowledged serializable reads in the history"
 		return c
 	}
-	log, _ := revlog.Build(h) // conflicts are reported by the revision-log check
+	if log == nil {
+		log, _ = revlog.Build(h) // its conflicts are revlog.Check's and watch/consistent's
+	}
 	x := &checker{h: h, log: log, c: &c, keys: writtenKeys(h), writers: map[string][]*history.Operation{}, baseline: map[string]bool{}}
 	for i := range h.Operations {
 		op := &h.Operations[i]
