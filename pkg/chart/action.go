@@ -112,7 +112,12 @@ func loadChart(opts *action.ChartPathOptions, settings *cli.EnvSettings, ref, ve
 		ref = DefaultRef
 	}
 	local := isLocal(ref)
-	if !local {
+	if local {
+		var err error
+		if ref, err = resolveLocal(ref, version); err != nil {
+			return nil, err
+		}
+	} else {
 		if version == "" {
 			version = DefaultVersion
 		}
