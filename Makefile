@@ -43,11 +43,13 @@ unit: test-etcd ## unit and integration tests of every package (real local etcd,
 	$(GO) test -count=1 -timeout 45m ./...
 
 # Colour only on a terminal (tested in the recipe, whose stdout is make's):
-# escape codes make a log file or a pipe hard to read.
+# escape codes make a log file or a pipe hard to read. go test's -timeout is
+# longer than -ginkgo.timeout so that Ginkgo's timer fires first and cleanup,
+# AfterSuite and the JUnit report still run.
 smoke: test-etcd ## the short local e2e specs (label "smoke")
 	@nocolor=; [ -t 1 ] || nocolor=-ginkgo.no-color; set -x; \
-	$(GO) test -v -count=1 -tags e2e -timeout 20m ./suites/ -args \
-		-ginkgo.label-filter=smoke -ginkgo.v $$nocolor \
+	$(GO) test -v -count=1 -tags e2e -timeout 30m ./suites/ -args \
+		-ginkgo.label-filter=smoke -ginkgo.v -ginkgo.timeout=20m $$nocolor \
 		-ginkgo.junit-report=$(ARTIFACTS)/junit-smoke.xml
 
 e2e: ## the main job: every suite, on kind if a Docker daemon answers, else local

@@ -22,7 +22,7 @@ func init() {
 	}
 }
 
-const checkSynopsis = "check [--out DIR] [--timeout 5m] HISTORY.jsonl"
+const checkSynopsis = "check [--out DIR] [--timeout 5m] HISTORY.jsonl[.gz]"
 
 // runCheck re-runs every checker on a saved history, so a failure found at
 // night can be re-examined (or re-checked by a newer build) without touching

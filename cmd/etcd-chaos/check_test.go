@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -177,4 +178,36 @@ func TestCheckBadInput(t *testing.T) {
 			t.Errorf("exit %d, stderr %q", code, stderr)
 		}
 	})
+}
+
+// Histories are often kept compressed (CI artifacts, pkg/checker/testdata):
+// check reads a .gz as it is, and a damaged one is one line naming gzip.
+func TestCheckGzipHistory(t *testing.T) {
+	dir := t.TempDir()
+	plain, err := os.ReadFile(goodHistory(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	zw.Write(plain)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(dir, "history.jsonl.gz")
+	if err := os.WriteFile(in, zipped.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, stderr := checkCLI("--out", filepath.Join(dir, "report"), in); code != 0 || !strings.Contains(stdout, "verdict: PASS") {
+		t.Fatalf("exit %d, want 0 and a pass; stdout %s stderr %s", code, stdout, stderr)
+	}
+
+	bad := filepath.Join(dir, "cut.jsonl.gz")
+	if err := os.WriteFile(bad, zipped.Bytes()[:zipped.Len()/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := checkCLI("--out", filepath.Join(dir, "report2"), bad)
+	if code != 1 || !strings.Contains(stderr, "gzip") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Fatalf("a truncated .gz: exit %d, want 1 and one line naming gzip; stderr %q", code, stderr)
+	}
 }

@@ -36,10 +36,12 @@ func TestCheckRunsEveryCheckerAndFailsOnAStaleRead(t *testing.T) {
 		t.Fatalf("a correct history must pass: %+v", verdict.Failed(checks))
 	}
 
-	// The same history where the read after the put returns nothing.
+	// The same history where the read after the put returns nothing at the
+	// put's revision. (Had it answered at revision 1, the store revision
+	// would have gone backwards, which durability reports too.)
 	stale := *good
 	stale.Operations = append([]history.Operation(nil), good.Operations...)
-	stale.Operations[1] = op(2, history.Get, "/kv/k000", "", 30, 40, &history.Response{Revision: 1})
+	stale.Operations[1] = op(2, history.Get, "/kv/k000", "", 30, 40, &history.Response{Revision: 2})
 	checks = Check(context.Background(), &stale, Options{Timeout: 10 * time.Second})
 	if verdict.Passed(checks) {
 		t.Fatal("a stale read must fail the verdict")

@@ -3,6 +3,7 @@ package history
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -113,12 +114,32 @@ type LineError struct {
 func (e *LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
 func (e *LineError) Unwrap() error { return e.Err }
 
+// gzipMagic starts every gzip stream (RFC 1952).
+var gzipMagic = []byte{0x1f, 0x8b}
+
 // Read decodes JSON Lines written by Write. It checks each line's type and
 // the fields every checker relies on, and reports the first bad line by
 // number, so a malformed or truncated file is a clear error, never a panic or
-// a silently shorter history.
+// a silently shorter history. A gzip-compressed history (as CI artifacts and
+// test data are kept) is decompressed on the fly.
 func Read(r io.Reader) (*History, error) {
 	br := bufio.NewReaderSize(r, 1<<20)
+	if magic, _ := br.Peek(len(gzipMagic)); bytes.Equal(magic, gzipMagic) {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("gzip-compressed history: %w", err)
+		}
+		defer zr.Close()
+		h, err := read(bufio.NewReaderSize(zr, 1<<20))
+		if err != nil {
+			return nil, fmt.Errorf("gzip-compressed history: %w", err)
+		}
+		return h, nil
+	}
+	return read(br)
+}
+
+func read(br *bufio.Reader) (*History, error) {
 	h := &History{}
 	n := 0
 	sawMeta := false

@@ -2,7 +2,9 @@ package history
 
 import (
 	"bytes"
+	"compress/gzip"
 	"errors"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -93,5 +95,41 @@ func TestEndFaultClosesOpenWindows(t *testing.T) {
 	h := rec.History()
 	if h.Faults[0].End == 0 {
 		t.Fatal("an open fault must be closed in a history snapshot")
+	}
+}
+
+// CI artifacts and test data are kept gzip-compressed; Load reads them as
+// they are, and a damaged one is one clear error, not JSON noise.
+func TestLoadGzip(t *testing.T) {
+	h := sample()
+	var plain bytes.Buffer
+	if err := Write(&plain, h); err != nil {
+		t.Fatal(err)
+	}
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	zw.Write(plain.Bytes())
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "history.jsonl.gz")
+	if err := os.WriteFile(path, zipped.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Operations) != len(h.Operations) || len(got.Watches) != len(h.Watches) || len(got.Faults) != len(h.Faults) {
+		t.Fatalf("gzip round trip lost records: %d/%d/%d", len(got.Operations), len(got.Watches), len(got.Faults))
+	}
+
+	cut := zipped.Bytes()[:zipped.Len()-12]
+	if _, err := Read(bytes.NewReader(cut)); err == nil || !strings.Contains(err.Error(), "gzip") {
+		t.Fatalf("a truncated gzip file must say so, got %v", err)
+	}
+	bad := append([]byte{0x1f, 0x8b}, []byte("not really gzip")...)
+	if _, err := Read(bytes.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "gzip") {
+		t.Fatalf("a corrupt gzip file must say so, got %v", err)
 	}
 }

@@ -282,7 +282,30 @@ func (x *index) checkRevoke() verdict.Check {
 			}
 		}
 	}
+	// A revoked lease is gone from every lessor: a keep-alive of it sent
+	// after the revoke returned must answer "lease not found". etcd's leader
+	// applies every committed entry before it renews a lease (a renewal
+	// that skipped that wait was etcd issue 15247), so no lag excuses one.
+	keptAfter := 0
+	for lease, kas := range x.keepalives {
+		rv := revoked[lease]
+		if rv == nil {
+			continue
+		}
+		for _, ka := range kas {
+			if ka.Call <= rv.Return {
+				continue
+			}
+			keptAfter++
+			checked++
+			ck.Violate("%s kept lease %x alive (TTL %ds) %s after %s revoked it at revision %d, and succeeded",
+				describeOp(ka), lease, ka.Resp.TTL, secs(ka.Call-rv.Return), describeOp(rv), rv.Resp.Revision)
+		}
+	}
 	ck.Summary = fmt.Sprintf("%d revoked leases, %d observations of their values", len(revoked), checked)
+	if keptAfter > 0 {
+		ck.Summary += fmt.Sprintf(", %d keep-alives after their revoke", keptAfter)
+	}
 	if ck.Status == verdict.Fail {
 		ck.Summary = fmt.Sprintf("%d violation(s); ", len(ck.Violations)+ck.Omitted) + ck.Summary
 	}

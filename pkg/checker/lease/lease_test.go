@@ -2,6 +2,7 @@ package lease
 
 import (
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"testing"
 
@@ -54,6 +55,22 @@ func TestRevoke(t *testing.T) {
 		b := revoked()
 		b.put(3, "/lease-revoke/y", "y1", 5, 4)
 		expect(t, find(t, Check(&b.h, Options{}), Revoke), verdict.Fail, 1, 0, `"/lease-revoke/y"`)
+	})
+	// Issue 17 item 2: an ok keep-alive of a lease whose ok revoke had
+	// returned 83ms to 1.6s earlier.
+	t.Run("keep-alive after the revoke returned succeeds", func(t *testing.T) {
+		for _, later := range []float64{0.083, 0.4, 1.6} {
+			b := revoked()
+			b.keepalive(2.01+later, 5, 30, history.OK, "")
+			expect(t, find(t, Check(&b.h, Options{}), Revoke), verdict.Fail, 1, 0, "lease-keepalive op 4", "kept lease 5 alive", "after lease-revoke op 3")
+		}
+	})
+	t.Run("keep-alive racing the revoke, or refused after it", func(t *testing.T) {
+		b := revoked()
+		b.keepalive(1.995, 5, 30, history.OK, "")                                     // returns while the revoke is in flight
+		b.keepalive(2.5, 5, 0, history.Fail, "etcdserver: requested lease not found") // the promise kept
+		b.keepalive(2.6, 5, 0, history.Unknown, "context deadline exceeded")          // says nothing
+		expect(t, find(t, Check(&b.h, Options{}), Revoke), verdict.Pass, 0, 0)
 	})
 	t.Run("no revokes is skipped", func(t *testing.T) {
 		b := &builder{}
@@ -250,4 +267,26 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(len(bl.h.Operations)), "ops")
+}
+
+// Recorded runs of a correct etcd pass every lease check: keep-alives racing
+// revokes, expiries moved by leader changes.
+func TestAcceptsRecordedRuns(t *testing.T) {
+	files, _ := filepath.Glob("../testdata/real-*-pass.jsonl.gz")
+	more, _ := filepath.Glob("../serializable/testdata/*-pass.jsonl.gz")
+	files = append(files, more...)
+	if len(more) == 0 {
+		t.Fatal("recorded runs not found")
+	}
+	for _, f := range files {
+		h, err := history.Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range Check(h, Options{}) {
+			if c.Status == verdict.Fail {
+				t.Errorf("%s: %s: %s %v", filepath.Base(f), c.Name, c.Summary, c.Violations)
+			}
+		}
+	}
 }

@@ -552,6 +552,18 @@ func (l *Log) KnownFor(rev int64, key string) bool {
 	return false
 }
 
+// Latest returns the last known event on key at or before rev, if any.
+// Unlike Before it says nothing about revisions no evidence covers; it only
+// reports what certainly happened.
+func (l *Log) Latest(key string, rev int64) (Event, bool) {
+	evs := l.byKey[key]
+	i := sort.Search(len(evs), func(i int) bool { return evs[i].ModRevision > rev }) - 1
+	if i < 0 {
+		return Event{}, false
+	}
+	return *evs[i], true
+}
+
 // Before returns the key's state just before rev: its KV and whether it
 // existed. certain is false when some revision before rev may have changed
 // the key without any evidence of it, so the answer is a best guess.
