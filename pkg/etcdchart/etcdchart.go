@@ -13,15 +13,18 @@
 // .tgz files; pkg/chart accepts such a directory as the chart reference
 // and picks the file by chart version:
 //
-//	dir, _ := etcdchart.Repository("")              // <cache>/charts/etcd-chaos
-//	// for each r in etcdchart.Releases: image.BuildEtcd(ctx, r.AppVersion, "", w), then import
-//	// install: CHART_REF=dir CHART_VERSION=1.0.0, values + etcdchart.ImageSet()
-//	// upgrade: CHART_FROM=1.0.0 CHART_TO=1.1.0
+//	p, _ := etcdchart.Prepare(ctx, "", os.Stderr, "1.0.0", "1.1.0") // packages, etcd images
+//	// import p.Images (and image.BuildPause's) with `ctr -n k8s.io images import`
+//	// install: ChartRef p.Repository, ChartVersion etcdchart.Latest().Version
+//	//          (or CHART_FROM), Set p.Set after the values files
+//	// upgrade: ChartVersion CHART_TO, same ChartRef and Set
 package etcdchart
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,6 +76,48 @@ func Find(version string) (Release, error) {
 func ImageSet() []string {
 	repo := strings.TrimPrefix(image.EtcdRepository, "localhost/")
 	return []string{"image.registry=localhost", "image.repository=" + repo}
+}
+
+// Prepared is what a cluster without a registry needs to run the chart.
+type Prepared struct {
+	// Repository is the directory of packaged chart versions (Repository).
+	Repository string
+	// Images are the etcd image tarballs, one per release, to import.
+	Images []string
+	// Set are the values that select those images (ImageSet).
+	Set []string
+}
+
+// Prepare packages every release of the chart and builds the etcd images
+// of the chart versions given (every release when none), so that a run that
+// installs only the latest version does not build the older etcd. Building
+// an etcd version for the first time takes minutes and prints one line to
+// progress; later calls reuse pkg/etcdbin's cache.
+func Prepare(ctx context.Context, cacheDir string, progress io.Writer, versions ...string) (Prepared, error) {
+	rels := Releases
+	if len(versions) > 0 {
+		rels = nil
+		for _, v := range versions {
+			r, err := Find(v)
+			if err != nil {
+				return Prepared{}, err
+			}
+			rels = append(rels, r)
+		}
+	}
+	repo, err := Repository(cacheDir)
+	if err != nil {
+		return Prepared{}, err
+	}
+	p := Prepared{Repository: repo, Set: ImageSet()}
+	for _, r := range rels {
+		b, err := image.BuildEtcd(ctx, r.AppVersion, cacheDir, progress)
+		if err != nil {
+			return Prepared{}, fmt.Errorf("etcd image for chart %s: %w", r.Version, err)
+		}
+		p.Images = append(p.Images, b.Path)
+	}
+	return p, nil
 }
 
 // DirEnv overrides where SourceDir looks for the chart.

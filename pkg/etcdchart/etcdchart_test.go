@@ -414,3 +414,26 @@ func TestRepositoryInstallThenUpgrade(t *testing.T) {
 		t.Errorf("unknown version in the repository: %v, want an error listing the versions", err)
 	}
 }
+
+// TestPrepareLatest builds what an install of the latest chart needs: the
+// repository and the one etcd image (etcd v3.6.4, which make test builds
+// before the tests).
+func TestPrepareLatest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds an image")
+	}
+	// The default cache, where make test has built etcd v3.6.4.
+	p, err := Prepare(context.Background(), "", io.Discard, Latest().Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Images) != 1 || filepath.Base(p.Images[0]) != "etcd_v"+Latest().AppVersion+".tar" {
+		t.Errorf("images %v, want the latest release's only", p.Images)
+	}
+	if strings.Join(p.Set, ",") != strings.Join(ImageSet(), ",") || filepath.Base(p.Repository) != "etcd-chaos" {
+		t.Errorf("prepared %+v", p)
+	}
+	if _, err := Prepare(context.Background(), "", io.Discard, "0.0.9"); err == nil {
+		t.Error("an unknown chart version was prepared")
+	}
+}
