@@ -120,6 +120,9 @@ func loadChart(opts *action.ChartPathOptions, settings *cli.EnvSettings, ref, ve
 	var path string
 	var err error
 	if local {
+		if ref, err = resolveLocal(ref, version); err != nil {
+			return nil, err
+		}
 		path, err = opts.LocateChart(ref, settings)
 	} else {
 		if version == "" {
