@@ -1229,11 +1229,41 @@ func (f *fast) sweep() {
 			f.undecide("%s", msg)
 			continue
 		}
+		if !isWrite {
+			msg += f.missedWrite(b, byRet[:j])
+		}
 		f.violate("%s", msg)
 		if len(f.definite) > verdictLimit {
 			return
 		}
 	}
+}
+
+// missedWrite names, for a read that saw an older revision than one
+// already returned, the write to a key it read that it should have seen:
+// the latest one, by revision, among those returned before it was called
+// and above its revision. The operation that returned the highest
+// revision may have written another key entirely; this one is what the
+// read lost.
+func (f *fast) missedWrite(rd int32, returned []int32) string {
+	op := f.ops[rd]
+	var w int32 = -1
+	for _, i := range returned {
+		o := f.ops[i]
+		if f.role[i] != roleWrite || f.rev[i] <= f.rev[rd] || !inRange(o.Key, op.Key, op.End) {
+			continue
+		}
+		if o.Kind != history.Put && o.Kind != history.Txn && o.Kind != history.Delete {
+			continue
+		}
+		if w < 0 || f.rev[i] > f.rev[w] {
+			w = i
+		}
+	}
+	if w < 0 {
+		return "; no write to the keys it read was missed, only the store revision went backwards"
+	}
+	return fmt.Sprintf("; it misses %s, a write to %s that returned before the read was called", f.desc(w), f.ops[w].Key)
 }
 
 // checkKeepAlives requires every successful keep-alive to name a lease
