@@ -1272,7 +1272,16 @@ func (f *fast) missedWrite(rd int32, returned []int32) string {
 func (f *fast) checkKeepAlives() {
 	granted := map[int64]int64{}
 	revoked := map[int64]int64{}
+	revokeCall := map[int64]int64{} // the call of the revoke in revoked
+	lastGrant := map[int64]int64{}  // the latest call of any grant that may have (re)created the lease
 	for _, op := range f.ops {
+		if op.Kind == history.LeaseGrant && op.Outcome != history.Fail {
+			for _, id := range []int64{op.Lease, leaseIDOf(op)} {
+				if id != 0 {
+					lastGrant[id] = max(lastGrant[id], op.Call)
+				}
+			}
+		}
 		if op.Outcome != history.OK {
 			continue
 		}
@@ -1284,6 +1293,7 @@ func (f *fast) checkKeepAlives() {
 		case history.LeaseRevoke:
 			if t, ok := revoked[op.Lease]; !ok || op.Return < t {
 				revoked[op.Lease] = op.Return
+				revokeCall[op.Lease] = op.Call
 			}
 		}
 	}
@@ -1293,11 +1303,29 @@ func (f *fast) checkKeepAlives() {
 		}
 		g, ok := granted[op.Lease]
 		r, wasRevoked := revoked[op.Lease]
+		if ok && wasRevoked && r < op.Call && lastGrant[op.Lease] < revokeCall[op.Lease] {
+			// The revoke returned before the keep-alive was sent and
+			// nothing granted the lease again: no order renews it.
+			f.violate("%s renewed lease %x, which an acknowledged revoke had removed %s before it was called", f.desc(int32(i)), op.Lease, fmtDuration(op.Call-r))
+			continue
+		}
 		if !ok || g > op.Return || (wasRevoked && r < op.Call) {
 			f.undecide("keep-alive op %d of lease %x is not plainly inside the lease's life", op.ID, op.Lease)
 			return
 		}
 	}
+}
+
+func fmtDuration(ns int64) string {
+	return fmt.Sprintf("%.3fs", float64(ns)/1e9)
+}
+
+// leaseIDOf returns the lease a grant created, when it says.
+func leaseIDOf(op *history.Operation) int64 {
+	if op.Outcome == history.OK && op.Resp != nil {
+		return op.Resp.LeaseID
+	}
+	return 0
 }
 
 func sortByCall(ops []*history.Operation) {

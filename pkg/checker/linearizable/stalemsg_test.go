@@ -31,3 +31,26 @@ func TestStaleReadNamesTheOverwrittenWrite(t *testing.T) {
 		t.Fatalf("the violation must name put op 2 of /kv/a, the write the read missed:\n%s", all)
 	}
 }
+
+// A keep-alive that succeeds after an acknowledged revoke returned is a
+// violation the fast path decides, whatever the history's size (issue 17).
+func TestKeepAliveAfterRevokeIsDecided(t *testing.T) {
+	ok := func(id int64, kind history.Kind, lease, call int64, r *history.Response) history.Operation {
+		return history.Operation{ID: id, ClientID: int(id), Kind: kind, Lease: lease, Call: call, Return: call + 5, Outcome: history.OK, Resp: r}
+	}
+	h := &history.History{Operations: []history.Operation{
+		ok(1, history.LeaseGrant, 0, 10, &history.Response{Revision: 1, LeaseID: 7, TTL: 60}),
+		ok(2, history.LeaseKeepAlive, 7, 20, &history.Response{TTL: 60}),
+		ok(3, history.LeaseRevoke, 7, 30, &history.Response{Revision: 1}),
+		ok(4, history.LeaseKeepAlive, 7, 35+83e6, &history.Response{TTL: 60}),
+	}}
+	c := Check(context.Background(), h, Options{mode: modeFastOnly})
+	if c.Status != verdict.Fail || !strings.Contains(strings.Join(c.Violations, "\n"), "renewed lease 7") {
+		t.Fatalf("want the keep-alive after the revoke rejected, got %s: %s %v", c.Status, c.Summary, c.Violations)
+	}
+	// Sent before the revoke returned, it may have been ordered first.
+	h.Operations[3].Call, h.Operations[3].Return = 32, 40
+	if c := Check(context.Background(), h, Options{}); c.Status != verdict.Pass {
+		t.Fatalf("a keep-alive racing the revoke may succeed, got %s: %s %v", c.Status, c.Summary, c.Violations)
+	}
+}
