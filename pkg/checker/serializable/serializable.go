@@ -155,8 +155,8 @@ func (x *checker) values(rd *history.Operation) {
 		explained := false
 		for _, w := range ws {
 			switch {
-			case w.Outcome == history.Fail:
-				failed = w
+			case w.Outcome == history.Fail || w.Kind == history.Txn && w.Outcome == history.OK && !w.Resp.Succeeded:
+				failed = w // it wrote nothing
 			case w.Call > rd.Return:
 				future = w
 			default:
@@ -169,7 +169,11 @@ func (x *checker) values(rd *history.Operation) {
 			x.c.Violate("%s read %q=%q from the future: %s op %d (client %d) sent that value %s after the read returned", describe(rd), kv.Key, kv.Value, future.Kind, future.ID, future.ClientID, ms(future.Call-rd.Return))
 			continue
 		default:
-			x.c.Violate("%s read %q=%q, written by %s op %d (client %d), which failed: %s", describe(rd), kv.Key, kv.Value, failed.Kind, failed.ID, failed.ClientID, failed.Error)
+			why := "which failed: " + failed.Error
+			if failed.Outcome == history.OK {
+				why = "whose compare failed, so it wrote nothing"
+			}
+			x.c.Violate("%s read %q=%q, sent by %s op %d (client %d), %s", describe(rd), kv.Key, kv.Value, failed.Kind, failed.ID, failed.ClientID, why)
 			continue
 		}
 		if hdr > 0 && kv.ModRevision > hdr {

@@ -111,6 +111,13 @@ func TestRejects(t *testing.T) {
 		b.sget(30, "/kv/a", "a9", 5, 5, 2)
 		check(t, b, verdict.Fail, "which failed")
 	})
+	t.Run("value of a txn that took its else branch", func(t *testing.T) {
+		b := lagging()
+		b.add(25, history.Operation{Kind: history.Txn, Key: "/kv/a", Value: "a9", ExpectModRev: 2, Resp: &history.Response{Revision: 4, Succeeded: false,
+			KVs: []history.KV{{Key: "/kv/a", Value: "a2", ModRevision: 3}}}})
+		b.sget(30, "/kv/a", "a9", 5, 5, 2)
+		check(t, b, verdict.Fail, "whose compare failed")
+	})
 	t.Run("value never written", func(t *testing.T) {
 		check(t, lagging().sget(30, "/kv/a", "zz", 3, 4, 2), verdict.Fail, "no recorded operation wrote")
 	})
