@@ -67,7 +67,7 @@ func runCmd(args []string) int {
 	etcdBin := fs.String("etcd", "/usr/local/bin/etcd", "etcd server binary to exec")
 	bootTimeout := fs.Duration("bootstrap-timeout", 3*time.Minute, "how long a new cluster may take to elect a leader before the attempt is wiped and the container exits")
 	settle := fs.Duration("settle", 30*time.Second, "how long to wait for an established cluster without a leader before bootstrapping a new one")
-	fs.Parse(args)
+	_ = fs.Parse(args) // ExitOnError: a bad flag exits 2 with usage
 
 	cfg, err := configFromEnv(os.Environ())
 	if err != nil {
@@ -93,7 +93,7 @@ func runCmd(args []string) int {
 func probeCmd(args []string) int {
 	fs := flag.NewFlagSet("probe", flag.ExitOnError)
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
-	fs.Parse(args)
+	_ = fs.Parse(args) // ExitOnError: a bad flag exits 2 with usage
 	cfg, err := configFromEnv(os.Environ())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -384,12 +384,20 @@ func (m *member) bootstrap(ctx context.Context) (env []string, err error) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	// reap collects the background etcd's exit; it was stopped on purpose,
+	// so its status is only worth a log line.
+	reap := func() {
+		if werr := <-exited; werr != nil {
+			m.logf("bootstrap etcd exited: %v", werr)
+		}
+	}
 	defer func() {
 		if err == nil {
 			return
 		}
-		cmd.Process.Kill()
-		<-exited
+		// The process may already be gone; the wipe below is what matters.
+		_ = cmd.Process.Kill()
+		reap()
 		if werr := m.wipe(); werr != nil {
 			m.logf("%v", werr)
 		}
@@ -404,12 +412,17 @@ func (m *member) bootstrap(ctx context.Context) (env []string, err error) {
 			return nil, fmt.Errorf("enabling authentication: %w", err)
 		}
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
+	// etcd exits non-zero on SIGTERM on some versions; its exit status says
+	// nothing about the bootstrap, which already succeeded.
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-exited:
+	case werr := <-exited:
+		if werr != nil {
+			m.logf("bootstrap etcd exited: %v", werr)
+		}
 	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-exited
+		_ = cmd.Process.Kill()
+		reap()
 	}
 	m.logf("new cluster bootstrapped; restarting etcd in the foreground")
 	return env, nil
