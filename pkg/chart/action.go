@@ -63,16 +63,20 @@ func (e *Env) namespace() string {
 	return e.Namespace
 }
 
+func (e *Env) logf() func(string, ...any) {
+	if e.Log == nil {
+		return func(string, ...any) {}
+	}
+	return e.Log
+}
+
 // setup returns the Helm configuration with a registry client in place.
 // The registry client must be set BEFORE action.NewInstall/NewUpgrade,
 // which copy it into their ChartPathOptions; set later, OCI pulls fail
 // with "missing registry client".
 func (e *Env) setup() (*action.Configuration, *cli.EnvSettings, error) {
 	settings := e.settings()
-	logf := e.Log
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
+	logf := e.logf()
 	cfg := e.Config
 	if cfg == nil {
 		cfg = new(action.Configuration)
@@ -107,18 +111,26 @@ func (e *Env) setup() (*action.Configuration, *cli.EnvSettings, error) {
 
 // loadChart locates ref (OCI reference, local directory or .tgz) at version
 // and loads it.
-func loadChart(opts *action.ChartPathOptions, settings *cli.EnvSettings, ref, version string) (*loadedChart, error) {
+// A remote chart is pulled once and kept in CacheDir.
+func loadChart(opts *action.ChartPathOptions, settings *cli.EnvSettings, ref, version string, logf func(string, ...any)) (*loadedChart, error) {
 	if ref == "" {
 		ref = DefaultRef
 	}
 	local := isLocal(ref)
-	if !local {
+	var path string
+	var err error
+	if local {
+		if ref, err = resolveLocal(ref, version); err != nil {
+			return nil, err
+		}
+		path, err = opts.LocateChart(ref, settings)
+	} else {
 		if version == "" {
 			version = DefaultVersion
 		}
 		opts.Version = version
+		path, err = cachedPull(opts, settings, ref, version, logf)
 	}
-	path, err := opts.LocateChart(ref, settings)
 	if err != nil {
 		if local {
 			return nil, fmt.Errorf("chart %s: %v", ref, err)
@@ -177,7 +189,7 @@ func (in Install) Run(ctx context.Context) (*release.Release, error) {
 	act.CreateNamespace = in.CreateNamespace
 	act.Wait = !in.NoWait
 	act.Timeout = orDefault(in.Timeout)
-	lc, err := loadChart(&act.ChartPathOptions, settings, in.ChartRef, in.Version)
+	lc, err := loadChart(&act.ChartPathOptions, settings, in.ChartRef, in.Version, in.logf())
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +245,7 @@ func (up Upgrade) Run(ctx context.Context) (*release.Release, error) {
 	act.Timeout = orDefault(up.Timeout)
 	act.ReuseValues = up.ReuseValues
 	act.ResetThenReuseValues = up.ResetThenReuseValues
-	lc, err := loadChart(&act.ChartPathOptions, settings, up.ChartRef, up.Version)
+	lc, err := loadChart(&act.ChartPathOptions, settings, up.ChartRef, up.Version, up.logf())
 	if err != nil {
 		return nil, err
 	}
@@ -355,13 +367,17 @@ type Uninstall struct {
 	Timeout time.Duration
 }
 
-// Run uninstalls the release and waits for its resources to be deleted. A
-// release that is already gone is not an error.
+// Run uninstalls the release and waits for its resources to be deleted,
+// then deletes the hook resources Helm leaves behind: helm uninstall keeps
+// hooks (such as the chart's pre-upgrade Job and, through it, its pods) that
+// have no delete policy that already removed them. A release that is
+// already gone is not an error.
 func (un Uninstall) Run(ctx context.Context) error {
 	cfg, _, err := un.setup()
 	if err != nil {
 		return err
 	}
+	hooks := hookManifests(cfg, un.Release)
 	act := action.NewUninstall(cfg)
 	act.Wait = true
 	act.Timeout = orDefault(un.Timeout)
@@ -369,14 +385,64 @@ func (un Uninstall) Run(ctx context.Context) error {
 	done := make(chan error, 1)
 	// Uninstall has no context variant; run it aside so a cancelled ctx
 	// returns promptly (Helm still finishes in the background).
-	go func() { _, err := act.Run(un.Release); done <- err }()
+	go func() {
+		_, err := act.Run(un.Release)
+		if err == nil {
+			err = deleteHooks(cfg, hooks)
+		}
+		done <- err
+	}()
 	select {
 	case err := <-done:
 		if err != nil {
-			return fmt.Errorf("helm uninstall %s: %v (remove it with: helm -n %s uninstall %s)", un.Release, err, un.namespace(), un.Release)
+			return fmt.Errorf("helm uninstall %s: %w (remove it with: helm -n %s uninstall %s)", un.Release, err, un.namespace(), un.Release)
 		}
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("helm uninstall %s: %v (remove it with: helm -n %s uninstall %s)", un.Release, ctx.Err(), un.namespace(), un.Release)
+		return fmt.Errorf("helm uninstall %s: %w (remove it with: helm -n %s uninstall %s)", un.Release, ctx.Err(), un.namespace(), un.Release)
 	}
+}
+
+// hookManifests returns the hook manifests of every stored revision of the
+// release, each once: a pre-upgrade Job is recorded only in the revision
+// whose upgrade ran it.
+func hookManifests(cfg *action.Configuration, name string) []string {
+	if cfg.Releases == nil {
+		return nil
+	}
+	revs, err := cfg.Releases.History(name)
+	if err != nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, rel := range revs {
+		for _, h := range rel.Hooks {
+			if h == nil || seen[h.Path+"\x00"+h.Kind+"\x00"+h.Name] {
+				continue
+			}
+			seen[h.Path+"\x00"+h.Kind+"\x00"+h.Name] = true
+			out = append(out, h.Manifest)
+		}
+	}
+	return out
+}
+
+// deleteHooks deletes the hooks' resources with background propagation (a
+// Job's pods go with it); ones already gone are not an error.
+func deleteHooks(cfg *action.Configuration, manifests []string) error {
+	if len(manifests) == 0 {
+		return nil
+	}
+	res, err := cfg.KubeClient.Build(strings.NewReader(strings.Join(manifests, "\n---\n")), false)
+	if err != nil {
+		return fmt.Errorf("read the release's hooks: %w", err)
+	}
+	if len(res) == 0 {
+		return nil
+	}
+	if _, errs := cfg.KubeClient.Delete(res); len(errs) > 0 {
+		return fmt.Errorf("delete hook resources (kubectl delete job -l app.kubernetes.io/instance=<release>): %w", errors.Join(errs...))
+	}
+	return nil
 }

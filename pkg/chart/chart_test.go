@@ -10,13 +10,19 @@ import (
 	"testing"
 
 	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/cli"
+	"helm.sh/helm/v3/pkg/kube"
 	kubefake "helm.sh/helm/v3/pkg/kube/fake"
 	"helm.sh/helm/v3/pkg/storage"
 	"helm.sh/helm/v3/pkg/storage/driver"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/cli-runtime/pkg/resource"
 	"k8s.io/client-go/kubernetes/fake"
+	"sigs.k8s.io/yaml"
 )
 
 func TestFullName(t *testing.T) {
@@ -244,5 +250,173 @@ func TestUpgradeResetThenReuseKeepsUserValues(t *testing.T) {
 	}
 	if !strings.Contains(plain.Manifest, "replicas: 1") {
 		t.Errorf("a plain upgrade should reset to chart defaults, as helm does")
+	}
+}
+
+func TestLayeredPutsBaseFirstOnce(t *testing.T) {
+	for _, tc := range []struct {
+		files []string
+		want  string
+	}{
+		{nil, "base.yaml"},
+		{[]string{"3-replicas-persistent.yaml"}, "base.yaml,3-replicas-persistent.yaml"},
+		{[]string{"base.yaml", "3-replicas-ephemeral.yaml", "tls-auth.yaml"}, "base.yaml,3-replicas-ephemeral.yaml,tls-auth.yaml"},
+	} {
+		v := Layered(tc.files, []string{"replicaCount=5"})
+		if got := strings.Join(v.Files, ","); got != tc.want || len(v.Set) != 1 {
+			t.Errorf("Layered(%v) = %v %v, want files %s", tc.files, v.Files, v.Set, tc.want)
+		}
+	}
+}
+
+// hookRecorder is a fake kube client that builds resources from manifests
+// by kind and name and records what is deleted.
+type hookRecorder struct {
+	kubefake.FailingKubeClient
+	// uninstalling turns the recording on; install and upgrade need
+	// resources with REST mappings, which the plain fake gives them.
+	uninstalling bool
+	deleted      []string
+}
+
+func (h *hookRecorder) Build(r io.Reader, v bool) (kube.ResourceList, error) {
+	if !h.uninstalling {
+		return h.FailingKubeClient.Build(r, v)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	var out kube.ResourceList
+	for _, doc := range strings.Split(string(b), "\n---") {
+		var m struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &m); err != nil || m.Kind == "" {
+			continue
+		}
+		out = append(out, &resource.Info{Name: m.Metadata.Name, Namespace: "chaos",
+			Object: &unstructured.Unstructured{Object: map[string]any{"kind": m.Kind, "metadata": map[string]any{"name": m.Metadata.Name}}}})
+	}
+	return out, nil
+}
+
+func (h *hookRecorder) record(res kube.ResourceList) {
+	for _, i := range res {
+		h.deleted = append(h.deleted, i.Object.GetObjectKind().GroupVersionKind().Kind+"/"+i.Name)
+	}
+}
+
+func (h *hookRecorder) Delete(res kube.ResourceList) (*kube.Result, []error) {
+	h.record(res)
+	return &kube.Result{Deleted: res}, nil
+}
+
+func (h *hookRecorder) DeleteWithPropagationPolicy(res kube.ResourceList, _ metav1.DeletionPropagation) (*kube.Result, []error) {
+	return h.Delete(res)
+}
+
+// TestUninstallDeletesHooks: helm uninstall keeps hook resources; the
+// chart's pre-upgrade Job (and its pods, by propagation) must not outlive
+// the release.
+func TestUninstallDeletesHooks(t *testing.T) {
+	ctx := context.Background()
+	kc := &hookRecorder{FailingKubeClient: kubefake.FailingKubeClient{PrintingKubeClient: kubefake.PrintingKubeClient{Out: io.Discard}}}
+	cfg := newConfig(t, nil)
+	cfg.KubeClient = kc
+	env := Env{Namespace: "chaos", Config: cfg}
+	if _, err := (Install{Env: env, Release: "chaos", ChartRef: testChart(t)}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (Upgrade{Env: env, Release: "chaos", ChartRef: testChart(t)}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kc.uninstalling = true
+	if err := (Uninstall{Env: env, Release: "chaos"}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(kc.deleted, " ")
+	if !strings.Contains(got, "StatefulSet/chaos-etcd") {
+		t.Errorf("the release's own resources were not deleted: %s", got)
+	}
+	if strings.Count(got, "Job/chaos-etcd-pre-upgrade") != 1 {
+		t.Errorf("the pre-upgrade hook Job should be deleted once, deleted: %s", got)
+	}
+	// Uninstalling a release that is gone is not an error.
+	if err := (Uninstall{Env: env, Release: "chaos"}).Run(ctx); err != nil {
+		t.Errorf("second uninstall: %v", err)
+	}
+}
+
+// packagedTestChart packages charts/testchart at version into dir, standing
+// in for a registry pull.
+func packagedTestChart(t *testing.T, dir, version string) string {
+	t.Helper()
+	ch, err := loader.Load(testChart(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch.Metadata.Version = version
+	p, err := chartutil.Save(ch, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestRemoteChartPulledOnce: every spec installs the same chart; it must be
+// pulled once, and a later run (a new process) must not pull it again.
+func TestRemoteChartPulledOnce(t *testing.T) {
+	t.Setenv("ETCD_CHAOS_CACHE", t.TempDir())
+	pulls := map[string]int{}
+	old := locate
+	t.Cleanup(func() { locate = old })
+	locate = func(opts *action.ChartPathOptions, ref string, _ *cli.EnvSettings) (string, error) {
+		pulls[ref+"@"+opts.Version]++
+		v := opts.Version
+		if v == "^0.1" { // what the registry would resolve the range to
+			v = "0.1.1"
+		}
+		return packagedTestChart(t, t.TempDir(), v), nil
+	}
+	ctx := context.Background()
+	env := Env{Namespace: "chaos", Config: newConfig(t, nil)}
+	const ref = "oci://registry.example.invalid/charts/etcd"
+	for i, rel := range []string{"etcd-a", "etcd-b", "etcd-c"} {
+		if _, err := (Install{Env: env, Release: rel, ChartRef: ref, Version: "0.1.0"}).Run(ctx); err != nil {
+			t.Fatalf("install %d: %v", i, err)
+		}
+	}
+	if _, err := (Upgrade{Env: env, Release: "etcd-a", ChartRef: ref, Version: "0.1.0"}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if pulls[ref+"@0.1.0"] != 1 {
+		t.Errorf("chart pulled %d times for 3 installs and an upgrade, want 1", pulls[ref+"@0.1.0"])
+	}
+	// Another version is another chart.
+	if _, err := (Upgrade{Env: env, Release: "etcd-a", ChartRef: ref, Version: "0.2.0"}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A range resolves differently over time: never served from the cache.
+	for i := 0; i < 2; i++ {
+		if _, err := (Upgrade{Env: env, Release: "etcd-b", ChartRef: ref, Version: "^0.1"}).Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]int{ref + "@0.1.0": 1, ref + "@0.2.0": 1, ref + "@^0.1": 2}
+	for k, n := range want {
+		if pulls[k] != n {
+			t.Errorf("%s pulled %d times, want %d (all pulls: %v)", k, pulls[k], n, pulls)
+		}
+	}
+	dir, err := CacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "*", "0.1.0", "chart.tgz")); len(m) != 1 {
+		t.Errorf("cache dir %s holds %v, want one chart for 0.1.0", dir, m)
 	}
 }

@@ -29,6 +29,29 @@ const (
 	ValuesDirEnv = "ETCD_CHAOS_VALUES_DIR"
 )
 
+// BaseValues is the values file layered first on every install and upgrade
+// the harness makes: without it the chart's default image
+// (docker.io/bitnami/etcd) no longer resolves, probes wait 60 s, and the
+// PDB and NetworkPolicy come back.
+const BaseValues = "base.yaml"
+
+// Layered is the values layering of every install and of every upgrade of a
+// release the harness installed: BaseValues, then files in order, then set.
+// Install and upgrade both call it, so an upgrade passes exactly what the
+// install passed; helm would otherwise fall back to the chart's defaults
+// plus whatever the upgrade names. A BaseValues among files is applied once,
+// first.
+func Layered(files, set []string) Values {
+	v := Values{Files: []string{BaseValues}}
+	for _, f := range files {
+		if f != BaseValues {
+			v.Files = append(v.Files, f)
+		}
+	}
+	v.Set = append([]string(nil), set...)
+	return v
+}
+
 // FullName is the chart's fullname for a release: the release name if it
 // contains "etcd", else "<release>-etcd". The StatefulSet, the client Service
 // and the password Secret all carry it; pods are <fullname>-N.

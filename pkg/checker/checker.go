@@ -1,7 +1,7 @@
 // Package checker runs every check that applies to a recorded history:
-// linearizability of the key-value and lease operations, the watch
-// guarantees, lease revoke, expiry and keep-alive, and that no acknowledged
-// write was lost. Each property lives in its own subpackage; this package
+// linearizability of the key-value and lease operations, what serializable
+// reads promise, the watch guarantees, lease revoke, expiry and keep-alive,
+// and that no acknowledged write was lost. Each property lives in its own subpackage; this package
 // only composes them, so `etcd-chaos check` and the suites judge a history
 // the same way.
 package checker
@@ -14,6 +14,8 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/durability"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/lease"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/linearizable"
+	"github.com/etcd-chaos/etcd-chaos/pkg/checker/revlog"
+	"github.com/etcd-chaos/etcd-chaos/pkg/checker/serializable"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/watch"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
@@ -36,11 +38,16 @@ type Options struct {
 
 // Check runs every check on h.
 func Check(ctx context.Context, h *history.History, opts Options) []verdict.Check {
+	// The revision log rebuilt from all the evidence is shared by the
+	// checks that compare against it; building it is the costly part.
+	log, conflicts := revlog.Build(h)
 	out := []verdict.Check{
 		linearizable.Check(ctx, h, linearizable.Options{Timeout: opts.Timeout, ArtifactDir: opts.ArtifactDir}),
+		serializable.CheckLog(h, log),
 		durability.Check(h),
+		revlog.Check(conflicts, log.MaxRevision()),
 	}
-	out = append(out, watch.Check(h)...)
+	out = append(out, watch.CheckLog(h, log, conflicts)...)
 	out = append(out, lease.Check(h, opts.Lease)...)
 	if h.Meta.Interrupted != "" {
 		out = append(out, interrupted(h))

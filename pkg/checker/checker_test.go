@@ -2,6 +2,7 @@ package checker
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,6 +50,32 @@ func TestCheckRunsEveryCheckerAndFailsOnAStaleRead(t *testing.T) {
 	for _, c := range verdict.Failed(checks) {
 		if c.Name != "linearizable" {
 			t.Errorf("only linearizable should fail, %s did: %s", c.Name, c.Summary)
+		}
+	}
+}
+
+// A phantom value that no watch saw fails kv/consistent, not a watch check,
+// even when the history has watches (issue 17).
+func TestPhantomValueIsNotAWatchFailure(t *testing.T) {
+	h := &history.History{Operations: []history.Operation{
+		op(1, history.Put, "/kv/a", "a1", 10, 20, &history.Response{Revision: 2}),
+		op(2, history.Put, "/kv/b", "b1", 30, 40, &history.Response{Revision: 3}),
+		op(3, history.Get, "/kv/a", "", 50, 60, &history.Response{Revision: 3, KVs: []history.KV{{Key: "/kv/a", Value: "phantom", ModRevision: 3}}}),
+	}, Watches: []history.Watch{{ID: 9, ClientID: 9, Key: "/kv/b", StartRevision: 1, Call: 5, Responses: []history.WatchResponse{
+		{Time: 45, Revision: 3, Events: []history.Event{{Type: "put", Key: "/kv/b", Value: "b1", ModRevision: 3, CreateRevision: 3, Version: 1, IsCreate: true}}},
+	}}}}
+	failed := map[string]bool{}
+	failedChecks := map[string][]string{}
+	for _, c := range verdict.Failed(Check(context.Background(), h, Options{Timeout: 10 * time.Second})) {
+		failed[c.Name] = true
+		failedChecks[c.Name] = c.Violations
+	}
+	if !failed["kv/consistent"] {
+		t.Errorf("kv/consistent must report the phantom value; failed: %v", failed)
+	}
+	for name := range failed {
+		if strings.HasPrefix(name, "watch/") {
+			t.Errorf("%s failed, but no watch saw the phantom: %v", name, failedChecks[name])
 		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,6 +98,64 @@ func BuildPause(ctx context.Context, cacheDir string) (Built, error) {
 			Entrypoint: []string{"/pause"},
 			User:       "65535:65535",
 			Labels:     map[string]string{"io.etcd-chaos.image": "pause"},
+		},
+	}
+	return writeCached(img, dir)
+}
+
+// BuildEtcd builds the etcd image for an etcd version ("" means
+// etcdbin.DefaultVersion): the etcd server from pkg/etcdbin's cache (built
+// from the Go module proxy the first time, which prints one line to
+// progress and takes minutes) and the member entrypoint cmd/etcd-member,
+// which behaves like the Bitnami image's scripts as far as a client can
+// tell and then execs etcd. The image runs as uid EtcdUID, like Bitnami's.
+func BuildEtcd(ctx context.Context, version, cacheDir string, progress io.Writer) (Built, error) {
+	if version == "" {
+		version = etcdbin.DefaultVersion
+	}
+	version = etcdbin.NormalizeVersion(version)
+	etcd, err := etcdbin.Ensure(ctx, version, cacheDir, progress)
+	if err != nil {
+		return Built{}, err
+	}
+	dir, err := Dir(cacheDir)
+	if err != nil {
+		return Built{}, err
+	}
+	work, err := workDir(dir)
+	if err != nil {
+		return Built{}, err
+	}
+	defer os.RemoveAll(work)
+	member := filepath.Join(work, "etcd-member")
+	if err := goBuild(ctx, "./cmd/etcd-member", member); err != nil {
+		return Built{}, err
+	}
+	owner := fmt.Sprintf("%d:%d", EtcdUID, EtcdUID)
+	img := Image{
+		Ref: EtcdRef(version),
+		Files: []File{
+			{Path: EtcdBinDir + "/etcd", Mode: 0o755, Source: etcd},
+			{Path: MemberBin, Mode: 0o755, Source: member},
+			// Go's resolver and user lookups read these; the kubelet
+			// mounts its own /etc/hosts and /etc/resolv.conf over them.
+			{Path: "/etc/passwd", Data: []byte(fmt.Sprintf("root:x:0:0:root:/root:/sbin/nologin\netcd:x:%d:%d:etcd:/tmp:/sbin/nologin\n", EtcdUID, EtcdUID))},
+			{Path: "/etc/group", Data: []byte(fmt.Sprintf("root:x:0:\netcd:x:%d:\n", EtcdUID))},
+			{Path: "/etc/nsswitch.conf", Data: []byte("hosts: files dns\n")},
+			{Path: "/tmp", Mode: fs.ModeDir | fs.ModeSticky | 0o777},
+			// The chart mounts the data volume here, as Bitnami's does.
+			{Path: "/bitnami/etcd", Mode: fs.ModeDir | 0o775, UID: EtcdUID, GID: EtcdUID},
+		},
+		Config: Config{
+			Entrypoint: []string{MemberBin},
+			Cmd:        []string{"run"},
+			Env:        []string{"PATH=" + EtcdBinDir + ":/usr/bin:/bin"},
+			WorkingDir: "/tmp",
+			User:       owner,
+			Labels: map[string]string{
+				"io.etcd-chaos.image": "etcd",
+				"io.etcd-chaos.etcd":  version,
+			},
 		},
 	}
 	return writeCached(img, dir)

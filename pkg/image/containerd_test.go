@@ -243,3 +243,35 @@ func TestPauseImageImportsAndRuns(t *testing.T) {
 		t.Fatalf("pause ignored SIGTERM")
 	}
 }
+
+// TestEtcdImageRuns builds the etcd image, imports it and runs the etcd
+// binary and the member entrypoint inside it as the image's user: both must
+// be static (the image has no libc) and executable by uid EtcdUID.
+func TestEtcdImageRuns(t *testing.T) {
+	cd := startContainerd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	// The default cache: the etcd binary is built once per version.
+	b, err := BuildEtcd(ctx, "", "", os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cd.ctr(ctx, "images", "import", b.Path)
+	run := func(id string, args ...string) string {
+		all := append([]string{"run", "--rm", "--cgroup", cd.Cgroup(id), b.Ref, id}, args...)
+		out, err := cd.ctrErr(ctx, all...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if out := run("etcd-version", EtcdBinDir+"/etcd", "--version"); !strings.Contains(out, "etcd Version: 3.6.4") {
+		t.Errorf("etcd --version in the image: %s", out)
+	}
+	// Without the chart's environment the entrypoint must fail with one
+	// line naming what is missing, not hang.
+	out, err := cd.ctrErr(ctx, "run", "--rm", "--cgroup", cd.Cgroup("member"), b.Ref, "member")
+	if err == nil || !strings.Contains(out, "missing environment: ETCD_NAME") {
+		t.Errorf("entrypoint without environment: err %v, output %s", err, out)
+	}
+}

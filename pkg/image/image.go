@@ -13,7 +13,7 @@
 //	<layer hex>/layer.tar    the uncompressed layer; its sha256 is the diff ID
 //
 // Output is deterministic: every timestamp is the Unix epoch, owners are
-// 0:0, entries are sorted, so the same inputs give byte-identical tarballs
+// 0:0 unless a file says otherwise, entries are sorted, so the same inputs give byte-identical tarballs
 // and the same image ID.
 //
 // The builders (BuildPause, BuildEtcd) compile the in-image programs in
@@ -59,6 +59,8 @@ type File struct {
 	Source string
 	// Link is a symbolic link's target.
 	Link string
+	// UID and GID own the entry (default 0:0).
+	UID, GID int
 }
 
 // Config is the part of the OCI image configuration a container starts
@@ -208,6 +210,10 @@ func (img Image) WriteFile(path string) (Written, error) {
 	if err != nil {
 		return Written{}, fmt.Errorf("image %s: writing %s: %w", img.Ref, path, err)
 	}
+	// CreateTemp made it 0600; the tarball is not secret.
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		return Written{}, fmt.Errorf("image %s: %w", img.Ref, err)
+	}
 	if err := os.Rename(f.Name(), path); err != nil {
 		return Written{}, fmt.Errorf("image %s: %w", img.Ref, err)
 	}
@@ -352,6 +358,8 @@ func writeLayer(w io.Writer, entries []entry) error {
 			ModTime: epoch,
 			Format:  tar.FormatPAX,
 			Mode:    int64(e.Mode.Perm()),
+			Uid:     e.UID,
+			Gid:     e.GID,
 		}
 		if e.Mode&fs.ModeSetuid != 0 {
 			hdr.Mode |= 0o4000

@@ -57,7 +57,7 @@ func testImage(t *testing.T) Image {
 		Ref: "localhost/etcd-chaos/test:v1.2.3",
 		Files: []File{
 			{Path: "/usr/local/bin/tool", Mode: 0o755, Source: src},
-			{Path: "/etc/motd", Data: []byte("hello\n")},
+			{Path: "/etc/motd", Data: []byte("hello\n"), UID: 1001, GID: 1002},
 			{Path: "/tmp", Mode: fs.ModeDir | fs.ModeSticky | 0o777},
 			{Path: "/bin/tool", Mode: fs.ModeSymlink, Link: "/usr/local/bin/tool"},
 		},
@@ -153,8 +153,12 @@ func TestWriteDockerSaveLayout(t *testing.T) {
 		t.Fatalf("layer entries = %v, want %v", lt.names, want)
 	}
 	for name, h := range lt.hdrs {
-		if h.Uid != 0 || h.Gid != 0 || h.ModTime.Unix() != 0 || h.Uname != "" {
-			t.Errorf("%s: owner %d:%d %q, mtime %v; want 0:0, epoch", name, h.Uid, h.Gid, h.Uname, h.ModTime)
+		uid, gid := 0, 0
+		if name == "etc/motd" {
+			uid, gid = 1001, 1002
+		}
+		if h.Uid != uid || h.Gid != gid || h.ModTime.Unix() != 0 || h.Uname != "" {
+			t.Errorf("%s: owner %d:%d %q, mtime %v; want %d:%d, epoch", name, h.Uid, h.Gid, h.Uname, h.ModTime, uid, gid)
 		}
 	}
 	checks := []struct {

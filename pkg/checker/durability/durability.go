@@ -52,7 +52,7 @@ func Check(h *history.History) verdict.Check {
 	finals := finalReads(h)
 	if len(finals) == 0 {
 		if regressions > 0 {
-			c.Summary = fmt.Sprintf("acknowledged writes lost: the store revision went backwards (%d operations saw a lower revision than one already returned)", regressions)
+			c.Summary = fmt.Sprintf("LOST ACKNOWLEDGED WRITES: the store revision went backwards (%d operations saw a lower revision than one already returned)", regressions)
 			return c
 		}
 		c.Status = verdict.Skipped
@@ -92,7 +92,7 @@ func Check(h *history.History) verdict.Check {
 			c.Summary += fmt.Sprintf("; the store revision went backwards (%d operations)", regressions)
 		}
 	case c.Status == verdict.Fail:
-		c.Summary = fmt.Sprintf("acknowledged writes lost: the store revision went backwards (%d operations saw a lower revision than one already returned)", regressions)
+		c.Summary = fmt.Sprintf("LOST ACKNOWLEDGED WRITES: the store revision went backwards (%d operations saw a lower revision than one already returned)", regressions)
 	default:
 		c.Summary = fmt.Sprintf("every acknowledged write of %d keys is readable at the end", checked)
 	}

@@ -2,6 +2,7 @@ package lease
 
 import (
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"testing"
 
@@ -266,4 +267,26 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(len(bl.h.Operations)), "ops")
+}
+
+// Recorded runs of a correct etcd pass every lease check: keep-alives racing
+// revokes, expiries moved by leader changes.
+func TestAcceptsRecordedRuns(t *testing.T) {
+	files, _ := filepath.Glob("../testdata/real-*-pass.jsonl.gz")
+	more, _ := filepath.Glob("../serializable/testdata/*-pass.jsonl.gz")
+	files = append(files, more...)
+	if len(more) == 0 {
+		t.Fatal("recorded runs not found")
+	}
+	for _, f := range files {
+		h, err := history.Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range Check(h, Options{}) {
+			if c.Status == verdict.Fail {
+				t.Errorf("%s: %s: %s %v", filepath.Base(f), c.Name, c.Summary, c.Violations)
+			}
+		}
+	}
 }

@@ -1229,11 +1229,41 @@ func (f *fast) sweep() {
 			f.undecide("%s", msg)
 			continue
 		}
+		if !isWrite {
+			msg += f.missedWrite(b, byRet[:j])
+		}
 		f.violate("%s", msg)
 		if len(f.definite) > verdictLimit {
 			return
 		}
 	}
+}
+
+// missedWrite names, for a read that saw an older revision than one
+// already returned, the write to a key it read that it should have seen:
+// the latest one, by revision, among those returned before it was called
+// and above its revision. The operation that returned the highest
+// revision may have written another key entirely; this one is what the
+// read lost.
+func (f *fast) missedWrite(rd int32, returned []int32) string {
+	op := f.ops[rd]
+	var w int32 = -1
+	for _, i := range returned {
+		o := f.ops[i]
+		if f.role[i] != roleWrite || f.rev[i] <= f.rev[rd] || !inRange(o.Key, op.Key, op.End) {
+			continue
+		}
+		if o.Kind != history.Put && o.Kind != history.Txn && o.Kind != history.Delete {
+			continue
+		}
+		if w < 0 || f.rev[i] > f.rev[w] {
+			w = i
+		}
+	}
+	if w < 0 {
+		return "; no write to the keys it read was missed, only the store revision went backwards"
+	}
+	return fmt.Sprintf("; it misses %s, a write to %s that returned before the read was called", f.desc(w), f.ops[w].Key)
 }
 
 // checkKeepAlives requires every successful keep-alive to name a lease
@@ -1242,7 +1272,16 @@ func (f *fast) sweep() {
 func (f *fast) checkKeepAlives() {
 	granted := map[int64]int64{}
 	revoked := map[int64]int64{}
+	revokeCall := map[int64]int64{} // the call of the revoke in revoked
+	lastGrant := map[int64]int64{}  // the latest call of any grant that may have (re)created the lease
 	for _, op := range f.ops {
+		if op.Kind == history.LeaseGrant && op.Outcome != history.Fail {
+			for _, id := range []int64{op.Lease, leaseIDOf(op)} {
+				if id != 0 {
+					lastGrant[id] = max(lastGrant[id], op.Call)
+				}
+			}
+		}
 		if op.Outcome != history.OK {
 			continue
 		}
@@ -1254,6 +1293,7 @@ func (f *fast) checkKeepAlives() {
 		case history.LeaseRevoke:
 			if t, ok := revoked[op.Lease]; !ok || op.Return < t {
 				revoked[op.Lease] = op.Return
+				revokeCall[op.Lease] = op.Call
 			}
 		}
 	}
@@ -1263,11 +1303,29 @@ func (f *fast) checkKeepAlives() {
 		}
 		g, ok := granted[op.Lease]
 		r, wasRevoked := revoked[op.Lease]
+		if ok && wasRevoked && r < op.Call && lastGrant[op.Lease] < revokeCall[op.Lease] {
+			// The revoke returned before the keep-alive was sent and
+			// nothing granted the lease again: no order renews it.
+			f.violate("%s renewed lease %x, which an acknowledged revoke had removed %s before it was called", f.desc(int32(i)), op.Lease, fmtDuration(op.Call-r))
+			continue
+		}
 		if !ok || g > op.Return || (wasRevoked && r < op.Call) {
 			f.undecide("keep-alive op %d of lease %x is not plainly inside the lease's life", op.ID, op.Lease)
 			return
 		}
 	}
+}
+
+func fmtDuration(ns int64) string {
+	return fmt.Sprintf("%.3fs", float64(ns)/1e9)
+}
+
+// leaseIDOf returns the lease a grant created, when it says.
+func leaseIDOf(op *history.Operation) int64 {
+	if op.Outcome == history.OK && op.Resp != nil {
+		return op.Resp.LeaseID
+	}
+	return 0
 }
 
 func sortByCall(ops []*history.Operation) {

@@ -10,18 +10,21 @@
 // themselves, and lease revokes, whose deletes are derived from the keys
 // attached to the lease. Two pieces of evidence that disagree about the same
 // revision and key are a conflict, which the watch checker reports: one of
-// them is a lie etcd told.
+// them is a lie etcd told: watch/consistent reports those a watch is party
+// to, kv/consistent (Check) the rest.
 package revlog
 
 import (
 	"encoding/binary"
 	"fmt"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
 // Event types, as in history.Event.Type.
@@ -109,6 +112,39 @@ type Log struct {
 
 	mu    sync.Mutex
 	holes map[string][]int64 // covering-span signature -> uncertain revisions no span covers
+}
+
+// ConsistentName is the check that reports contradictions in the revision
+// log that involve no watch: two operations (writes, reads, revokes) giving
+// different accounts of one revision, such as a read of a value at a
+// revision another write owns, or a txn whose answer contradicts the store.
+// Contradictions a watch is party to are watch/consistent's.
+const ConsistentName = "kv/consistent"
+
+// watchSource matches the evidence names Build gives watch streams.
+var watchSource = regexp.MustCompile(`\bwatch \d+ \(client -?\d+\)`)
+
+// TouchesWatch reports whether a conflict Build returned involves evidence
+// from a watch stream.
+func TouchesWatch(conflict string) bool { return watchSource.MatchString(conflict) }
+
+// Check reports the conflicts Build returned that involve no watch, under
+// ConsistentName. revisions is the log's highest revision, for the summary.
+func Check(conflicts []string, revisions int64) verdict.Check {
+	c := verdict.Check{Name: ConsistentName, Status: verdict.Pass}
+	n := 0
+	for _, s := range conflicts {
+		if !TouchesWatch(s) {
+			n++
+			c.Violate("contradicting answers: %s", s)
+		}
+	}
+	if n == 0 {
+		c.Summary = fmt.Sprintf("every answer agrees on what happened at each of %d revisions", revisions)
+		return c
+	}
+	c.Summary = fmt.Sprintf("%d contradictions between operations' accounts of the same revision (up to revision %d): etcd gave two different answers about one revision", n, revisions)
+	return c
 }
 
 // Build derives the revision log from h. The returned conflicts are pieces of
@@ -550,6 +586,18 @@ func (l *Log) KnownFor(rev int64, key string) bool {
 		}
 	}
 	return false
+}
+
+// Latest returns the last known event on key at or before rev, if any.
+// Unlike Before it says nothing about revisions no evidence covers; it only
+// reports what certainly happened.
+func (l *Log) Latest(key string, rev int64) (Event, bool) {
+	evs := l.byKey[key]
+	i := sort.Search(len(evs), func(i int) bool { return evs[i].ModRevision > rev }) - 1
+	if i < 0 {
+		return Event{}, false
+	}
+	return *evs[i], true
 }
 
 // Before returns the key's state just before rev: its KV and whether it

@@ -1,10 +1,12 @@
 package revlog
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
 type builder struct {
@@ -196,6 +198,57 @@ func TestMatch(t *testing.T) {
 	} {
 		if got := Match(c.key, c.end, c.k); got != c.want {
 			t.Errorf("Match(%q, %q, %q) = %v, want %v", c.key, c.end, c.k, got, c.want)
+		}
+	}
+}
+
+// Issue 17: a contradiction no watch is party to (a phantom value, a
+// flipped txn) is reported as kv/consistent, not as a watch failure.
+func TestCheckReportsOnlyContradictionsWithoutWatches(t *testing.T) {
+	b := &builder{}
+	b.put("/a", "a1", 0, 2)
+	b.put("/b", "b1", 0, 3)
+	// A read shows /a holding b1's revision with a value nobody wrote there.
+	b.op(history.Operation{Kind: history.Get, Key: "/a", Outcome: history.OK,
+		Resp: &history.Response{Revision: 3, KVs: []history.KV{{Key: "/a", Value: "phantom", ModRevision: 3}}}})
+	_, conflicts := Build(&b.h)
+	c := Check(conflicts, 3)
+	if c.Name != ConsistentName || c.Status != verdict.Fail || len(c.Violations) != 1 || !strings.Contains(c.Violations[0], "revision 3") {
+		t.Fatalf("want one kv/consistent violation about revision 3, got %s %q", c.Status, c.Violations)
+	}
+	if TouchesWatch(conflicts[0]) {
+		t.Fatalf("no watch in %q", conflicts[0])
+	}
+
+	w := &builder{}
+	w.put("/a", "a1", 0, 2)
+	w.op(history.Operation{Kind: history.Put, Key: "/a", Value: "a2", Outcome: history.Unknown})
+	w.watch("/a", "", 2, history.Event{Type: "put", Key: "/a", Value: "a2", ModRevision: 2})
+	_, conflicts = Build(&w.h)
+	if len(conflicts) != 1 || !TouchesWatch(conflicts[0]) {
+		t.Fatalf("want one conflict involving the watch, got %q", conflicts)
+	}
+	if c := Check(conflicts, 2); c.Status != verdict.Pass {
+		t.Fatalf("a watch's contradiction is watch/consistent's, got %s %q", c.Status, c.Violations)
+	}
+}
+
+// Recorded runs of a correct etcd hold no contradiction.
+func TestRecordedHistoriesAgree(t *testing.T) {
+	files, _ := filepath.Glob("../testdata/*-pass.jsonl.gz")
+	more, _ := filepath.Glob("../serializable/testdata/*-pass.jsonl.gz")
+	files = append(files, more...)
+	if len(more) == 0 {
+		t.Fatal("recorded runs not found")
+	}
+	for _, f := range files {
+		h, err := history.Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, conflicts := Build(h)
+		if c := Check(conflicts, l.MaxRevision()); c.Status != verdict.Pass {
+			t.Errorf("%s: %s %q", filepath.Base(f), c.Summary, c.Violations)
 		}
 	}
 }

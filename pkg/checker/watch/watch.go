@@ -40,6 +40,16 @@ const maxMissingPerWatch = 5
 // Check runs every watch check on h. Every check is Skipped when h holds no
 // watch.
 func Check(h *history.History) []verdict.Check {
+	if len(h.Watches) == 0 {
+		return CheckLog(h, nil, nil)
+	}
+	log, conflicts := revlog.Build(h)
+	return CheckLog(h, log, conflicts)
+}
+
+// CheckLog is Check with the revision log (and its conflicts) already built
+// from h, so that the checks sharing it build it once.
+func CheckLog(h *history.History, log *revlog.Log, conflicts []string) []verdict.Check {
 	start := time.Now()
 	checks := make([]verdict.Check, len(Names))
 	for i, n := range Names {
@@ -52,7 +62,6 @@ func Check(h *history.History) []verdict.Check {
 		}
 		return checks
 	}
-	log, conflicts := revlog.Build(h)
 	c := &checker{h: h, log: log}
 	for i := range h.Watches {
 		c.events += countEvents(&h.Watches[i])
@@ -77,7 +86,11 @@ func Check(h *history.History) []verdict.Check {
 		c.filter(byName[Filter], w)
 	}
 	for _, s := range conflicts {
-		byName[Consistent].Violate("conflicting evidence: %s", s)
+		// The rest are contradictions between operations, which
+		// revlog.Check reports under a name of their own.
+		if revlog.TouchesWatch(s) {
+			byName[Consistent].Violate("conflicting evidence: %s", s)
+		}
 	}
 
 	scope := fmt.Sprintf("%d watch streams (%d logical watches), %d events, revisions up to %d",
