@@ -32,6 +32,14 @@ type config struct {
 	foreign bool
 }
 
+// rule is the model's rule for writes the history may leave out.
+func (c config) rule() model.Rule {
+	if c.foreign {
+		return model.ForeignWrites
+	}
+	return model.Strict
+}
+
 // initState is the model state the history starts from.
 func (c config) initState() model.State {
 	if c.init == nil {
@@ -78,7 +86,7 @@ func toPorcupine(ops []*history.Operation) []porcupine.Operation {
 // is reported as abandoned. The goroutine is waited for, so no search is
 // ever left running.
 func runPorcupine(ctx context.Context, h *history.History, ops []*history.Operation, cfg config, timeout time.Duration, memLimit uint64, artifactDir string) porcupineResult {
-	m := model.PorcupineWith(cfg.initState(), cfg.foreign)
+	m := model.PorcupineWith(cfg.initState(), cfg.rule())
 	m.DescribeOperationMetadata = func(info interface{}) string {
 		if info == nil {
 			return ""
@@ -188,14 +196,10 @@ func explainIllegal(ops []*history.Operation, info porcupine.LinearizationInfo, 
 	}
 	in := make([]bool, len(ops))
 	s := cfg.initState()
-	explain := model.Explain
-	if cfg.foreign {
-		explain = model.ExplainRelaxed
-	}
 	for _, id := range longest {
 		in[id] = true
 		op := ops[id]
-		_, s, _ = explain(s, op, respOf(op))
+		_, s, _ = model.Explain(s, op, respOf(op), cfg.rule())
 	}
 	// Of the operations left out, the one that returned first is the one
 	// the linearization could not get past: everything called after its
@@ -211,7 +215,7 @@ func explainIllegal(ops []*history.Operation, info porcupine.LinearizationInfo, 
 	}
 	sort.Slice(pending, func(a, b int) bool { return ops[pending[a]].Return < ops[pending[b]].Return })
 	op := ops[pending[0]]
-	_, _, why := explain(s, op, op.Resp)
+	_, _, why := model.Explain(s, op, op.Resp, cfg.rule())
 	if why == "" {
 		why = "placing it here makes a later operation impossible"
 	}
