@@ -22,7 +22,26 @@ type porcupineResult struct {
 	violations []string
 	artifact   string // file name in ArtifactDir, when written
 	warn       string
-	abandoned  string // why the search was stopped early; result is then meaningless
+	abandoned  string  // why the search was stopped early; result is then meaningless
+	lin        []int32 // on Ok: porcupine's linearization, as indices into the operations
+}
+
+// completeLinearization returns the linearization porcupine found for n
+// operations (one partition: the model does not partition), or nil when it
+// reported none that long.
+func completeLinearization(info porcupine.LinearizationInfo, n int) []int32 {
+	for _, part := range info.PartialLinearizations() {
+		for _, l := range part {
+			if len(l) == n {
+				out := make([]int32, n)
+				for i, id := range l {
+					out[i] = int32(id)
+				}
+				return out
+			}
+		}
+	}
+	return nil
 }
 
 // config is what the deciders share beyond the operations: the initial
@@ -98,6 +117,9 @@ func runPorcupine(ctx context.Context, h *history.History, ops []*history.Operat
 		return porcupineResult{result: porcupine.Unknown, abandoned: why}
 	}
 	out := porcupineResult{result: res}
+	if res == porcupine.Ok {
+		out.lin = completeLinearization(info, len(ops))
+	}
 	if res != porcupine.Illegal {
 		return out
 	}
