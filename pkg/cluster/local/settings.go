@@ -57,7 +57,6 @@ type knob struct {
 }
 
 var (
-	knobSnapshotCount   = knob{"snapshot count", []string{"snapshot-count"}}
 	knobCatchupEntries  = knob{"snapshot catch-up entries", []string{"snapshot-catchup-entries", "experimental-snapshot-catchup-entries"}}
 	knobCompactionBatch = knob{"compaction batch limit", []string{"compaction-batch-limit", "experimental-compaction-batch-limit"}}
 	knobProgressNotify  = knob{"watch progress-notify interval", []string{"watch-progress-notify-interval", "experimental-watch-progress-notify-interval"}}
