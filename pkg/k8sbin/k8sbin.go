@@ -342,3 +342,13 @@ func oneLine(msg string, err error) string {
 	}
 	return s
 }
+
+// Built reports whether every Component of version is in the cache, for
+// callers (tests) that must not start a cold build.
+func Built(version, cacheDir string) bool {
+	if version == "" {
+		version = DefaultVersion
+	}
+	dir, err := Dir(version, cacheDir)
+	return err == nil && complete(dir)
+}

@@ -11,7 +11,7 @@ import (
 
 // Backend says which cluster to run a scenario on and how to make it.
 type Backend struct {
-	// Name is "local", "kind" or "kube".
+	// Name is "local", "kind", "kube" or "kube-host".
 	Name    string
 	Members int
 	// EtcdVersion and EtcdBinary select the local backend's etcd.
@@ -35,7 +35,13 @@ func Open(ctx context.Context, b Backend) (cluster.Cluster, error) {
 		return p.Create(ctx, local.CreateWithMembers(b.Members), local.CreateWithArtifactDir(b.ArtifactDir))
 	case "kind", "kube":
 		return openKube(ctx, b)
+	case "kube-host":
+		return openKubeHost(ctx, b, func(format string, args ...any) {
+			if b.Progress != nil {
+				fmt.Fprintf(b.Progress, format+"\n", args...)
+			}
+		})
 	default:
-		return nil, fmt.Errorf("unknown backend %q (want local, kind or kube)", b.Name)
+		return nil, fmt.Errorf("unknown backend %q (want local, kind, kube or kube-host)", b.Name)
 	}
 }
