@@ -47,7 +47,7 @@ Flags:`
 
 func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("run", strings.Replace(runSynopsis, "{nemeses}", strings.Join(chaos.Names(), ", "), 1), stdout)
-	backend := fs.String("backend", "local", "cluster backend: local, kind or kube")
+	backend := fs.String("backend", "local", "cluster backend: local, kind, kube or kube-host (root; docs/KUBERNETES.md)")
 	members := fs.Int("members", 3, "cluster size: 1, 3 or 5")
 	version := fs.String("etcd-version", etcdbin.DefaultVersion, "etcd version for the local backend (built from the Go module proxy and cached)")
 	binary := fs.String("etcd-binary", "", "use this etcd server binary instead of building one (local backend)")

@@ -12,7 +12,7 @@ import (
 
 // Backend says which cluster to run a scenario on and how to make it.
 type Backend struct {
-	// Name is "local", "kind" or "kube".
+	// Name is "local", "kind", "kube" or "kube-host".
 	Name    string
 	Members int
 	// EtcdVersion and EtcdBinary select the local backend's etcd.
@@ -48,7 +48,13 @@ func Open(ctx context.Context, b Backend) (cluster.Cluster, error) {
 			return nil, fmt.Errorf("cluster settings and failpoints apply to the local backend only; on %s set them through the chart's values", b.Name)
 		}
 		return openKube(ctx, b)
+	case "kube-host":
+		return openKubeHost(ctx, b, func(format string, args ...any) {
+			if b.Progress != nil {
+				fmt.Fprintf(b.Progress, format+"\n", args...)
+			}
+		})
 	default:
-		return nil, fmt.Errorf("unknown backend %q (want local, kind or kube)", b.Name)
+		return nil, fmt.Errorf("unknown backend %q (want local, kind, kube or kube-host)", b.Name)
 	}
 }
