@@ -1,7 +1,9 @@
 package linearizable
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
@@ -153,6 +155,12 @@ func leaseIDOf(op *history.Operation) int64 {
 	return 0
 }
 
+// placedRet is an operation's return and its place in the linearization.
+type placedRet struct {
+	ret int64
+	pos int
+}
+
 // placeKeepAlives inserts every successful keep-alive into the replay's
 // linearization (f.lin). A keep-alive changes nothing, so any place where
 // its lease is live will do, provided real time allows it: after every
@@ -176,7 +184,7 @@ func (f *fast) placeKeepAlives() {
 	// later than the first place where that passes its return.
 	maxCall := make([]int64, n)
 	// byRet: places of operations that returned, by return.
-	byRet := make([]int, 0, n)
+	byRet := make([]placedRet, 0, n)
 	grantAt := map[int64]int{}
 	revokeAt := map[int64]int{}
 	for p, i := range lin {
@@ -186,7 +194,7 @@ func (f *fast) placeKeepAlives() {
 			maxCall[p] = max(maxCall[p], maxCall[p-1])
 		}
 		if op.Outcome == history.OK {
-			byRet = append(byRet, p)
+			byRet = append(byRet, placedRet{op.Return, p})
 		}
 		switch op.Kind {
 		case history.LeaseGrant:
@@ -199,7 +207,7 @@ func (f *fast) placeKeepAlives() {
 			}
 		}
 	}
-	sort.Slice(byRet, func(a, b int) bool { return f.ops[lin[byRet[a]]].Return < f.ops[lin[byRet[b]]].Return })
+	slices.SortFunc(byRet, func(a, b placedRet) int { return cmp.Compare(a.ret, b.ret) })
 	initial := map[int64]bool{} // leases the store started with
 	if f.cfg.init != nil {
 		for _, kv := range f.cfg.init.KVs {
@@ -213,8 +221,8 @@ func (f *fast) placeKeepAlives() {
 	j, kj := 0, 0
 	for _, ka := range kas {
 		op := f.ops[ka]
-		for ; j < len(byRet) && f.ops[lin[byRet[j]]].Return < op.Call; j++ {
-			lo = max(lo, byRet[j]+1)
+		for ; j < len(byRet) && byRet[j].ret < op.Call; j++ {
+			lo = max(lo, byRet[j].pos+1)
 		}
 		for ; kj < len(kasByRet) && f.ops[kasByRet[kj]].Return < op.Call; kj++ {
 			// Placed already: it was called before it returned, before op.
