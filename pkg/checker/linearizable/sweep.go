@@ -9,6 +9,12 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 )
 
+// opRet is an operation and its return.
+type opRet struct {
+	ret int64
+	op  int32
+}
+
 // sweep checks real-time order: an operation called after another returned
 // must come later in revision order, strictly when it is a write.
 func (f *fast) sweep() {
@@ -21,20 +27,25 @@ func (f *fast) sweep() {
 		}
 		return -1
 	}
-	byRet := make([]int32, 0, len(f.ops))
+	byRet := make([]opRet, 0, len(f.ops))
 	for i, op := range f.ops {
 		if op.Outcome == history.OK && pos(int32(i)) >= 0 {
-			byRet = append(byRet, int32(i))
+			byRet = append(byRet, opRet{op.Return, int32(i)})
 		}
 	}
-	sort.Slice(byRet, func(a, b int) bool { return f.ops[byRet[a]].Return < f.ops[byRet[b]].Return })
+	slices.SortFunc(byRet, func(a, b opRet) int {
+		if c := cmp.Compare(a.ret, b.ret); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.op, b.op)
+	})
 	best := int64(-1)
 	var bestOp int32 = -1
 	j := 0
 	for i, op := range f.ops {
-		for j < len(byRet) && f.ops[byRet[j]].Return < op.Call {
-			if p := pos(byRet[j]); p > best {
-				best, bestOp = p, byRet[j]
+		for j < len(byRet) && byRet[j].ret < op.Call {
+			if p := pos(byRet[j].op); p > best {
+				best, bestOp = p, byRet[j].op
 			}
 			j++
 		}
@@ -76,10 +87,11 @@ func (f *fast) sweep() {
 // and above its revision. The operation that returned the highest
 // revision may have written another key entirely; this one is what the
 // read lost.
-func (f *fast) missedWrite(rd int32, returned []int32) string {
+func (f *fast) missedWrite(rd int32, returned []opRet) string {
 	op := f.ops[rd]
 	var w int32 = -1
-	for _, i := range returned {
+	for _, r := range returned {
+		i := r.op
 		o := f.ops[i]
 		if f.role[i] != roleWrite || f.rev[i] <= f.rev[rd] || !inRange(o.Key, op.Key, op.End) {
 			continue
