@@ -5,7 +5,7 @@
 # alarm to find and fix (docs/PRECISION.md).
 #
 #   SOAK_RUNS=50 SOAK_SEED=1000 make soak
-#   SOAK_VERSIONS="v3.5.28 v3.6.16" SOAK_DURATION=20s make soak
+#   SOAK_VERSIONS="v3.5.33 v3.6.16" SOAK_DURATION=20s make soak
 #
 # Run i (1..SOAK_RUNS) uses seed SOAK_SEED+i, version i mod the number of
 # versions, and row i mod the number of rows of the matrix below, so the
@@ -20,7 +20,7 @@ SEED=${SOAK_SEED:-1000}
 DURATION=${SOAK_DURATION:-20s}
 # The oldest v3.5 and the newest v3.6 without a known bug our checks would
 # see (docs/PRECISION.md says why these).
-read -r -a VERSIONS <<<"${SOAK_VERSIONS:-v3.5.28 v3.6.16}"
+read -r -a VERSIONS <<<"${SOAK_VERSIONS:-v3.5.33 v3.6.16}"
 OUT=${SOAK_OUT:-${ARTIFACTS:-artifacts}/soak}
 
 # members nemesis fault-hold: an odd number of rows, so that with two
