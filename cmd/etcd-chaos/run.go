@@ -76,7 +76,7 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	})
 	failpoints := fs.Bool("failpoints", false, "local: run etcd built with gofail failpoints (needed by the failpoint-* nemeses; built once, cached apart)")
 	var kube scenario.KubeOptions
-	fs.StringVar(&kube.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for the kube backend")
+	fs.StringVar(&kube.Kubeconfig, "kubeconfig", "", "kubeconfig for the kube backend (default: client-go's rules, as kubectl: $KUBECONFIG, then ~/.kube/config)")
 	fs.StringVar(&kube.Namespace, "namespace", "", "namespace to install into (kind/kube; default: a new one per run)")
 	fs.StringVar(&kube.Release, "release", "etcd", "Helm release name")
 	fs.StringVar(&kube.ChartRef, "chart", "", "chart: oci:// reference, local dir or .tgz (default the Bitnami OCI chart)")
@@ -110,6 +110,8 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	if *set != "" {
 		kube.Set = strings.Split(*set, ",")
 	}
+	// One run, one release: --keep-cluster keeps it with the cluster.
+	kube.KeepRelease = kube.Keep
 	dir := *out
 	if dir == "" {
 		dir = filepath.Join("artifacts", "run-"+time.Now().Format("20060102-150405"))
