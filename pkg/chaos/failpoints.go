@@ -39,7 +39,7 @@ var failpointNemeses = []failpointNemesis{
 		// Every compaction passes these four; the CommitBatch ones only
 		// when it deletes more than the compaction batch limit.
 		points: []string{"compactBeforeCommitScheduledCompact", "compactAfterCommitScheduledCompact", "compactBeforeSetFinishedCompact", "compactAfterSetFinishedCompact"},
-		term: "panic", trigger: compact},
+		term:   "panic", trigger: compact},
 	{name: "failpoint-watch-sleep", doc: "delay every watch response a random member sends by 100ms",
 		points: []string{"beforeSendWatchResponse"}, term: "sleep(100)"},
 }
