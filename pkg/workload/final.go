@@ -24,24 +24,15 @@ func FinalRead(ctx context.Context, c cluster.Cluster, rec *history.Recorder, pr
 		return err
 	}
 	defer cli.Close()
+	fc := &client{cli: cli, rec: rec, id: FinalReadClient, timeout: 5 * time.Second}
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	for {
-		op := history.Operation{ID: rec.NextID(), ClientID: FinalReadClient, Kind: history.Range, Key: prefix, End: end}
-		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		op.Call = rec.Now()
-		resp, err := cli.Get(octx, prefix, clientv3.WithRange(end))
-		cancel()
-		var r *history.Response
-		if err == nil {
-			r = &history.Response{KVs: convKVs(resp.Kvs), Count: resp.Count}
-			r.Revision, r.MemberID = header(resp.Header)
-		}
-		finish(rec, &op, err, r)
-		if err == nil {
+		op := fc.Range(ctx, prefix, end, 0)
+		if op.Outcome == history.OK {
 			return nil
 		}
 		if !sleep(ctx, 200*time.Millisecond) {
-			return fmt.Errorf("workload: final read of %s never succeeded: %v (is the cluster healthy?)", prefix, err)
+			return fmt.Errorf("workload: final read of %s never succeeded: %s (is the cluster healthy?)", prefix, op.Error)
 		}
 	}
 }
