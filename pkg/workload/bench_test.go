@@ -13,6 +13,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // benchDuration is how long each measured phase of BenchmarkTraffic runs;
@@ -105,7 +106,7 @@ func plainTraffic(b *testing.B, c cluster.Cluster, cfg Config, d time.Duration) 
 				octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.OpTimeout)
 				op := func() context.Context { return octx }
 				r, k := rnd.Intn(m.total()), rnd.Intn(cfg.Keys)
-				key := Key(k)
+				key := keyspace.KVKey(k)
 				switch {
 				case r < m.Put:
 					if resp, err := cli.Put(op(), key, val()); err == nil {
@@ -116,7 +117,7 @@ func plainTraffic(b *testing.B, c cluster.Cluster, cfg Config, d time.Duration) 
 						seen[k] = resp.Kvs[0].ModRevision
 					}
 				case r < m.Put+m.Get+m.Range:
-					_, _ = cli.Get(op(), KVPrefix, clientv3.WithPrefix())
+					_, _ = cli.Get(op(), keyspace.KVPrefix, clientv3.WithPrefix())
 				case r < m.Put+m.Get+m.Range+m.Txn:
 					resp, err := cli.Txn(op()).If(clientv3.Compare(clientv3.ModRevision(key), "=", seen[k])).
 						Then(clientv3.OpPut(key, val())).Else(clientv3.OpGet(key)).Commit()

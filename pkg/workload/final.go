@@ -9,6 +9,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // FinalRead reads every key under prefix with one linearizable range,
@@ -17,7 +18,7 @@ import (
 // check uses it to confirm every acknowledged write is still readable.
 func FinalRead(ctx context.Context, c cluster.Cluster, rec *history.Recorder, prefix string) error {
 	if prefix == "" {
-		return fmt.Errorf("workload: FinalRead needs a key prefix such as %q", KVPrefix)
+		return fmt.Errorf("workload: FinalRead needs a key prefix such as %q", keyspace.KVPrefix)
 	}
 	cli, err := openClient(ctx, c, "")
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // LeaseConfig configures lease traffic. Zero fields take the documented
@@ -157,7 +158,7 @@ func (a *leaseActor) runExpire(ctx context.Context) {
 			sleep(ctx, a.cfg.PollEvery)
 			continue
 		}
-		key := fmt.Sprintf("%sc%d-%d", LeaseExpirePrefix, a.id, lease)
+		key := fmt.Sprintf("%sc%d-%d", keyspace.LeaseExpirePrefix, a.id, lease)
 		if a.Put(ctx, key, lease).Outcome == history.Fail {
 			// The lease is already gone (for example, it expired while the
 			// put waited out an election): nothing to watch expire.
@@ -179,7 +180,7 @@ func (a *leaseActor) runKeep(ctx context.Context) {
 			sleep(ctx, a.cfg.PollEvery)
 			continue
 		}
-		key := fmt.Sprintf("%sc%d-%d", LeaseKeepPrefix, a.id, lease)
+		key := fmt.Sprintf("%sc%d-%d", keyspace.LeaseKeepPrefix, a.id, lease)
 		if a.keep(ctx, key, lease) {
 			// The run is over: revoke so no kept lease outlives it. A lease
 			// that was lost needs no revoke; the next round grants anew.

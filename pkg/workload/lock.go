@@ -14,12 +14,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
-)
-
-// Keys of the lock counter.
-const (
-	LockName       = LockPrefix + "counter"
-	LockCounterKey = LockPrefix + "value"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // LockConfig configures the lock counter. Zero fields take the defaults.
@@ -134,7 +129,7 @@ func RunLockCounter(ctx context.Context, c cluster.Cluster, rec *history.Recorde
 			return res, nil
 		}
 		if !sleep(fctx, 200*time.Millisecond) {
-			return res, fmt.Errorf("workload: read the final lock counter %s: %v (is the cluster healthy?)", LockCounterKey, err)
+			return res, fmt.Errorf("workload: read the final lock counter %s: %v (is the cluster healthy?)", keyspace.LockCounterKey, err)
 		}
 	}
 }
@@ -179,7 +174,7 @@ func (l *locker) run(ctx context.Context) {
 }
 
 func (l *locker) incrementOnce(ctx context.Context, sess *concurrency.Session) {
-	m := concurrency.NewMutex(sess, LockName)
+	m := concurrency.NewMutex(sess, keyspace.LockName)
 	lctx, cancel := context.WithTimeout(ctx, 5*l.cfg.OpTimeout)
 	err := m.Lock(lctx)
 	cancel()
@@ -195,7 +190,7 @@ func (l *locker) incrementOnce(ctx context.Context, sess *concurrency.Session) {
 	if !ok {
 		return
 	}
-	op := l.CompareAndPut(ctx, CAS{Key: LockCounterKey, ExpectModRev: modRev,
+	op := l.CompareAndPut(ctx, CAS{Key: keyspace.LockCounterKey, ExpectModRev: modRev,
 		ValuePrefix: strconv.FormatInt(count+1, 10) + ":", Guards: []clientv3.Cmp{m.IsOwner()}})
 	switch {
 	case op.Outcome == history.Unknown:
@@ -211,7 +206,7 @@ func (l *locker) incrementOnce(ctx context.Context, sess *concurrency.Session) {
 // revision (0, 0 when absent). ok is false when the read did not succeed or
 // the value is not a counter.
 func (l *locker) read(ctx context.Context) (count, modRev int64, ok bool, err error) {
-	op := l.Get(ctx, LockCounterKey, false)
+	op := l.Get(ctx, keyspace.LockCounterKey, false)
 	if op.Outcome != history.OK {
 		return 0, 0, false, errors.New(op.Error)
 	}
@@ -229,7 +224,7 @@ func (l *locker) read(ctx context.Context) (count, modRev int64, ok bool, err er
 func parseCounter(v string) (int64, error) {
 	n, _, found := strings.Cut(v, ":")
 	if !found {
-		return 0, fmt.Errorf("lock counter value %q is not <count>:<id>; was %s written by something else?", v, LockCounterKey)
+		return 0, fmt.Errorf("lock counter value %q is not <count>:<id>; was %s written by something else?", v, keyspace.LockCounterKey)
 	}
 	return strconv.ParseInt(n, 10, 64)
 }

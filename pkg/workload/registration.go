@@ -11,6 +11,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // RegConfig configures a registration.
@@ -62,7 +63,7 @@ func RunRegistration(ctx context.Context, c cluster.Cluster, rec *history.Record
 	if cfg.Name == "" {
 		cfg.Name = fmt.Sprintf("svc-%d", n)
 	}
-	r := &Registration{cfg: cfg, rec: rec, key: RegistryPrefix + cfg.Name}
+	r := &Registration{cfg: cfg, rec: rec, key: keyspace.RegistryPrefix + cfg.Name}
 	ownerID := RegistryClientBase + int(n%50)
 	owner, err := openClient(ctx, c, "")
 	if err != nil {

@@ -10,9 +10,8 @@
 // each other, each client issues one request at a time, and an error is only
 // called a failure when etcd proves the request did not apply.
 //
-// Key space (checkers rely on it): /kv/ for key-value traffic,
-// /lease-expire/ and /lease-keep/ for lease traffic, /lock/ for the lock
-// counter, /registry/ for registrations.
+// The key layout (which prefix holds which traffic) is pkg/keyspace, which
+// the checkers import too.
 //
 // Not every change to the store is a recorded operation, so checkers must not
 // assume recorded writes account for every revision: lease expiries delete
@@ -34,15 +33,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
-)
-
-// Key prefixes of the traffic.
-const (
-	KVPrefix          = "/kv/"
-	LeaseExpirePrefix = "/lease-expire/"
-	LeaseKeepPrefix   = "/lease-keep/"
-	LockPrefix        = "/lock/"
-	RegistryPrefix    = "/registry/"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // KVLeaseTTL is the TTL of leases granted by KV traffic: long enough that
@@ -109,8 +100,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Serializable < 0 || cfg.Serializable > 1 {
 		return cfg, fmt.Errorf("workload: Serializable is a fraction of gets, want 0..1, got %g", cfg.Serializable)
 	}
-	if cfg.Keys > 1000 {
-		return cfg, fmt.Errorf("workload: Keys=%d is more than the 1000 names /kv/k000../kv/k999 allow; use at most 1000", cfg.Keys)
+	if cfg.Keys > keyspace.MaxKVKeys {
+		return cfg, fmt.Errorf("workload: Keys=%d is more than the key pool's %d names; use at most %[2]d", cfg.Keys, keyspace.MaxKVKeys)
 	}
 	if cfg.Clients >= WatchClientBase {
 		return cfg, fmt.Errorf("workload: Clients=%d is too many; use at most %d", cfg.Clients, WatchClientBase-1)
@@ -135,9 +126,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	return cfg, nil
 }
-
-// Key returns the i-th key of the KV pool.
-func Key(i int) string { return fmt.Sprintf("%sk%03d", KVPrefix, i) }
 
 // Stats counts what a run did.
 type Stats struct {
@@ -231,7 +219,7 @@ func probe(ctx context.Context, c cluster.Cluster) error {
 	defer cli.Close()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := cli.Get(pctx, KVPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithSerializable()); err != nil {
+	if _, err := cli.Get(pctx, keyspace.KVPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithSerializable()); err != nil {
 		return fmt.Errorf("workload: no etcd member answers on %v: %w (is the cluster up?)", c.Endpoints(), err)
 	}
 	return nil
@@ -285,7 +273,7 @@ func Run(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg Conf
 		deletes: make(chan struct{}, 1), revokes: make(chan struct{}, 1),
 		keys: make([]string, cfg.Keys), keyIndex: make(map[string]int, cfg.Keys)}
 	for i := range shared.keys {
-		shared.keys[i] = Key(i)
+		shared.keys[i] = keyspace.KVKey(i)
 		shared.keyIndex[shared.keys[i]] = i
 	}
 	for i := range clients {
@@ -413,7 +401,7 @@ func (kc *kvClient) get(ctx context.Context, k int) {
 }
 
 func (kc *kvClient) rangeAll(ctx context.Context) {
-	op := kc.Range(ctx, KVPrefix, clientv3.GetPrefixRangeEnd(KVPrefix), 0)
+	op := kc.Range(ctx, keyspace.KVPrefix, keyspace.PrefixEnd(keyspace.KVPrefix), 0)
 	if op.Outcome == history.OK {
 		clear(kc.seen)
 		for _, kv := range op.Resp.KVs {

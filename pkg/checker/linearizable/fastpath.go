@@ -8,6 +8,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/model"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // fastResult is the fast path's answer: definite violations (Fail), or a
@@ -465,7 +466,7 @@ func (f *fast) classify() bool {
 		switch op.Kind {
 		case history.Range:
 			lo := sort.SearchStrings(f.keys, op.Key)
-			for k := lo; k < len(f.keys) && inRange(f.keys[k], op.Key, op.End); k++ {
+			for k := lo; k < len(f.keys) && keyspace.InRange(f.keys[k], op.Key, op.End); k++ {
 				f.ks[k].events = append(f.ks[k].events, keyEvent{pos, int32(i)})
 			}
 		case history.LeaseGrant, history.LeaseRevoke:
@@ -479,16 +480,6 @@ func (f *fast) classify() bool {
 		sort.Slice(ev, func(a, b int) bool { return ev[a].pos < ev[b].pos })
 	}
 	return true
-}
-
-func inRange(k, key, end string) bool {
-	switch end {
-	case "":
-		return k == key
-	case "\x00":
-		return k >= key
-	}
-	return k >= key && k < end
 }
 
 func (f *fast) claim(i int32, rev int64) {
@@ -909,7 +900,7 @@ func (f *fast) checkRead(p int32, rev int64) {
 	}
 	lo := sort.SearchStrings(f.keys, op.Key)
 	gi := 0
-	for k := lo; k < len(f.keys) && inRange(f.keys[k], op.Key, op.End); k++ {
+	for k := lo; k < len(f.keys) && keyspace.InRange(f.keys[k], op.Key, op.End); k++ {
 		s := &f.ks[k]
 		inGot := gi < len(got) && got[gi].Key == f.keys[k]
 		within := op.Limit == 0 || gi < int(op.Limit)
@@ -1250,7 +1241,7 @@ func (f *fast) missedWrite(rd int32, returned []int32) string {
 	var w int32 = -1
 	for _, i := range returned {
 		o := f.ops[i]
-		if f.role[i] != roleWrite || f.rev[i] <= f.rev[rd] || !inRange(o.Key, op.Key, op.End) {
+		if f.role[i] != roleWrite || f.rev[i] <= f.rev[rd] || !keyspace.InRange(o.Key, op.Key, op.End) {
 			continue
 		}
 		if o.Kind != history.Put && o.Kind != history.Txn && o.Kind != history.Delete {

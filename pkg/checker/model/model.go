@@ -25,6 +25,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // InitialRevision is the revision of a fresh etcd cluster: the first write
@@ -235,23 +236,11 @@ func (s State) revoke(id int64) State {
 	return s
 }
 
-// RangeEnd interprets an operation's range: End "" is the single key Key,
-// End "\x00" is every key >= Key.
-func inRange(k, key, end string) bool {
-	switch end {
-	case "":
-		return k == key
-	case "\x00":
-		return k >= key
-	}
-	return k >= key && k < end
-}
-
 // Range returns the live keys in [key, end) in key order, at most limit of
 // them (0: no limit), and how many there are in total.
 func (s State) Range(key, end string, limit int64) (kvs []KeyValue, count int64) {
 	i := sort.Search(len(s.kvs), func(i int) bool { return s.kvs[i].Key >= key })
-	for ; i < len(s.kvs) && inRange(s.kvs[i].Key, key, end); i++ {
+	for ; i < len(s.kvs) && keyspace.InRange(s.kvs[i].Key, key, end); i++ {
 		if limit == 0 || int64(len(kvs)) < limit {
 			kvs = append(kvs, s.kvs[i])
 		}
