@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,6 +130,16 @@ func peakHeap(f func()) float64 {
 	return float64(peak.Load()) / (1 << 20)
 }
 
+// cpuSeconds is the CPU time the process has used, all threads (the GC's
+// too). On a shared, loaded machine it varies far less than wall time.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
 // BenchmarkCheck measures Check on histories with faults and unknown
 // outcomes. ops/s counts operations in the history; peak-heap-MB includes
 // the history itself.
@@ -139,13 +150,16 @@ func BenchmarkCheck(b *testing.B) {
 			runtime.GC()
 			b.ResetTimer()
 			var c verdict.Check
-			var peak float64
+			var peak, cpu float64
 			for i := 0; i < b.N; i++ {
 				peak = max(peak, peakHeap(func() {
+					start := cpuSeconds()
 					c = Check(context.Background(), h, Options{Timeout: time.Minute, ForeignWrites: strings.Contains(bh.name, "-foreign")})
+					cpu += cpuSeconds() - start
 				}))
 			}
 			b.StopTimer()
+			b.ReportMetric(cpu/float64(b.N), "cpu-s/op")
 			b.ReportMetric(float64(len(h.Operations)), "history-ops")
 			b.ReportMetric(float64(len(h.Operations))*float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 			b.ReportMetric(peak, "peak-heap-MB")
@@ -302,6 +316,33 @@ func BenchmarkPorcupineModel(b *testing.B) {
 			b.ReportMetric(peak, "peak-heap-MB")
 			b.ReportMetric(decided, "decided")
 			b.Logf("%s: %s: %s", bh.name, c.Status, c.Summary)
+		})
+	}
+}
+
+// BenchmarkCertificate measures the replay of the fast path's linearization
+// through the model that every Pass ends with (it is part of
+// BenchmarkCheck's time too); the fast path's own run is not timed.
+func BenchmarkCertificate(b *testing.B) {
+	for _, bh := range benchHistories(b) {
+		b.Run(bh.name, func(b *testing.B) {
+			h := bh.load(b)
+			ops, _ := selectOps(h, false)
+			cfg := config{foreign: strings.Contains(bh.name, "-foreign") || hasForeignWriters(h), init: baseline(h)}
+			fr, _ := fastRun(context.Background(), ops, cfg, newHints(), passes(len(ops)), 0)
+			if fr.lin == nil {
+				b.Skipf("the fast path alone does not pass it (%s)", fr.undecided)
+			}
+			runtime.GC()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := verifyCertificate(ops, fr.lin, cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(len(fr.lin)), "lin-ops")
+			b.ReportMetric(float64(len(fr.lin))*float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 		})
 	}
 }
