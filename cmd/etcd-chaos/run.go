@@ -53,6 +53,7 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	binary := fs.String("etcd-binary", "", "use this etcd server binary instead of building one (local backend)")
 	nemesis := fs.String("nemesis", "kill-leader", "fault to inject (see list above)")
 	duration := fs.Duration("duration", 30*time.Second, "how long traffic and faults run")
+	faultDuration := fs.Duration("fault-duration", 0, "how long each fault is held (0: the schedule's default, 3s); hold a partition or kill past 5s and the streams of watchers on that member break and resume")
 	rate := fs.Float64("rate", 0, "total KV requests per second (0: as fast as the cluster answers)")
 	clients := fs.Int("clients", 6, "concurrent KV clients")
 	keys := fs.Int("keys", 10, "size of the key pool")
@@ -97,6 +98,9 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *duration <= 0 {
 		return usageErr("--duration must be positive")
+	}
+	if *faultDuration < 0 {
+		return usageErr("--fault-duration must not be negative")
 	}
 	if *seed == 0 {
 		*seed = time.Now().UnixNano() % 1_000_000_000
@@ -145,6 +149,9 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 
 	rerun := fmt.Sprintf("etcd-chaos run --backend %s --members %d --nemesis %s --duration %v --seed %d --rate %g --clients %d --keys %d",
 		*backend, *members, *nemesis, *duration, *seed, *rate, *clients, *keys)
+	if *faultDuration > 0 {
+		rerun += fmt.Sprintf(" --fault-duration %v", *faultDuration)
+	}
 	if *backend == "local" {
 		rerun += " --etcd-version " + c.Version() + settingsArgs(settings, *failpoints)
 	}
@@ -159,6 +166,7 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 		ArtifactDir:  dir,
 		CheckTimeout: *checkTimeout,
 		Rerun:        rerun,
+		Schedule:     chaos.Schedule{Duration: *faultDuration},
 		Progress: func(ops int64, faults int) {
 			running.Do(func() {
 				fmt.Fprintln(os.Stderr, "etcd-chaos run: traffic is running; Ctrl-C stops it early and still saves, checks and reports what was recorded")

@@ -366,11 +366,18 @@ func (r *run) windDown(ctx, grace context.Context, d *driven) []verdict.Check {
 	}
 	if d.watchers != nil && revErr == nil {
 		dctx, cancel := limit(30*time.Second, 5*time.Second)
-		if err := d.watchers.Drain(dctx, finalRev); err != nil {
-			end = append(end, verdict.Check{Name: "watch/drain", Status: failedUnless(ctx),
-				Summary: fmt.Sprintf("watchers did not catch up with revision %d: %v", finalRev, err)})
-		}
+		start := time.Now()
+		err := d.watchers.Drain(dctx, finalRev)
 		cancel()
+		// The stream counts say whether the resume path ran at all: every
+		// stream after a watcher's first resumed one that broke.
+		drain := verdict.Check{Name: "watch/drain", Status: verdict.Pass, Duration: time.Since(start),
+			Summary: fmt.Sprintf("watchers caught up with revision %d; %s", finalRev, d.watchers.Stats())}
+		if err != nil {
+			drain.Status = failedUnless(ctx)
+			drain.Summary = fmt.Sprintf("watchers did not catch up with revision %d: %v; %s", finalRev, err, d.watchers.Stats())
+		}
+		end = append(end, drain)
 	}
 	if recoverErr == nil {
 		hctx, cancel := limit(time.Minute, 10*time.Second)
