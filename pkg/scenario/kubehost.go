@@ -65,6 +65,9 @@ func openKubeHost(ctx context.Context, b Backend, logf func(string, ...any)) (cl
 	}
 	o.Set = append(append([]string(nil), hc.Chart.Set...), o.Set...)
 	c, err := hc.Install(ctx, o)
+	if err == nil && b.Kube.KeepRelease {
+		c.KeepRelease()
+	}
 	if err != nil {
 		if own != nil {
 			own.Close(context.WithoutCancel(ctx))
