@@ -9,6 +9,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // Client IDs of the maintenance actors.
@@ -34,11 +35,12 @@ func compactor(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cf
 		return
 	}
 	defer cli.Close()
+	rc := &client{cli: cli, rec: rec, id: CompactClient, timeout: cfg.OpTimeout, detach: true}
 	rnd := rand.New(rand.NewSource(cfg.Seed*7919 + CompactClient))
 	var last int64
 	for sleep(ctx, jitter(rnd, cfg.CompactInterval)) {
 		octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.OpTimeout)
-		resp, err := cli.Get(octx, KVPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		resp, err := cli.Get(octx, keyspace.KVPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 		cancel()
 		if err != nil {
 			continue
@@ -49,18 +51,9 @@ func compactor(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cf
 			// ErrCompacted; wait for traffic to move on instead.
 			continue
 		}
-		op := history.Operation{ID: rec.NextID(), ClientID: CompactClient, Kind: history.Compact, Revision: rev}
-		octx, cancel = context.WithTimeout(context.WithoutCancel(ctx), cfg.OpTimeout)
-		op.Call = rec.Now()
-		cresp, err := cli.Compact(octx, rev)
-		cancel()
-		var r *history.Response
-		if err == nil {
-			r = &history.Response{}
-			r.Revision, r.MemberID = header(cresp.Header)
+		if op := rc.Compact(ctx, rev); op.Outcome == history.OK {
 			last = rev
 		}
-		finish(rec, &op, err, r)
 	}
 }
 
@@ -79,19 +72,11 @@ func defragmenter(ctx context.Context, c cluster.Cluster, rec *history.Recorder,
 	rnd := rand.New(rand.NewSource(cfg.Seed*104729 + DefragClientBase))
 	for i := 0; sleep(ctx, jitter(rnd, cfg.DefragInterval)); i++ {
 		m := i % len(members)
-		op := history.Operation{ID: rec.NextID(), ClientID: DefragClientBase + m, Kind: history.Defragment, Endpoint: members[m].ClientURL}
-		// A defragmentation rewrites the whole backend; give it longer
-		// than a key-value request.
-		octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*cfg.OpTimeout)
-		op.Call = rec.Now()
-		resp, err := cli.Defragment(octx, op.Endpoint)
-		cancel()
-		var r *history.Response
-		if err == nil {
-			r = &history.Response{}
-			r.Revision, r.MemberID = header(resp.Header)
-		}
-		finish(rec, &op, err, r)
+		// One client per member keeps each a sequential actor. A
+		// defragmentation rewrites the whole backend; give it longer than
+		// a key-value request.
+		rc := &client{cli: cli, rec: rec, id: DefragClientBase + m, timeout: 5 * cfg.OpTimeout, detach: true}
+		rc.Defragment(ctx, members[m].ClientURL)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
@@ -36,7 +37,7 @@ func TestCompactAndDefragDuringTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("traffic: %s %v", st, st.ByKind)
-	if err := FinalRead(ctx, c, rec, KVPrefix); err != nil {
+	if err := FinalRead(ctx, c, rec, keyspace.KVPrefix); err != nil {
 		t.Fatal(err)
 	}
 	dctx, dcancel := context.WithTimeout(ctx, 15*time.Second)
