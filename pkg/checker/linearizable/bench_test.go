@@ -305,3 +305,30 @@ func BenchmarkPorcupineModel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCertificate measures the replay of the fast path's linearization
+// through the model that every Pass ends with (it is part of
+// BenchmarkCheck's time too); the fast path's own run is not timed.
+func BenchmarkCertificate(b *testing.B) {
+	for _, bh := range benchHistories(b) {
+		b.Run(bh.name, func(b *testing.B) {
+			h := bh.load(b)
+			ops, _ := selectOps(h, false)
+			cfg := config{foreign: strings.Contains(bh.name, "-foreign") || hasForeignWriters(h), init: baseline(h)}
+			fr, _ := fastRun(context.Background(), ops, cfg, newHints(), passes(len(ops)), 0)
+			if fr.lin == nil {
+				b.Skipf("the fast path alone does not pass it (%s)", fr.undecided)
+			}
+			runtime.GC()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := verifyCertificate(ops, fr.lin, cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(len(fr.lin)), "lin-ops")
+			b.ReportMetric(float64(len(fr.lin))*float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+		})
+	}
+}

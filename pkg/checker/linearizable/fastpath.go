@@ -15,6 +15,7 @@ import (
 type fastResult struct {
 	definite  []string
 	undecided string
+	lin       []int32 // on Pass: the linearization found (see certificate.go)
 	revisions int64
 	filled    int
 	foreign   int // revisions left to unrecorded writes (foreign mode)
@@ -39,24 +40,11 @@ type keyEvent struct {
 	op  int32
 }
 
-type keyState struct {
-	present    bool
-	value      string
-	mod        int64
-	lease      int64
-	lastPinned int64      // revision of the last write to it that is certain
-	events     []keyEvent // certain operations showing the key, by position
-}
-
 type fast struct {
 	ops      []*history.Operation
 	role     []role
 	rev      []int64 // write: its revision; read/pending: header revision
-	keys     []string
-	keyIdx   map[string]int32
-	ks       []keyState
-	leases   map[int64]bool
-	leaseKey map[int64]int // live keys attached per lease
+	st       kvStore
 	base     int64
 	maxRev   int64
 	owner    []int32 // per revision - base: the write that made it, or -1
@@ -87,9 +75,9 @@ type fast struct {
 	minRet     []int64
 	gapHint    fillAt // a used write that would fill an unfillable gap
 	lastFiller fillAt
-	cur        int64 // revision the replay is at
-	lowTime    int64 // no gap ahead can be older: latest call of a certain write applied
-	wantAbsent bool  // set by callers of stateViolation: the reader saw no key
+	lin        []int32 // the linearization the replay builds, in order
+	cur        int64   // revision the replay is at
+	lowTime    int64   // no gap ahead can be older: latest call of a certain write applied
 }
 
 type fillAt struct {
@@ -133,8 +121,8 @@ func fastRun(ctx context.Context, ops []*history.Operation, cfg config, h *hints
 		if cfg.init != nil {
 			base = cfg.init.Revision
 		}
-		f := &fast{ops: ops, cfg: cfg, snapAt: snapAt, base: base, leases: map[int64]bool{}, leaseKey: map[int64]int{},
-			revoked: map[int64]bool{}, kaLast: map[int64]int64{}, leaseUse: map[int64]int64{}, keyIdx: map[string]int32{}, hints: h, gapHint: fillAt{op: -1}, lastFiller: fillAt{op: -1}}
+		f := &fast{ops: ops, cfg: cfg, snapAt: snapAt, base: base, st: kvStore{leases: map[int64]bool{}, leaseKey: map[int64]int{}, keyIdx: map[string]int32{}},
+			revoked: map[int64]bool{}, kaLast: map[int64]int64{}, leaseUse: map[int64]int64{}, hints: h, gapHint: fillAt{op: -1}, lastFiller: fillAt{op: -1}}
 		if !f.classify() {
 			return f.result(), f
 		}
@@ -142,6 +130,9 @@ func fastRun(ctx context.Context, ops []*history.Operation, cfg config, h *hints
 		if len(f.definite) == 0 && f.undecided == "" {
 			f.sweep()
 			f.checkKeepAlives()
+			if len(f.definite) == 0 && f.undecided == "" {
+				f.placeKeepAlives()
+			}
 		} else if len(f.definite) > 0 {
 			f.sweep() // real-time violations add detail to a failure
 		}
@@ -235,7 +226,7 @@ func (f *fast) learnHint(h *hintAt) bool {
 	// force the likeliest at the latest such gap.
 	lo := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > ht.lastPinned })
 	hi := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > ht.rev })
-	key := f.keys[ht.k]
+	key := f.st.keys[ht.k]
 	for g := hi - 1; g >= lo; g-- {
 		gap := f.gaps[g]
 		if _, taken := f.hints.forced[gap]; taken {
@@ -270,7 +261,11 @@ func (f *fast) learnHint(h *hintAt) bool {
 }
 
 func (f *fast) result() fastResult {
-	return fastResult{definite: f.definite, undecided: f.undecided, revisions: max(0, f.maxRev-f.base), filled: f.filled, foreign: f.foreign}
+	r := fastResult{definite: f.definite, undecided: f.undecided, revisions: max(0, f.maxRev-f.base), filled: f.filled, foreign: f.foreign}
+	if len(r.definite) == 0 && r.undecided == "" {
+		r.lin = f.lin
+	}
+	return r
 }
 
 // classify gives every operation its role and revision, pins unknown writes
@@ -365,20 +360,20 @@ func (f *fast) classify() bool {
 		return false
 	}
 	for k := range keySet {
-		f.keys = append(f.keys, k)
+		f.st.keys = append(f.st.keys, k)
 	}
-	sort.Strings(f.keys)
-	f.ks = make([]keyState, len(f.keys))
-	for i, k := range f.keys {
-		f.keyIdx[k] = int32(i)
+	sort.Strings(f.st.keys)
+	f.st.ks = make([]keyState, len(f.st.keys))
+	for i, k := range f.st.keys {
+		f.st.keyIdx[k] = int32(i)
 	}
 	if f.cfg.init != nil {
 		for _, kv := range f.cfg.init.KVs {
-			s := &f.ks[f.keyIdx[kv.Key]]
+			s := &f.st.ks[f.st.keyIdx[kv.Key]]
 			s.present, s.value, s.mod, s.lease, s.lastPinned = true, kv.Value, kv.ModRevision, kv.Lease, f.base
 			if kv.Lease != 0 {
-				f.leases[kv.Lease] = true
-				f.leaseKey[kv.Lease]++
+				f.st.leases[kv.Lease] = true
+				f.st.leaseKey[kv.Lease]++
 			}
 		}
 	}
@@ -464,18 +459,18 @@ func (f *fast) classify() bool {
 		}
 		switch op.Kind {
 		case history.Range:
-			lo := sort.SearchStrings(f.keys, op.Key)
-			for k := lo; k < len(f.keys) && inRange(f.keys[k], op.Key, op.End); k++ {
-				f.ks[k].events = append(f.ks[k].events, keyEvent{pos, int32(i)})
+			lo := sort.SearchStrings(f.st.keys, op.Key)
+			for k := lo; k < len(f.st.keys) && inRange(f.st.keys[k], op.Key, op.End); k++ {
+				f.st.ks[k].events = append(f.st.ks[k].events, keyEvent{pos, int32(i)})
 			}
 		case history.LeaseGrant, history.LeaseRevoke:
 		default:
-			k := f.keyIdx[op.Key]
-			f.ks[k].events = append(f.ks[k].events, keyEvent{pos, int32(i)})
+			k := f.st.keyIdx[op.Key]
+			f.st.ks[k].events = append(f.st.ks[k].events, keyEvent{pos, int32(i)})
 		}
 	}
-	for k := range f.ks {
-		ev := f.ks[k].events
+	for k := range f.st.ks {
+		ev := f.st.ks[k].events
 		sort.Slice(ev, func(a, b int) bool { return ev[a].pos < ev[b].pos })
 	}
 	return true
@@ -504,9 +499,17 @@ func (f *fast) claim(i int32, rev int64) {
 	*o = i
 }
 
+// compares reports whether txn op's compare holds against key k as the
+// replay holds it, by the model's definition.
+func (f *fast) compares(k int32, op *history.Operation) bool {
+	kv, exists := f.st.ks[k].kv(f.st.keys[k])
+	ok, _ := model.TxnCompare(kv, exists, op)
+	return ok
+}
+
 // uncertain reports whether key k's state may differ from the replay's
 // because a revision gap since its last certain write could have touched it.
-func (f *fast) uncertain(k int32) bool { return f.lastGap > f.ks[k].lastPinned }
+func (f *fast) uncertain(k int32) bool { return f.lastGap > f.st.ks[k].lastPinned }
 
 func (f *fast) replay(ctx context.Context) {
 	cands := make([]int32, 0)
@@ -545,11 +548,11 @@ func (f *fast) replay(ctx context.Context) {
 	f.deletes = map[int32][]int32{}
 	for _, i := range cands {
 		if f.ops[i].Kind == history.Delete {
-			k := f.keyIdx[f.ops[i].Key]
+			k := f.st.keyIdx[f.ops[i].Key]
 			f.deletes[k] = append(f.deletes[k], i)
 		}
 	}
-	f.lastFill = make([]fillAt, len(f.ks))
+	f.lastFill = make([]fillAt, len(f.st.ks))
 	for k := range f.lastFill {
 		f.lastFill[k].op = -1
 	}
@@ -585,7 +588,7 @@ func (f *fast) replay(ctx context.Context) {
 		w := f.owner[r]
 		if w < 0 {
 			for p := f.readHead[r]; p >= 0; p = f.readNext[p] {
-				if f.role[p] == rolePending && f.leaseKey[f.ops[p].Lease] > 0 && f.leases[f.ops[p].Lease] {
+				if f.role[p] == rolePending && f.st.leaseKey[f.ops[p].Lease] > 0 && f.st.leases[f.ops[p].Lease] {
 					w = p
 					f.owner[r] = p
 					f.role[p] = roleWrite
@@ -595,6 +598,7 @@ func (f *fast) replay(ctx context.Context) {
 		}
 		if w >= 0 {
 			f.applyWrite(w, rev, true)
+			f.lin = append(f.lin, w)
 		} else {
 			f.lastGap = rev
 			c := -1
@@ -618,6 +622,7 @@ func (f *fast) replay(ctx context.Context) {
 				f.role[w] = roleFiller
 				f.rev[w] = rev
 				f.applyWrite(w, rev, false)
+				f.lin = append(f.lin, w)
 				f.filled++
 				f.noteFill(w, rev)
 				f.lastFiller = fillAt{w, rev}
@@ -670,12 +675,12 @@ func (f *fast) noteFill(w int32, rev int64) {
 	op := f.ops[w]
 	switch op.Kind {
 	case history.Put, history.Txn, history.Delete:
-		f.lastFill[f.keyIdx[op.Key]] = fillAt{w, rev}
+		f.lastFill[f.st.keyIdx[op.Key]] = fillAt{w, rev}
 	case history.LeaseRevoke:
 		// Its keys are gone now; their lastPinned predates rev, so a
 		// contradiction on them names this filler.
-		for k := range f.ks {
-			if f.ks[k].lease == op.Lease && f.ks[k].mod < rev {
+		for k := range f.st.ks {
+			if f.st.ks[k].lease == op.Lease && f.st.ks[k].mod < rev {
 				f.lastFill[k] = fillAt{w, rev}
 			}
 		}
@@ -709,81 +714,57 @@ func (f *fast) eligible(cands []int32, deadline int64) int {
 	return sort.Search(len(cands), func(i int) bool { return f.ops[cands[i]].Call > deadline })
 }
 
+// applyWrite applies write w, which the replay places at revision rev, to
+// the replayed store through the model: an OK write with its response, an
+// unknown one with the response it would have had taking effect at rev.
+// pinned says the placement is certain (not a guessed filler).
 func (f *fast) applyWrite(w int32, rev int64, pinned bool) {
 	op := f.ops[w]
-	setLast := func(k int32) {
-		if pinned {
-			f.ks[k].lastPinned = rev
-		}
-	}
 	if pinned {
 		f.lowTime = max(f.lowTime, op.Call)
 	}
-	switch op.Kind {
-	case history.Put, history.Txn:
-		k := f.keyIdx[op.Key]
-		s := &f.ks[k]
-		if op.Kind == history.Txn {
-			var mod int64
-			if s.present {
-				mod = s.mod
-			}
-			if mod != op.ExpectModRev {
-				f.stateViolation(k, "%s succeeded at revision %d, but %s's mod revision was then %d, not %d", f.desc(w), rev, op.Key, mod, op.ExpectModRev)
-			}
+	resp := respOf(op)
+	if resp == nil {
+		resp = &history.Response{Revision: rev, Succeeded: true, Deleted: 1}
+	}
+	leaseGone := op.Lease != 0 && !f.st.leases[op.Lease]
+	f.st.rev = rev - 1
+	f.st.touched = f.st.touched[:0]
+	if why := model.Apply(&f.st, op, resp, model.Strict); why != "" {
+		msg := fmt.Sprintf("%s took effect at revision %d, but %s", f.desc(w), rev, why)
+		switch {
+		case op.Kind == history.LeaseRevoke:
+			f.undecide("%s", msg)
+		case leaseGone && f.revoked[op.Lease]:
+			f.undecide("%s; a guessed expiry or revoke removed the lease", msg)
+		case leaseGone:
+			f.violate("%s", msg)
+		default:
+			f.stateViolation(f.st.keyIdx[op.Key], false, "%s", msg)
 		}
-		if op.Lease != 0 && !f.leases[op.Lease] {
-			if f.revoked[op.Lease] {
-				f.undecide("a put uses lease %x, which a guessed expiry or revoke removed", op.Lease)
-			} else {
-				f.violate("%s succeeded at revision %d with lease %x, which was not granted or already revoked", f.desc(w), rev, op.Lease)
-			}
+	}
+	f.st.rev = rev
+	if pinned {
+		for _, k := range f.st.touched {
+			f.st.ks[k].lastPinned = rev
 		}
-		if s.present && s.lease != 0 {
-			f.leaseKey[s.lease]--
+		if op.Kind != history.LeaseRevoke {
+			f.st.ks[f.st.keyIdx[op.Key]].lastPinned = rev
 		}
-		s.present, s.value, s.mod, s.lease = true, op.Value, rev, op.Lease
-		if op.Lease != 0 {
-			f.leaseKey[op.Lease]++
-		}
-		setLast(k)
-	case history.Delete:
-		k := f.keyIdx[op.Key]
-		s := &f.ks[k]
-		if !s.present {
-			f.stateViolation(k, "%s deleted %s at revision %d, but the key did not exist then", f.desc(w), op.Key, rev)
-		} else if s.lease != 0 {
-			f.leaseKey[s.lease]--
-		}
-		s.present = false
-		setLast(k)
-	case history.LeaseRevoke:
-		l := op.Lease
-		if pinned && f.leaseKey[l] == 0 {
-			f.undecide("revoke of lease %x at revision %d deleted nothing", l, rev)
-		}
-		for k := range f.ks {
-			s := &f.ks[k]
-			if s.present && s.lease == l {
-				s.present = false
-				setLast(int32(k))
-			}
-		}
-		f.leaseKey[l] = 0
-		f.leases[l] = false
-		if !pinned {
-			f.revoked[l] = true
-		}
+	} else if op.Kind == history.LeaseRevoke {
+		f.revoked[op.Lease] = true
 	}
 }
 
 // stateViolation records a contradiction about key k's state: certain when
 // no gap since k's last certain write could explain it, else undecided.
-func (f *fast) stateViolation(k int32, format string, args ...any) {
-	wantAbsent := f.wantAbsent
-	f.wantAbsent = false
+//
+// wantAbsent says what the contradicting operation saw: the key absent
+// (a delete or revoke must have come first), else present with another
+// value (a put must have).
+func (f *fast) stateViolation(k int32, wantAbsent bool, format string, args ...any) {
 	if f.uncertain(k) {
-		s := &f.ks[k]
+		s := &f.st.ks[k]
 		culprit := int32(-1)
 		if lf := f.lastFill[k]; lf.op >= 0 && lf.rev > s.lastPinned {
 			culprit = lf.op
@@ -806,7 +787,7 @@ func (f *fast) processReads(rev int64) {
 	// then revokes that deleted nothing, which only remove the lease.
 	for p := f.readHead[r]; p >= 0; p = f.readNext[p] {
 		if f.ops[p].Kind == history.LeaseGrant {
-			f.leases[f.ops[p].Resp.LeaseID] = true
+			f.st.leases[f.ops[p].Resp.LeaseID] = true
 		}
 	}
 	for p := f.readHead[r]; p >= 0; p = f.readNext[p] {
@@ -815,23 +796,16 @@ func (f *fast) processReads(rev int64) {
 		case history.Get, history.Range:
 			f.checkRead(p, rev)
 		case history.Txn:
-			k := f.keyIdx[op.Key]
-			s := &f.ks[k]
-			var mod int64
-			if s.present {
-				mod = s.mod
-			}
-			if mod == op.ExpectModRev {
-				f.wantAbsent = len(op.Resp.KVs) == 0
-				f.stateViolation(k, "%s failed its compare at revision %d, but %s's mod revision was %d, as expected", f.desc(p), rev, op.Key, mod)
+			k := f.st.keyIdx[op.Key]
+			if f.compares(k, op) {
+				f.stateViolation(k, len(op.Resp.KVs) == 0, "%s failed its compare at revision %d, but %s's mod revision was %d, as expected", f.desc(p), rev, op.Key, f.st.ks[k].mod)
 			} else {
 				f.compareKey(p, k, op.Resp.KVs, rev)
 			}
 		case history.Delete:
-			k := f.keyIdx[op.Key]
-			if f.ks[k].present {
-				f.wantAbsent = true
-				f.stateViolation(k, "%s deleted nothing at revision %d, but %s held %q (mod revision %d)", f.desc(p), rev, op.Key, f.ks[k].value, f.ks[k].mod)
+			k := f.st.keyIdx[op.Key]
+			if f.st.ks[k].present {
+				f.stateViolation(k, true, "%s deleted nothing at revision %d, but %s held %q (mod revision %d)", f.desc(p), rev, op.Key, f.st.ks[k].value, f.st.ks[k].mod)
 			}
 		}
 	}
@@ -842,32 +816,40 @@ func (f *fast) processReads(rev int64) {
 		f.role[p] = roleRead
 		l := f.ops[p].Lease
 		switch {
-		case !f.leases[l]:
+		case !f.st.leases[l]:
 			if f.revoked[l] {
 				f.undecide("revoke of lease %x follows a guessed expiry", l)
 			} else {
 				f.violate("%s succeeded at revision %d, but lease %x was not granted or already revoked", f.desc(p), rev, l)
 			}
-		case f.leaseKey[l] > 0:
+		case f.st.leaseKey[l] > 0:
 			if f.lastGap > 0 {
 				f.undecide("revoke of lease %x at revision %d left keys attached", l, rev)
 			} else {
-				f.violate("%s returned revision %d without deleting the %d keys still attached to lease %x", f.desc(p), rev, f.leaseKey[l], l)
+				f.violate("%s returned revision %d without deleting the %d keys still attached to lease %x", f.desc(p), rev, f.st.leaseKey[l], l)
 			}
 		}
-		f.leases[l] = false
+		f.st.leases[l] = false
+	}
+	// Everything read at rev goes into the linearization after rev's write,
+	// in call order: operations at one revision change nothing, and the
+	// sweep checks real time across revisions.
+	for p := f.readHead[r]; p >= 0; p = f.readNext[p] {
+		if f.role[p] == roleRead {
+			f.lin = append(f.lin, p)
+		}
 	}
 }
 
 // compareKey checks a single-key read of key k against the replayed state.
 func (f *fast) compareKey(p int32, k int32, got []history.KV, rev int64) {
-	s := &f.ks[k]
+	s := &f.st.ks[k]
 	match := false
 	switch {
 	case !s.present:
 		match = len(got) == 0
 	case len(got) == 1:
-		match = got[0].Key == f.keys[k] && got[0].Value == s.value && got[0].ModRevision == s.mod
+		match = got[0].Key == f.st.keys[k] && got[0].Value == s.value && got[0].ModRevision == s.mod
 	}
 	if match {
 		return
@@ -876,7 +858,7 @@ func (f *fast) compareKey(p int32, k int32, got []history.KV, rev int64) {
 }
 
 func (f *fast) keyMismatch(p int32, k int32, got []history.KV, rev int64) {
-	s := &f.ks[k]
+	s := &f.st.ks[k]
 	want := "nothing"
 	if s.present {
 		want = fmt.Sprintf("%q (mod revision %d)", s.value, s.mod)
@@ -884,34 +866,33 @@ func (f *fast) keyMismatch(p int32, k int32, got []history.KV, rev int64) {
 	gotText := "nothing"
 	var gotMod int64 = -1
 	for _, kv := range got {
-		if kv.Key == f.keys[k] {
+		if kv.Key == f.st.keys[k] {
 			gotText = fmt.Sprintf("%q (mod revision %d)", kv.Value, kv.ModRevision)
 			gotMod = kv.ModRevision
 		}
 	}
-	msg := fmt.Sprintf("%s read %s=%s at revision %d, but the store then held %s", f.desc(p), f.keys[k], gotText, rev, want)
+	msg := fmt.Sprintf("%s read %s=%s at revision %d, but the store then held %s", f.desc(p), f.st.keys[k], gotText, rev, want)
 	if gotMod >= 0 && gotMod < s.lastPinned {
 		// A certain write to the key after the value returned: stale,
 		// whatever the unknown writes did.
 		f.violate("%s: stale read", msg)
 		return
 	}
-	f.wantAbsent = gotMod < 0
-	f.stateViolation(k, "%s", msg)
+	f.stateViolation(k, gotMod < 0, "%s", msg)
 }
 
 func (f *fast) checkRead(p int32, rev int64) {
 	op := f.ops[p]
 	got := op.Resp.KVs
 	if op.Kind == history.Get {
-		f.compareKey(p, f.keyIdx[op.Key], got, rev)
+		f.compareKey(p, f.st.keyIdx[op.Key], got, rev)
 		return
 	}
-	lo := sort.SearchStrings(f.keys, op.Key)
+	lo := sort.SearchStrings(f.st.keys, op.Key)
 	gi := 0
-	for k := lo; k < len(f.keys) && inRange(f.keys[k], op.Key, op.End); k++ {
-		s := &f.ks[k]
-		inGot := gi < len(got) && got[gi].Key == f.keys[k]
+	for k := lo; k < len(f.st.keys) && inRange(f.st.keys[k], op.Key, op.End); k++ {
+		s := &f.st.ks[k]
+		inGot := gi < len(got) && got[gi].Key == f.st.keys[k]
 		within := op.Limit == 0 || gi < int(op.Limit)
 		switch {
 		case s.present && within:
@@ -971,7 +952,7 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 			// comes late), and it is always fresh.
 			continue
 		}
-		if op.Kind == history.LeaseRevoke && !f.leases[op.Lease] {
+		if op.Kind == history.LeaseRevoke && !f.st.leases[op.Lease] {
 			// A revoke of a lease not live now cannot fit (fits says so
 			// too); skip it uncounted so that the thousands of spent
 			// expiries of a long run do not use up the scan.
@@ -1026,19 +1007,12 @@ func (f *fast) fits(w int32, rev int64) (fits bool, due int64, needed bool, key 
 	op := f.ops[w]
 	switch op.Kind {
 	case history.Put, history.Txn:
-		if op.Lease != 0 && !f.leases[op.Lease] {
+		if op.Lease != 0 && !f.st.leases[op.Lease] {
 			return false, 0, false, 0
 		}
-		k := f.keyIdx[op.Key]
-		s := &f.ks[k]
-		if op.Kind == history.Txn {
-			var mod int64
-			if s.present {
-				mod = s.mod
-			}
-			if mod != op.ExpectModRev {
-				return false, 0, false, 0
-			}
+		k := f.st.keyIdx[op.Key]
+		if op.Kind == history.Txn && !f.compares(k, op) {
+			return false, 0, false, 0
 		}
 		after := keyState{present: true, value: op.Value, mod: rev, lease: op.Lease}
 		ok, due, need := f.agrees(k, &after, rev)
@@ -1049,8 +1023,8 @@ func (f *fast) fits(w int32, rev int64) (fits bool, due int64, needed bool, key 
 		}
 		return ok, due, need, k
 	case history.Delete:
-		k := f.keyIdx[op.Key]
-		if !f.ks[k].present {
+		k := f.st.keyIdx[op.Key]
+		if !f.st.ks[k].present {
 			return false, 0, false, 0
 		}
 		ok, due, need := f.agrees(k, &keyState{}, rev)
@@ -1062,12 +1036,12 @@ func (f *fast) fits(w int32, rev int64) (fits bool, due int64, needed bool, key 
 		// Comparing with the revoke's own call instead would forbid a
 		// kept-alive lease from ever expiring, as it does once its
 		// keep-alives stop during a fault.
-		if !f.leases[l] || f.leaseKey[l] == 0 || f.kaLast[l] >= f.minRet[rev-f.base] || f.leaseUsedLater(l, rev) {
+		if !f.st.leases[l] || f.st.leaseKey[l] == 0 || f.kaLast[l] >= f.minRet[rev-f.base] || f.leaseUsedLater(l, rev) {
 			return false, 0, false, 0
 		}
 		due = math.MaxInt64
-		for k := range f.ks {
-			s := &f.ks[k]
+		for k := range f.st.ks {
+			s := &f.st.ks[k]
 			if s.present && s.lease == l {
 				ok, d, need := f.agrees(int32(k), &keyState{}, rev)
 				if !ok {
@@ -1092,11 +1066,11 @@ func (f *fast) deletableBefore(k int32, rev, due int64) bool {
 	if due == math.MaxInt64 {
 		return false
 	}
-	e := sort.Search(len(f.ks[k].events), func(i int) bool { return f.ks[k].events[i].pos >= due })
-	if e == len(f.ks[k].events) {
+	e := sort.Search(len(f.st.ks[k].events), func(i int) bool { return f.st.ks[k].events[i].pos >= due })
+	if e == len(f.st.ks[k].events) {
 		return false
 	}
-	if ok, _ := f.consistent(k, &keyState{}, f.ks[k].events[e]); !ok {
+	if ok, _ := f.consistent(k, &keyState{}, f.st.ks[k].events[e]); !ok {
 		return false
 	}
 	g := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > rev })
@@ -1118,14 +1092,14 @@ func (f *fast) leaseUsedLater(l int64, rev int64) bool { return f.leaseUse[l] >=
 // with the next operation that shows k, that operation's position, and
 // whether it needs the change (it disagrees with k left as it is).
 func (f *fast) agrees(k int32, after *keyState, rev int64) (ok bool, due int64, needed bool) {
-	ev := f.ks[k].events
+	ev := f.st.ks[k].events
 	for i := sort.Search(len(ev), func(i int) bool { return ev[i].pos > 2*rev }); i < len(ev); i++ {
 		e := ev[i]
 		ok, blind := f.consistent(k, after, e)
 		if blind {
 			continue
 		}
-		before, _ := f.consistent(k, &f.ks[k], e)
+		before, _ := f.consistent(k, &f.st.ks[k], e)
 		return ok, e.pos, ok && !before
 	}
 	return true, math.MaxInt64, false
@@ -1135,9 +1109,10 @@ func (f *fast) agrees(k int32, after *keyState, rev int64) (ok bool, due int64, 
 // just before it, or that e does not show k at all (blind).
 func (f *fast) consistent(k int32, s *keyState, e keyEvent) (ok, blind bool) {
 	op := f.ops[e.op]
-	mod := int64(0)
-	if s.present {
-		mod = s.mod
+	var compares bool
+	if op.Kind == history.Txn {
+		kv, exists := s.kv(f.st.keys[k])
+		compares, _ = model.TxnCompare(kv, exists, op)
 	}
 	same := func(got []history.KV) bool {
 		if !s.present {
@@ -1150,7 +1125,7 @@ func (f *fast) consistent(k int32, s *keyState, e keyEvent) (ok, blind bool) {
 		case history.Put:
 			return true, false
 		case history.Txn:
-			return mod == op.ExpectModRev, false
+			return compares, false
 		case history.Delete:
 			return s.present, false
 		}
@@ -1160,16 +1135,16 @@ func (f *fast) consistent(k int32, s *keyState, e keyEvent) (ok, blind bool) {
 	case history.Get:
 		return same(op.Resp.KVs), false
 	case history.Txn:
-		return mod != op.ExpectModRev && same(op.Resp.KVs), false
+		return !compares && same(op.Resp.KVs), false
 	case history.Delete:
 		return !s.present, false
 	case history.Range:
 		got := op.Resp.KVs
-		if op.Limit != 0 && int64(len(got)) >= op.Limit && len(got) > 0 && f.keys[k] > got[len(got)-1].Key {
+		if op.Limit != 0 && int64(len(got)) >= op.Limit && len(got) > 0 && f.st.keys[k] > got[len(got)-1].Key {
 			return true, true // beyond the limit: the response does not show it
 		}
 		for _, kv := range got {
-			if kv.Key == f.keys[k] {
+			if kv.Key == f.st.keys[k] {
 				return s.present && kv.Value == s.value && kv.ModRevision == s.mod, false
 			}
 		}
@@ -1266,9 +1241,10 @@ func (f *fast) missedWrite(rd int32, returned []int32) string {
 	return fmt.Sprintf("; it misses %s, a write to %s that returned before the read was called", f.desc(w), f.ops[w].Key)
 }
 
-// checkKeepAlives requires every successful keep-alive to name a lease
-// granted before it returned and not revoked before it was called; anything
-// subtler is left to porcupine.
+// checkKeepAlives fails a successful keep-alive of a lease that an
+// acknowledged revoke had removed before it was called; placeKeepAlives
+// then finds each keep-alive its place in the linearization, or leaves the
+// history undecided.
 func (f *fast) checkKeepAlives() {
 	granted := map[int64]int64{}
 	revoked := map[int64]int64{}
@@ -1301,17 +1277,12 @@ func (f *fast) checkKeepAlives() {
 		if f.role[i] != roleKeepAlive {
 			continue
 		}
-		g, ok := granted[op.Lease]
+		_, ok := granted[op.Lease]
 		r, wasRevoked := revoked[op.Lease]
 		if ok && wasRevoked && r < op.Call && lastGrant[op.Lease] < revokeCall[op.Lease] {
 			// The revoke returned before the keep-alive was sent and
 			// nothing granted the lease again: no order renews it.
 			f.violate("%s renewed lease %x, which an acknowledged revoke had removed %s before it was called", f.desc(int32(i)), op.Lease, fmtDuration(op.Call-r))
-			continue
-		}
-		if !ok || g > op.Return || (wasRevoked && r < op.Call) {
-			f.undecide("keep-alive op %d of lease %x is not plainly inside the lease's life", op.ID, op.Lease)
-			return
 		}
 	}
 }

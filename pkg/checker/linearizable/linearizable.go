@@ -19,6 +19,13 @@
 // linearization in hand, and Fail with a contradiction that no choice of
 // unknown outcomes can remove.
 //
+// The fast path applies every write through the model's step function
+// (model.Apply) on its own per-key store, and every Pass, from either
+// decider, carries its linearization, which is replayed through the model
+// once more (certificate.go) before the verdict is Pass: each operation in
+// order, within its call and return, with the model's response. A
+// linearization that fails that replay makes the verdict Unknown.
+//
 // Assumptions: the cluster starts empty at revision 1, or as a baseline
 // read at the start of the history showed it, and every write to it is in
 // the history (values unique per run), unless foreign writes are allowed
@@ -79,6 +86,9 @@ type Options struct {
 
 	// mode forces one decider; tests use it to compare them.
 	mode mode
+	// tamper, when set, changes a decider's linearization before it is
+	// verified; tests use it to show a bad certificate is never a Pass.
+	tamper func(lin []int32) []int32
 }
 
 type mode int
@@ -225,10 +235,16 @@ func check(ctx context.Context, h *history.History, opts Options) verdict.Check 
 			}
 			return c
 		case fr.undecided == "":
+			if opts.tamper != nil {
+				fr.lin = opts.tamper(fr.lin)
+			}
+			if err := verifyCertificate(ops, fr.lin, cfg); err != nil {
+				return certificateFailed(c, "the revision fast path", err, countText)
+			}
 			c.Status = verdict.Pass
-			c.Summary = fmt.Sprintf("linearizable (decided by the revision fast path: %d revisions, %d filled by unknown writes); %s", fr.revisions, fr.filled, countText)
+			c.Summary = fmt.Sprintf("linearizable (decided by the revision fast path: %d revisions, %d filled by unknown writes; its linearization of %d operations replayed through the model); %s", fr.revisions, fr.filled, len(fr.lin), countText)
 			if localised > 0 {
-				c.Summary = fmt.Sprintf("linearizable (decided by the revision fast path guided by porcupine on a window of %d operations: %d revisions, %d filled by unknown writes); %s", localised, fr.revisions, fr.filled, countText)
+				c.Summary = fmt.Sprintf("linearizable (decided by the revision fast path guided by porcupine on a window of %d operations: %d revisions, %d filled by unknown writes; its linearization of %d operations replayed through the model); %s", localised, fr.revisions, fr.filled, len(fr.lin), countText)
 			}
 			return c
 		case opts.mode == modeFastOnly:
@@ -260,8 +276,14 @@ func check(ctx context.Context, h *history.History, opts Options) verdict.Check 
 	}
 	switch pr.result {
 	case porcupine.Ok:
+		if opts.tamper != nil {
+			pr.lin = opts.tamper(pr.lin)
+		}
+		if err := verifyCertificate(ops, pr.lin, cfg); err != nil {
+			return certificateFailed(c, "porcupine", err, countText)
+		}
 		c.Status = verdict.Pass
-		c.Summary = "linearizable (decided by porcupine); " + countText
+		c.Summary = fmt.Sprintf("linearizable (decided by porcupine; its linearization of %d operations replayed through the model); %s", len(pr.lin), countText)
 	case porcupine.Illegal:
 		c.Status = verdict.Fail
 		c.Summary = "not linearizable (decided by porcupine); " + countText
@@ -273,6 +295,15 @@ func check(ctx context.Context, h *history.History, opts Options) verdict.Check 
 		c.Status = verdict.Unknown
 		c.Summary = fmt.Sprintf("linearizability unknown: porcupine timed out after %s; %s", opts.Timeout, countText)
 	}
+	return c
+}
+
+// certificateFailed makes c Unknown because the decider's linearization
+// did not survive its replay through the model: a bug in the checker, not
+// a verdict on the history, so it is neither Pass nor Fail.
+func certificateFailed(c verdict.Check, decider string, err error, countText string) verdict.Check {
+	c.Status = verdict.Unknown
+	c.Summary = fmt.Sprintf("linearizability unknown: %s found the history linearizable, but its linearization failed the replay through the model (%v); this is a checker bug, please report it with the history; %s", decider, err, countText)
 	return c
 }
 

@@ -21,14 +21,14 @@ type snapshot struct {
 
 func (f *fast) takeSnap(rev int64) {
 	var kvs []model.KeyValue
-	for k := range f.ks {
-		s := &f.ks[k]
+	for k := range f.st.ks {
+		s := &f.st.ks[k]
 		if s.present {
-			kvs = append(kvs, model.KeyValue{Key: f.keys[k], Value: s.value, ModRevision: s.mod, Lease: s.lease})
+			kvs = append(kvs, model.KeyValue{Key: f.st.keys[k], Value: s.value, ModRevision: s.mod, Lease: s.lease})
 		}
 	}
 	var leases []int64
-	for l, ok := range f.leases {
+	for l, ok := range f.st.leases {
 		if ok {
 			leases = append(leases, l)
 		}
@@ -139,7 +139,7 @@ func localise(ctx context.Context, ops []*history.Operation, cfg config, last *f
 		window = append(window, op)
 		index = append(index, int32(i))
 	}
-	m := model.PorcupineWith(f.snap.state, cfg.foreign)
+	m := model.PorcupineWith(f.snap.state, cfg.rule())
 	res, info, abandoned := searchBounded(ctx, m, toPorcupine(window), timeout, memLimit)
 	if abandoned != "" || res != porcupine.Ok {
 		return fastResult{undecided: fmt.Sprintf("porcupine on the window (%d, %d] of %d operations: %v %s", lo, hi, len(window), res, abandoned)}, nil, len(window), true
@@ -152,15 +152,11 @@ func localise(ctx context.Context, ops []*history.Operation, cfg config, last *f
 			}
 		}
 	}
-	step := model.Step
-	if cfg.foreign {
-		step = model.StepRelaxed
-	}
 	s := f.snap.state
 	for _, w := range lin {
 		op := window[w]
 		before := s.Revision
-		_, s = step(s, op, respOf(op))
+		_, s = model.Step(s, op, respOf(op), cfg.rule())
 		if op.Outcome != history.OK && s.Revision > before && s.Revision <= hi {
 			h.forced[s.Revision] = index[w]
 			delete(h.banned, index[w])

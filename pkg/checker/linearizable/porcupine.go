@@ -22,7 +22,26 @@ type porcupineResult struct {
 	violations []string
 	artifact   string // file name in ArtifactDir, when written
 	warn       string
-	abandoned  string // why the search was stopped early; result is then meaningless
+	abandoned  string  // why the search was stopped early; result is then meaningless
+	lin        []int32 // on Ok: porcupine's linearization, as indices into the operations
+}
+
+// completeLinearization returns the linearization porcupine found for n
+// operations (one partition: the model does not partition), or nil when it
+// reported none that long.
+func completeLinearization(info porcupine.LinearizationInfo, n int) []int32 {
+	for _, part := range info.PartialLinearizations() {
+		for _, l := range part {
+			if len(l) == n {
+				out := make([]int32, n)
+				for i, id := range l {
+					out[i] = int32(id)
+				}
+				return out
+			}
+		}
+	}
+	return nil
 }
 
 // config is what the deciders share beyond the operations: the initial
@@ -30,6 +49,14 @@ type porcupineResult struct {
 type config struct {
 	init    *InitialState
 	foreign bool
+}
+
+// rule is the model's rule for writes the history may leave out.
+func (c config) rule() model.Rule {
+	if c.foreign {
+		return model.ForeignWrites
+	}
+	return model.Strict
 }
 
 // initState is the model state the history starts from.
@@ -78,7 +105,7 @@ func toPorcupine(ops []*history.Operation) []porcupine.Operation {
 // is reported as abandoned. The goroutine is waited for, so no search is
 // ever left running.
 func runPorcupine(ctx context.Context, h *history.History, ops []*history.Operation, cfg config, timeout time.Duration, memLimit uint64, artifactDir string) porcupineResult {
-	m := model.PorcupineWith(cfg.initState(), cfg.foreign)
+	m := model.PorcupineWith(cfg.initState(), cfg.rule())
 	m.DescribeOperationMetadata = func(info interface{}) string {
 		if info == nil {
 			return ""
@@ -90,6 +117,9 @@ func runPorcupine(ctx context.Context, h *history.History, ops []*history.Operat
 		return porcupineResult{result: porcupine.Unknown, abandoned: why}
 	}
 	out := porcupineResult{result: res}
+	if res == porcupine.Ok {
+		out.lin = completeLinearization(info, len(ops))
+	}
 	if res != porcupine.Illegal {
 		return out
 	}
@@ -188,14 +218,10 @@ func explainIllegal(ops []*history.Operation, info porcupine.LinearizationInfo, 
 	}
 	in := make([]bool, len(ops))
 	s := cfg.initState()
-	explain := model.Explain
-	if cfg.foreign {
-		explain = model.ExplainRelaxed
-	}
 	for _, id := range longest {
 		in[id] = true
 		op := ops[id]
-		_, s, _ = explain(s, op, respOf(op))
+		_, s, _ = model.Explain(s, op, respOf(op), cfg.rule())
 	}
 	// Of the operations left out, the one that returned first is the one
 	// the linearization could not get past: everything called after its
@@ -211,7 +237,7 @@ func explainIllegal(ops []*history.Operation, info porcupine.LinearizationInfo, 
 	}
 	sort.Slice(pending, func(a, b int) bool { return ops[pending[a]].Return < ops[pending[b]].Return })
 	op := ops[pending[0]]
-	_, _, why := explain(s, op, op.Resp)
+	_, _, why := model.Explain(s, op, op.Resp, cfg.rule())
 	if why == "" {
 		why = "placing it here makes a later operation impossible"
 	}

@@ -8,7 +8,7 @@ import (
 
 func mustStep(t *testing.T, s State, op history.Operation, resp *history.Response) State {
 	t.Helper()
-	ok, n, why := Explain(s, &op, resp)
+	ok, n, why := Explain(s, &op, resp, Strict)
 	if !ok {
 		t.Fatalf("%s rejected: %s", Describe(&op, resp), why)
 	}
@@ -17,7 +17,7 @@ func mustStep(t *testing.T, s State, op history.Operation, resp *history.Respons
 
 func mustReject(t *testing.T, s State, op history.Operation, resp *history.Response) {
 	t.Helper()
-	if ok, _ := Step(s, &op, resp); ok {
+	if ok, _ := Step(s, &op, resp, Strict); ok {
 		t.Fatalf("%s accepted in %s", Describe(&op, resp), s)
 	}
 }
@@ -102,6 +102,6 @@ func BenchmarkStepPut(b *testing.B) {
 	resp := &history.Response{Revision: s.Revision + 1}
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		Step(s, op, resp)
+		Step(s, op, resp, Strict)
 	}
 }

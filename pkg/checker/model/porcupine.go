@@ -1,0 +1,28 @@
+package model
+
+import (
+	"context"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+)
+
+// PorcupineWith returns the model in porcupine's terms, starting from init,
+// under rule. Inputs are *history.Operation and outputs *history.Response
+// (nil: unknown outcome).
+func PorcupineWith(init State, rule Rule) porcupine.Model {
+	return porcupine.Model{
+		Init: func() interface{} { return init },
+		StepContext: func(_ context.Context, state, input, output interface{}) (bool, interface{}) {
+			ok, n := Step(state.(State), input.(*history.Operation), output.(*history.Response), rule)
+			return ok, n
+		},
+		Equal: func(a, b interface{}) bool { return a.(State).Equal(b.(State)) },
+		Hash:  func(s interface{}) uint64 { return s.(State).Hash() },
+		DescribeOperation: func(input, output interface{}) string {
+			return Describe(input.(*history.Operation), output.(*history.Response))
+		},
+		DescribeState: func(state interface{}) string { return state.(State).String() },
+	}
+}
