@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,8 +35,8 @@ type jepsenCorpus struct {
 // so that the verdicts come from the reference, not from us.
 func loadJepsenCorpus(tb testing.TB) []jepsenCorpus {
 	tb.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	out, err := exec.Command(goBin, "mod", "download", "-json", porcupineModule).Output()
+	// go test puts its own go first on PATH.
+	out, err := exec.Command("go", "mod", "download", "-json", porcupineModule).Output()
 	if err != nil {
 		tb.Fatalf("locate %s in the module cache (go mod download -json %s): %v", porcupineModule, porcupineModule, err)
 	}

@@ -187,8 +187,7 @@ func partitionByKeys(pops []porcupine.Operation, init model.ValueState) [][]porc
 		parent[i] = i
 	}
 	node := func() int { parent = append(parent, len(parent)); return len(parent) - 1 }
-	var find func(int) int
-	find = func(x int) int {
+	find := func(x int) int {
 		for parent[x] != x {
 			parent[x] = parent[parent[x]]
 			x = parent[x]

@@ -167,3 +167,59 @@ func TestPartitionByKeys(t *testing.T) {
 		t.Fatalf("partitions:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// casRev adds a value-compare txn to a history with revisions.
+func (b *builder) casRev(c int, call, ret int64, key, from, to string, ok bool, rev int64) int64 {
+	return b.add(history.Operation{ClientID: c, Kind: history.Txn, Key: key, ExpectValue: &from, Value: to, Call: call, Return: ret,
+		Resp: &history.Response{Revision: rev, Succeeded: ok}})
+}
+
+// In a history with revisions, a value-compare txn is judged by the full
+// model: the fast path and porcupine agree on every case, and each case is
+// decided (pass or fail), never left unknown.
+func TestValueCompareWithRevisions(t *testing.T) {
+	cases := []struct {
+		name  string
+		build func(b *builder)
+		want  verdict.Status
+	}{
+		{"compare holds", func(b *builder) {
+			b.put(1, 0, 10, "a", "v1", 2)
+			b.casRev(2, 20, 30, "a", "v1", "v2", true, 3)
+			b.get(1, 40, 50, "a", 3, kv("a", "v2", 3))
+		}, verdict.Pass},
+		{"compare fails on another value", func(b *builder) {
+			b.put(1, 0, 10, "a", "v1", 2)
+			b.casRev(2, 20, 30, "a", "v0", "v2", false, 2)
+			b.get(1, 40, 50, "a", 2, kv("a", "v1", 2))
+		}, verdict.Pass},
+		{"compare fails on a missing key", func(b *builder) {
+			b.casRev(2, 0, 10, "a", "", "v2", false, 1)
+			b.get(1, 20, 30, "a", 1)
+		}, verdict.Pass},
+		{"succeeded on a missing key", func(b *builder) {
+			b.casRev(2, 0, 10, "a", "", "v2", true, 2)
+		}, verdict.Fail},
+		{"failed although the value matched", func(b *builder) {
+			b.put(1, 0, 10, "a", "v1", 2)
+			b.casRev(2, 20, 30, "a", "v1", "v2", false, 2)
+		}, verdict.Fail},
+		{"succeeded on a stale value", func(b *builder) {
+			b.put(1, 0, 10, "a", "v1", 2)
+			b.put(1, 20, 30, "a", "v3", 3)
+			b.casRev(2, 40, 50, "a", "v1", "v2", true, 4)
+		}, verdict.Fail},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var b builder
+			tc.build(&b)
+			for _, m := range []mode{modeFastOnly, modePorcupineOnly} {
+				c := Check(context.Background(), b.history(), Options{mode: m, Timeout: 10 * time.Second})
+				if c.Status != tc.want {
+					t.Errorf("mode %d: %s, want %s: %s %q", m, c.Status, tc.want, c.Summary, c.Violations)
+				}
+			}
+		})
+	}
+}
