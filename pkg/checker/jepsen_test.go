@@ -134,3 +134,26 @@ func find(checks []verdict.Check, name string) verdict.Check {
 	}
 	return verdict.Check{Name: name, Status: "missing"}
 }
+
+// BenchmarkJepsenCorpus times checking every Jepsen etcd log porcupine's
+// tests judge (one op is the whole corpus: read, convert, check), as
+// `etcd-chaos check --format jepsen` does without writing a report.
+func BenchmarkJepsenCorpus(b *testing.B) {
+	corpus := loadJepsenCorpus(b)
+	b.ResetTimer()
+	for range b.N {
+		agree := 0
+		for _, c := range corpus {
+			h, err := history.LoadJepsen(c.log)
+			if err != nil {
+				b.Fatal(err)
+			}
+			lin := find(Check(context.Background(), h, Options{Timeout: time.Minute}), linearizable.Name)
+			if (lin.Status == verdict.Pass) == c.linearizable && (lin.Status == verdict.Pass || lin.Status == verdict.Fail) {
+				agree++
+			}
+		}
+		b.ReportMetric(float64(agree), "agree")
+		b.ReportMetric(float64(len(corpus)), "logs")
+	}
+}
