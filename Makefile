@@ -21,7 +21,7 @@ E2E_ETCD_VERSIONS = $(TEST_ETCD_VERSIONS) v3.5.2
 
 export ARTIFACTS SEED ETCD_VERSION E2E_ETCD_VERSIONS
 
-.PHONY: all build test test-etcd unit smoke e2e e2e-local e2e-kind chart-upgrade etcd bench bench-history lint fmt vet clean help
+.PHONY: all build test test-etcd unit smoke e2e e2e-local e2e-kind e2e-kube-host kube-host-deps chart-upgrade etcd bench bench-history lint fmt vet clean help
 
 all: build test
 
@@ -60,6 +60,12 @@ e2e-local: ## every suite on the local backend
 
 e2e-kind: ## every suite on a kind cluster with the Bitnami chart (needs Docker)
 	@ETCD_CHAOS_BACKEND=kind bash scripts/e2e.sh
+
+e2e-kube-host: kube-host-deps ## every Kubernetes-labelled suite on a single-node Kubernetes on this host (root; docs/KUBERNETES.md)
+	@ETCD_CHAOS_BACKEND=kube-host bash scripts/e2e.sh
+
+kube-host-deps: ## install the kube-host backend's Debian packages (as root) and build its Kubernetes binaries (once)
+	@bash scripts/kube-host-deps.sh
 
 chart-upgrade: ## validate a chart upgrade: make chart-upgrade FROM=12.0.17 TO=12.0.18 VALUES=3-replicas-persistent.yaml
 	@ETCD_CHAOS_BACKEND=$${ETCD_CHAOS_BACKEND:-kind} CHART_FROM=$(FROM) CHART_TO=$(TO) CHART_VALUES=$(VALUES) \

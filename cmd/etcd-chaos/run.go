@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/chaos"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
 	"github.com/etcd-chaos/etcd-chaos/pkg/etcdbin"
 	"github.com/etcd-chaos/etcd-chaos/pkg/report"
 	"github.com/etcd-chaos/etcd-chaos/pkg/scenario"
@@ -45,7 +47,7 @@ Flags:`
 
 func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("run", strings.Replace(runSynopsis, "{nemeses}", strings.Join(chaos.Names(), ", "), 1), stdout)
-	backend := fs.String("backend", "local", "cluster backend: local, kind or kube")
+	backend := fs.String("backend", "local", "cluster backend: local, kind, kube or kube-host (root; docs/KUBERNETES.md)")
 	members := fs.Int("members", 3, "cluster size: 1, 3 or 5")
 	version := fs.String("etcd-version", etcdbin.DefaultVersion, "etcd version for the local backend (built from the Go module proxy and cached)")
 	binary := fs.String("etcd-binary", "", "use this etcd server binary instead of building one (local backend)")
@@ -59,6 +61,17 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	watch := fs.Bool("watch", true, "run watchers and check watch guarantees")
 	leases := fs.Bool("leases", true, "run lease expiry and keep-alive traffic")
 	checkTimeout := fs.Duration("check-timeout", 5*time.Minute, "bound on the linearizability search (unknown verdict past it)")
+	var settings local.Settings
+	fs.IntVar(&settings.SnapshotCount, "snapshot-count", local.DefaultSnapshotCount, "local: applied entries between member snapshots (etcd --snapshot-count)")
+	fs.IntVar(&settings.SnapshotCatchupEntries, "snapshot-catchup-entries", 0, "local: entries the leader keeps after a snapshot for slow followers (0: etcd's 5000; 3.5.14+ and 3.6 only)")
+	fs.IntVar(&settings.CompactionBatchLimit, "compaction-batch-limit", 0, "local: maximum revisions one compaction batch deletes (0: etcd's default)")
+	fs.DurationVar(&settings.ProgressNotifyInterval, "progress-notify-interval", 0, "local: how often watches that asked get progress notifications (0: etcd's 10m)")
+	fs.BoolVar(&settings.PeerTLS, "peer-tls", false, "local: peer traffic over TLS with client certificates (generated per run)")
+	fs.Func("etcd-flag", "local: extra etcd flag as name=value, passed to every member (repeatable; overrides the settings above)", func(v string) error {
+		settings.Flags = append(settings.Flags, v)
+		return nil
+	})
+	failpoints := fs.Bool("failpoints", false, "local: run etcd built with gofail failpoints (needed by the failpoint-* nemeses; built once, cached apart)")
 	var kube scenario.KubeOptions
 	fs.StringVar(&kube.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for the kube backend")
 	fs.StringVar(&kube.Namespace, "namespace", "", "namespace to install into (kind/kube; default: a new one per run)")
@@ -104,9 +117,16 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "etcd-chaos run: backend=%s members=%d nemesis=%s duration=%v seed=%d\n", *backend, *members, *nemesis, *duration, *seed)
 
+	if *backend != "local" && (*failpoints || settingsGiven(fs)) {
+		return usageErr("cluster settings and --failpoints apply to the local backend only (set the chart's values on %s)", *backend)
+	}
+	if chaos.NeedsFailpoints(*nemesis) && !*failpoints {
+		return usageErr("nemesis %s arms gofail failpoints: add --failpoints to run the failpoint build of etcd", *nemesis)
+	}
 	c, err := scenario.Open(ctx, scenario.Backend{
 		Name: *backend, Members: *members, EtcdVersion: *version, EtcdBinary: *binary,
 		ArtifactDir: dir, Progress: os.Stderr, Kube: kube,
+		Settings: settings, Failpoints: *failpoints,
 	})
 	if err != nil {
 		return err
@@ -124,7 +144,7 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	rerun := fmt.Sprintf("etcd-chaos run --backend %s --members %d --nemesis %s --duration %v --seed %d --rate %g --clients %d --keys %d",
 		*backend, *members, *nemesis, *duration, *seed, *rate, *clients, *keys)
 	if *backend == "local" {
-		rerun += " --etcd-version " + c.Version()
+		rerun += " --etcd-version " + c.Version() + settingsArgs(settings, *failpoints)
 	}
 	prog := report.NewProgress(os.Stderr, *duration)
 	var running sync.Once
@@ -167,4 +187,44 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: see %s (re-run: %s)", errChecksFailed, res.Report, rerun)
 	}
 	return nil
+}
+
+// settingsGiven reports whether any cluster setting was set on the command
+// line.
+func settingsGiven(fs *flag.FlagSet) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "snapshot-count", "snapshot-catchup-entries", "compaction-batch-limit", "progress-notify-interval", "peer-tls", "etcd-flag":
+			given = true
+		}
+	})
+	return given
+}
+
+// settingsArgs are the flags that give a re-run the same cluster settings.
+func settingsArgs(s local.Settings, failpoints bool) string {
+	var b strings.Builder
+	if s.SnapshotCount != local.DefaultSnapshotCount && s.SnapshotCount != 0 {
+		fmt.Fprintf(&b, " --snapshot-count %d", s.SnapshotCount)
+	}
+	if s.SnapshotCatchupEntries != 0 {
+		fmt.Fprintf(&b, " --snapshot-catchup-entries %d", s.SnapshotCatchupEntries)
+	}
+	if s.CompactionBatchLimit != 0 {
+		fmt.Fprintf(&b, " --compaction-batch-limit %d", s.CompactionBatchLimit)
+	}
+	if s.ProgressNotifyInterval != 0 {
+		fmt.Fprintf(&b, " --progress-notify-interval %v", s.ProgressNotifyInterval)
+	}
+	if s.PeerTLS {
+		b.WriteString(" --peer-tls")
+	}
+	for _, f := range s.Flags {
+		fmt.Fprintf(&b, " --etcd-flag %s", f)
+	}
+	if failpoints {
+		b.WriteString(" --failpoints")
+	}
+	return b.String()
 }

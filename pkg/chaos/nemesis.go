@@ -352,3 +352,7 @@ func planDeleteAllPods(_ context.Context, c cluster.Cluster, _ *rand.Rand) (Faul
 		Apply:   pf.DeleteAllPods,
 	}, nil
 }
+
+// NeedsFailpoints reports whether the named nemesis arms gofail failpoints,
+// and so needs etcd's failpoint build.
+func NeedsFailpoints(name string) bool { return strings.HasPrefix(name, "failpoint-") }

@@ -142,6 +142,9 @@ func cacheRoot(cacheDir string) (string, error) {
 
 type spec struct {
 	label, module, pkg, version, dir, bin string
+	// gofail, when set, builds from a copy of the module's source with its
+	// failpoints enabled by this gofail binary (see failpoints.go).
+	gofail string
 }
 
 func ensure(ctx context.Context, s spec, progress io.Writer) (path string, err error) {
@@ -276,6 +279,11 @@ func build(ctx context.Context, s spec, out string) error {
 			return fmt.Errorf("%s version %s does not exist on the Go module proxy (%s@%s): %s", s.label, s.version, s.module, s.version, shortGoError(msg, err))
 		}
 		return fmt.Errorf("cannot fetch %s@%s from the Go module proxy: %s (check GOPROXY and network)", s.module, s.version, shortGoError(msg, err))
+	}
+	if s.gofail != "" {
+		if err := enableFailpoints(ctx, s, work, run); err != nil {
+			return err
+		}
 	}
 	tmp := filepath.Join(s.dir, "."+s.bin+".tmp")
 	if msg, err := run("build", "-trimpath", "-o", tmp, s.pkg); err != nil {

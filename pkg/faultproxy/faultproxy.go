@@ -16,10 +16,16 @@
 // without the header (/members, /version, /raft/probing) have an unknown
 // source and are treated as cut whenever their destination has any cut, so a
 // partitioned member is unreachable, as it would be behind iptables.
+//
+// With peer TLS (WithPeerTLS) a peer proxy terminates TLS, reads the head,
+// and opens TLS of its own to the member: the header is encrypted on the
+// wire, so a proxy that only forwarded bytes could not tell senders apart.
+// The members still speak TLS, with certificates checked at both ends.
 package faultproxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -69,10 +75,19 @@ func WithDialTimeout(d time.Duration) Option {
 	return func(n *Network) { n.dialTimeout = d }
 }
 
+// WithPeerTLS makes peer proxies TLS endpoints: server accepts the
+// members' TLS (and should demand their client certificates), client is
+// what the proxy presents to the member behind it.
+func WithPeerTLS(server, client *tls.Config) Option {
+	return func(n *Network) { n.peerServerTLS, n.peerClientTLS = server, client }
+}
+
 // Network holds the proxies of one cluster and the faults they enforce.
 // All methods are safe for concurrent use.
 type Network struct {
-	dialTimeout time.Duration
+	dialTimeout   time.Duration
+	peerServerTLS *tls.Config
+	peerClientTLS *tls.Config
 
 	mu       sync.Mutex
 	rng      *rand.Rand
@@ -396,7 +411,7 @@ type conn struct {
 	blackholed bool
 
 	mu     sync.Mutex
-	up     net.Conn
+	up     net.Conn // guarded by mu, as is down once serving starts (TLS swaps it)
 	closed bool
 }
 
@@ -408,9 +423,9 @@ func (c *conn) close() {
 	}
 	c.closed = true
 	close(c.done)
-	up := c.up
+	up, down := c.up, c.down
 	c.mu.Unlock()
-	c.down.Close()
+	down.Close()
 	if up != nil {
 		up.Close()
 	}
@@ -438,6 +453,18 @@ func (c *conn) serve() {
 
 	var head []byte
 	var from string
+	tlsPeer := c.p.kind == Peer && n.peerServerTLS != nil
+	if tlsPeer {
+		tc := tls.Server(c.down, n.peerServerTLS)
+		_ = tc.SetDeadline(time.Now().Add(n.dialTimeout))
+		if err := tc.Handshake(); err != nil {
+			return
+		}
+		_ = tc.SetDeadline(time.Time{})
+		c.mu.Lock()
+		c.down = tc
+		c.mu.Unlock()
+	}
 	if c.p.kind == Peer {
 		var err error
 		head, from, err = sniff(c.down)
@@ -456,7 +483,13 @@ func (c *conn) serve() {
 		_, _ = io.Copy(io.Discard, c.down)
 		return
 	}
-	up, err := net.DialTimeout("tcp", c.p.Target(), n.dialTimeout)
+	var up net.Conn
+	var err error
+	if tlsPeer {
+		up, err = tls.DialWithDialer(&net.Dialer{Timeout: n.dialTimeout}, "tcp", c.p.Target(), n.peerClientTLS)
+	} else {
+		up, err = net.DialTimeout("tcp", c.p.Target(), n.dialTimeout)
+	}
 	if err != nil {
 		return // the member is down: the dialer sees its connection close
 	}
@@ -595,8 +628,8 @@ func (c *conn) pipe(src, dst net.Conn, toTarget bool, first []byte) {
 	if errors.Is(readErr, io.EOF) {
 		// Half-close: pass the end of stream on, the other direction may
 		// still be talking.
-		if tc, ok := dst.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
+		if hc, ok := dst.(interface{ CloseWrite() error }); ok {
+			_ = hc.CloseWrite()
 			return
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"reflect"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
@@ -11,12 +12,17 @@ import (
 
 // Backend says which cluster to run a scenario on and how to make it.
 type Backend struct {
-	// Name is "local", "kind" or "kube".
+	// Name is "local", "kind", "kube" or "kube-host".
 	Name    string
 	Members int
 	// EtcdVersion and EtcdBinary select the local backend's etcd.
 	EtcdVersion string
 	EtcdBinary  string
+	// Failpoints runs the failpoint build of EtcdVersion (gofail enabled,
+	// armed over HTTP by the failpoint nemeses); local backend only.
+	Failpoints bool
+	// Settings are the members' etcd settings; local backend only.
+	Settings local.Settings
 	// ArtifactDir receives member logs.
 	ArtifactDir string
 	// Progress receives one-line progress messages (binary builds, installs).
@@ -31,11 +37,24 @@ type Backend struct {
 func Open(ctx context.Context, b Backend) (cluster.Cluster, error) {
 	switch b.Name {
 	case "", "local":
-		p := local.NewProvider(local.WithVersion(b.EtcdVersion), local.WithEtcdBinary(b.EtcdBinary), local.WithProgress(b.Progress))
-		return p.Create(ctx, local.CreateWithMembers(b.Members), local.CreateWithArtifactDir(b.ArtifactDir))
+		opts := []local.ProviderOption{local.WithVersion(b.EtcdVersion), local.WithEtcdBinary(b.EtcdBinary), local.WithProgress(b.Progress)}
+		if b.Failpoints {
+			opts = append(opts, local.WithFailpoints())
+		}
+		return local.NewProvider(opts...).Create(ctx, local.CreateWithMembers(b.Members),
+			local.CreateWithArtifactDir(b.ArtifactDir), local.CreateWithSettings(b.Settings))
 	case "kind", "kube":
+		if b.Failpoints || !reflect.DeepEqual(b.Settings, local.Settings{}) {
+			return nil, fmt.Errorf("cluster settings and failpoints apply to the local backend only; on %s set them through the chart's values", b.Name)
+		}
 		return openKube(ctx, b)
+	case "kube-host":
+		return openKubeHost(ctx, b, func(format string, args ...any) {
+			if b.Progress != nil {
+				fmt.Fprintf(b.Progress, format+"\n", args...)
+			}
+		})
 	default:
-		return nil, fmt.Errorf("unknown backend %q (want local, kind or kube)", b.Name)
+		return nil, fmt.Errorf("unknown backend %q (want local, kind, kube or kube-host)", b.Name)
 	}
 }

@@ -162,14 +162,15 @@ func kindCluster(ctx context.Context, b Backend, logf func(string, ...any)) (*ki
 }
 
 // CloseSharedKind deletes the kind cluster shared by Opens with ShareKind
-// (unless it was reused or kept).
+// (unless it was reused or kept), and tears down a shared kube-host one.
 func CloseSharedKind(ctx context.Context) error {
 	shared.Lock()
 	defer shared.Unlock()
+	err := closeSharedKubeHost(ctx)
 	if shared.kind == nil {
-		return nil
+		return err
 	}
-	err := shared.kind.Close(ctx)
+	err = errors.Join(err, shared.kind.Close(ctx))
 	shared.kind = nil
 	return err
 }

@@ -39,6 +39,7 @@ package linearizable
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -413,4 +414,13 @@ func selectOps(h *history.History, includeSerializable bool) ([]*history.Operati
 		sortByCall(ops)
 	}
 	return ops, cnt
+}
+
+func sortByCall(ops []*history.Operation) {
+	sort.SliceStable(ops, func(i, j int) bool {
+		if ops[i].Call != ops[j].Call {
+			return ops[i].Call < ops[j].Call
+		}
+		return ops[i].ID < ops[j].ID
+	})
 }

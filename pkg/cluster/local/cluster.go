@@ -24,13 +24,17 @@ type Cluster struct {
 	bin      string
 	version  string
 	token    string
-	flags    []string
-	tmpDir   string
-	logDir   string
-	keepData bool
-	owner    *os.File // flock held while the cluster lives; see makeTempDir
-	net      *faultproxy.Network
-	members  []*member
+	flags    []string // settings' flags, then CreateWithFlags'
+	settings Settings
+	peerTLS  *peerTLS // nil: plaintext peers
+	// failpoints lists the binary's gofail failpoints; nil for a plain build.
+	failpoints []string
+	tmpDir     string
+	logDir     string
+	keepData   bool
+	owner      *os.File // flock held while the cluster lives; see makeTempDir
+	net        *faultproxy.Network
+	members    []*member
 
 	mu       sync.Mutex
 	closed   bool
@@ -102,6 +106,9 @@ func (c *Cluster) Leader(ctx context.Context) (cluster.Member, error) {
 
 // WaitHealthy waits until every member answers and they agree on a leader.
 func (c *Cluster) WaitHealthy(ctx context.Context) error { return cluster.WaitHealthy(ctx, c) }
+
+// Settings are the member settings the cluster was created with.
+func (c *Cluster) Settings() Settings { return c.settings }
 
 // Faults returns the cluster itself.
 func (c *Cluster) Faults() cluster.Faults { return c }

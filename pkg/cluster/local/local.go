@@ -27,10 +27,11 @@ import (
 
 // Provider creates local clusters. Its options say which etcd to run.
 type Provider struct {
-	version  string
-	binary   string
-	cacheDir string
-	progress io.Writer
+	version    string
+	binary     string
+	failpoints bool
+	cacheDir   string
+	progress   io.Writer
 }
 
 // ProviderOption configures a Provider.
@@ -42,6 +43,11 @@ func WithVersion(v string) ProviderOption { return func(p *Provider) { p.version
 
 // WithEtcdBinary runs the given etcd binary instead of building one.
 func WithEtcdBinary(path string) ProviderOption { return func(p *Provider) { p.binary = path } }
+
+// WithFailpoints runs the failpoint build of the version (see
+// etcdbin.EnsureFailpoints), or checks that WithEtcdBinary's binary is one;
+// each member then serves gofail's HTTP endpoint (see FailpointAddr).
+func WithFailpoints() ProviderOption { return func(p *Provider) { p.failpoints = true } }
 
 // WithCacheDir sets the etcdbin cache root ("" is etcdbin's default).
 func WithCacheDir(dir string) ProviderOption { return func(p *Provider) { p.cacheDir = dir } }
@@ -82,6 +88,7 @@ type createConfig struct {
 	keepData    bool
 	seeder      Seeder
 	flags       []string
+	settings    Settings
 	token       string
 	faultSeed   int64
 }
@@ -109,6 +116,12 @@ func CreateWithSeeder(s Seeder) CreateOption { return func(c *createConfig) { c.
 // CreateWithFlags appends extra etcd flags to every member's command line.
 func CreateWithFlags(extra ...string) CreateOption {
 	return func(c *createConfig) { c.flags = append(c.flags, extra...) }
+}
+
+// CreateWithSettings sets the members' etcd settings (snapshot count,
+// catch-up entries, compaction batch, progress notify, peer TLS, flags).
+func CreateWithSettings(s Settings) CreateOption {
+	return func(c *createConfig) { c.settings = s }
 }
 
 // CreateWithClusterToken sets --initial-cluster-token. The default is random
@@ -143,11 +156,25 @@ func (p *Provider) Create(ctx context.Context, opts ...CreateOption) (_ *Cluster
 
 	bin := p.binary
 	if bin == "" {
-		if bin, err = etcdbin.Ensure(ctx, p.version, p.cacheDir, p.progress); err != nil {
+		ensure := etcdbin.Ensure
+		if p.failpoints {
+			ensure = etcdbin.EnsureFailpoints
+		}
+		if bin, err = ensure(ctx, p.version, p.cacheDir, p.progress); err != nil {
 			return nil, err
 		}
 	}
 	version, err := etcdbin.Check(ctx, bin)
+	if err != nil {
+		return nil, err
+	}
+	var failpoints []string
+	if p.failpoints {
+		if failpoints, err = etcdbin.Failpoints(bin); err != nil {
+			return nil, err
+		}
+	}
+	settingFlags, err := settingFlags(ctx, bin, version, cfg.settings)
 	if err != nil {
 		return nil, err
 	}
@@ -161,16 +188,29 @@ func (p *Provider) Create(ctx context.Context, opts ...CreateOption) (_ *Cluster
 	if cfg.artifactDir != "" {
 		logDir = filepath.Join(cfg.artifactDir, "logs")
 	}
+	netOpts := []faultproxy.Option{faultproxy.WithSeed(cfg.faultSeed)}
+	var certs *peerTLS
+	if cfg.settings.PeerTLS {
+		if certs, err = newPeerTLS(filepath.Join(tmp, "tls")); err != nil {
+			owner.Close()
+			os.RemoveAll(tmp)
+			return nil, err
+		}
+		netOpts = append(netOpts, faultproxy.WithPeerTLS(certs.server, certs.client))
+	}
 	c := &Cluster{
-		bin:      bin,
-		version:  version,
-		token:    cfg.token,
-		flags:    cfg.flags,
-		tmpDir:   tmp,
-		logDir:   logDir,
-		keepData: cfg.keepData,
-		owner:    owner,
-		net:      faultproxy.New(faultproxy.WithSeed(cfg.faultSeed)),
+		bin:        bin,
+		version:    version,
+		token:      cfg.token,
+		flags:      append(settingFlags, cfg.flags...),
+		settings:   cfg.settings,
+		peerTLS:    certs,
+		failpoints: failpoints,
+		tmpDir:     tmp,
+		logDir:     logDir,
+		keepData:   cfg.keepData,
+		owner:      owner,
+		net:        faultproxy.New(netOpts...),
 	}
 	defer func() {
 		if err != nil {

@@ -23,6 +23,7 @@ import (
 // (proxy) URLs; the real listen ports and the process change on restart.
 type member struct {
 	name        string
+	peerScheme  string // "http", or "https" with peer TLS
 	dataDir     string
 	logPath     string
 	peerProxy   *faultproxy.Proxy
@@ -32,12 +33,13 @@ type member struct {
 	// Guarded by Cluster.mu.
 	realPeer   string // host:port etcd listens on for peers
 	realClient string // host:port etcd listens on for clients
+	gofail     string // host:port of gofail's HTTP endpoint (failpoint builds)
 	proc       *process
 	paused     bool
 	clashes    int // port clashes met while starting
 }
 
-func (m *member) peerURL() string   { return "http://" + m.peerProxy.Addr() }
+func (m *member) peerURL() string   { return m.peerScheme + "://" + m.peerProxy.Addr() }
 func (m *member) clientURL() string { return "http://" + m.clientProxy.Addr() }
 
 // process is one run of a member's etcd.
@@ -61,9 +63,13 @@ func (c *Cluster) addMembers(n int) error {
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("member-%d", i)
 		m := &member{
-			name:    name,
-			dataDir: filepath.Join(c.tmpDir, name+".etcd"),
-			logPath: filepath.Join(c.logDir, name+".log"),
+			name:       name,
+			peerScheme: "http",
+			dataDir:    filepath.Join(c.tmpDir, name+".etcd"),
+			logPath:    filepath.Join(c.logDir, name+".log"),
+		}
+		if c.peerTLS != nil {
+			m.peerScheme = "https"
 		}
 		var err error
 		// The proxies keep their ports for the cluster's life, so members
@@ -115,12 +121,13 @@ var pickPort = func() (string, error) {
 }
 
 // args is the member's command line. Flags exist in etcd 3.4 through 3.7
-// unless noted.
+// unless noted; the settings' flags (snapshot count among them, see
+// Settings) come last, translated for the binary's version.
 func (c *Cluster) args(m *member) []string {
 	a := []string{
 		"--name", m.name,
 		"--data-dir", m.dataDir,
-		"--listen-peer-urls", "http://" + m.realPeer,
+		"--listen-peer-urls", m.peerScheme + "://" + m.realPeer,
 		"--listen-client-urls", "http://" + m.realClient,
 		"--initial-advertise-peer-urls", m.peerURL(),
 		"--advertise-client-urls", m.clientURL(),
@@ -132,9 +139,9 @@ func (c *Cluster) args(m *member) []string {
 		// Elections in about a second, so faults show within a test's time.
 		"--heartbeat-interval", "100",
 		"--election-timeout", "1000",
-		// Snapshots (and snapshot transfers to lagging members) happen
-		// within a run, not only after 10k writes.
-		"--snapshot-count", "2000",
+	}
+	if c.peerTLS != nil {
+		a = append(a, c.peerTLS.args()...)
 	}
 	if atLeast(c.version, 3, 4) {
 		// zap to stderr, which goes to the member's log file: that also
@@ -174,6 +181,11 @@ func (c *Cluster) startMemberLocked(m *member, newPorts bool) error {
 		if m.realClient, err = pickPort(); err != nil {
 			return err
 		}
+		if c.failpoints != nil {
+			if m.gofail, err = pickPort(); err != nil {
+				return err
+			}
+		}
 	}
 	m.peerProxy.SetTarget(m.realPeer)
 	m.clientProxy.SetTarget(m.realClient)
@@ -188,6 +200,11 @@ func (c *Cluster) startMemberLocked(m *member, newPorts bool) error {
 	cmd := exec.Command(c.bin, c.args(m)...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	if c.failpoints != nil {
+		// Failpoints are armed per process over HTTP; a restart comes up
+		// with every failpoint off again.
+		cmd.Env = append(os.Environ(), "GOFAIL_HTTP="+m.gofail)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := spawn(cmd); err != nil {
 		return fmt.Errorf("cannot start %s (%s): %v", m.name, c.bin, err)

@@ -1,0 +1,258 @@
+package linearizable
+
+import (
+	"math"
+	"sort"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/checker/model"
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+)
+
+type fillAt struct {
+	op  int32
+	rev int64
+}
+
+// chooseFiller picks an unknown-outcome write to have made gap revision
+// rev: one called before anyone saw rev, applicable to the store as it is,
+// and whose effect the next operation showing each key it touches agrees
+// with. Writes a later read needs (it sees their effect) are mandatory,
+// writes nobody observed optional; each has a deadline, the next operation
+// on its key. A mandatory write goes now when the gaps left before the
+// mandatory deadlines would not suffice (Hall's condition); else an
+// optional write that fits only here; else the mandatory write with the
+// earliest deadline. This is a heuristic: when it picks wrong, the replay
+// finds a contradiction it cannot call certain, and porcupine decides.
+func (f *fast) chooseFiller(rev int64, cands []int32, used []bool, deadline int64) int {
+	// An unknown write most likely took effect before its client gave up
+	// on it. Writes whose client gave up before the store can have reached
+	// this gap are tried only when no fresher one fits.
+	if c := f.chooseFrom(rev, cands, used, deadline, true); c >= 0 {
+		return c
+	}
+	return f.chooseFrom(rev, cands, used, deadline, false)
+}
+
+func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64, freshOnly bool) int {
+	n := f.eligible(cands, deadline)
+	quiet := -1
+	quietDue := int64(math.MaxInt64)
+	type job struct {
+		c   int
+		due int64
+	}
+	needed := map[int32]job{} // by key
+	const scanLimit = 4096
+	scanned := 0
+	for c := n - 1; c >= 0 && scanned < scanLimit; c-- {
+		op := f.ops[cands[c]]
+		if used[c] || freshOnly && op.Return < f.lowTime && !isExpiry(op) {
+			// An expiry has no client to give up on it: from its earliest
+			// time on it is as likely at any gap (etcd restarts every
+			// lease's TTL when a new leader is elected, so under faults it
+			// comes late), and it is always fresh.
+			continue
+		}
+		if op.Kind == history.LeaseRevoke && !f.st.leases[op.Lease] {
+			// A revoke of a lease not live now cannot fit (fits says so
+			// too); skip it uncounted so that the thousands of spent
+			// expiries of a long run do not use up the scan.
+			continue
+		}
+		scanned++
+		fits, due, need, key := f.fits(cands[c], rev)
+		switch {
+		case !fits:
+		case need:
+			if j, ok := needed[key]; !ok || due < j.due {
+				needed[key] = job{c, due}
+			}
+		case quiet < 0 || due < quietDue:
+			quiet, quietDue = c, due
+		}
+	}
+	jobs := make([]job, 0, len(needed))
+	for _, j := range needed {
+		jobs = append(jobs, j)
+	}
+	sort.Slice(jobs, func(a, b int) bool {
+		return jobs[a].due < jobs[b].due || jobs[a].due == jobs[b].due && jobs[a].c < jobs[b].c
+	})
+	next := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > rev })
+	// later counts the gaps after this one that come before position due.
+	later := func(due int64) int {
+		return sort.Search(len(f.gaps), func(i int) bool { return 2*f.gaps[i] >= due }) - next
+	}
+	for j, jb := range jobs {
+		if later(jb.due) < j+1 {
+			return jobs[0].c // Hall's condition: a mandatory write must go now
+		}
+	}
+	if f.cfg.foreign {
+		// An unrecorded write explains a gap at no cost to any key, so
+		// an unknown write nobody needs is better left out.
+		quiet = -1
+	}
+	switch {
+	case quiet >= 0 && later(quietDue) <= 0:
+		return quiet // an optional write that fits only here
+	case len(jobs) > 0:
+		return jobs[0].c
+	}
+	return quiet
+}
+
+// fits reports whether candidate w could have made revision rev, and the
+// position of the next operation that shows a key it touches.
+func (f *fast) fits(w int32, rev int64) (fits bool, due int64, needed bool, key int32) {
+	op := f.ops[w]
+	switch op.Kind {
+	case history.Put, history.Txn:
+		if op.Lease != 0 && !f.st.leases[op.Lease] {
+			return false, 0, false, 0
+		}
+		k := f.st.keyIdx[op.Key]
+		if op.Kind == history.Txn && !f.compares(k, op) {
+			return false, 0, false, 0
+		}
+		after := keyState{present: true, value: op.Value, mod: rev, lease: op.Lease}
+		ok, due, need := f.agrees(k, &after, rev)
+		if !ok && f.deletableBefore(k, rev, due) {
+			// Unseen if an unknown delete of the key follows it: a last
+			// resort, so it ranks below every write that fits alone.
+			return true, math.MaxInt64, false, k
+		}
+		return ok, due, need, k
+	case history.Delete:
+		k := f.st.keyIdx[op.Key]
+		if !f.st.ks[k].present {
+			return false, 0, false, 0
+		}
+		ok, due, need := f.agrees(k, &keyState{}, rev)
+		return ok, due, need, k
+	case history.LeaseRevoke:
+		l := op.Lease
+		// A keep-alive that succeeded must come before the revoke (or
+		// expiry): possible when it was called before anyone saw rev.
+		// Comparing with the revoke's own call instead would forbid a
+		// kept-alive lease from ever expiring, as it does once its
+		// keep-alives stop during a fault.
+		if !f.st.leases[l] || f.st.leaseKey[l] == 0 || f.kaLast[l] >= f.minRet[rev-f.base] || f.leaseUsedLater(l, rev) {
+			return false, 0, false, 0
+		}
+		due = math.MaxInt64
+		for k := range f.st.ks {
+			s := &f.st.ks[k]
+			if s.present && s.lease == l {
+				ok, d, need := f.agrees(int32(k), &keyState{}, rev)
+				if !ok {
+					return false, 0, false, 0
+				}
+				if need && (!needed || d < due) {
+					key = int32(k)
+				}
+				due = min(due, d)
+				needed = needed || need
+			}
+		}
+		return true, due, needed, key
+	}
+	return false, 0, false, 0
+}
+
+// deletableBefore reports whether an unused unknown delete of key k could
+// fill a gap after rev and before position due, and the operation at due
+// agrees with k being absent.
+func (f *fast) deletableBefore(k int32, rev, due int64) bool {
+	if due == math.MaxInt64 {
+		return false
+	}
+	e := sort.Search(len(f.st.ks[k].events), func(i int) bool { return f.st.ks[k].events[i].pos >= due })
+	if e == len(f.st.ks[k].events) {
+		return false
+	}
+	if ok, _ := f.consistent(k, &keyState{}, f.st.ks[k].events[e]); !ok {
+		return false
+	}
+	g := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > rev })
+	if g == len(f.gaps) || 2*f.gaps[g] >= due {
+		return false
+	}
+	for _, c := range f.deletes[k] {
+		if f.role[c] == roleCand && f.ops[c].Call <= f.minRet[f.gaps[g]-f.base] {
+			return true
+		}
+	}
+	return false
+}
+
+// leaseUsedLater reports whether a certain operation after rev needs lease l.
+func (f *fast) leaseUsedLater(l int64, rev int64) bool { return f.leaseUse[l] >= rev }
+
+// agrees reports whether key k, changed to after at revision rev, agrees
+// with the next operation that shows k, that operation's position, and
+// whether it needs the change (it disagrees with k left as it is).
+func (f *fast) agrees(k int32, after *keyState, rev int64) (ok bool, due int64, needed bool) {
+	ev := f.st.ks[k].events
+	for i := sort.Search(len(ev), func(i int) bool { return ev[i].pos > 2*rev }); i < len(ev); i++ {
+		e := ev[i]
+		ok, blind := f.consistent(k, after, e)
+		if blind {
+			continue
+		}
+		before, _ := f.consistent(k, &f.st.ks[k], e)
+		return ok, e.pos, ok && !before
+	}
+	return true, math.MaxInt64, false
+}
+
+// consistent reports whether operation e agrees with key k being in state s
+// just before it, or that e does not show k at all (blind).
+func (f *fast) consistent(k int32, s *keyState, e keyEvent) (ok, blind bool) {
+	op := f.ops[e.op]
+	var compares bool
+	if op.Kind == history.Txn {
+		kv, exists := s.kv(f.st.keys[k])
+		compares, _ = model.TxnCompare(kv, exists, op)
+	}
+	same := func(got []history.KV) bool {
+		if !s.present {
+			return len(got) == 0
+		}
+		return len(got) == 1 && got[0].Value == s.value && got[0].ModRevision == s.mod
+	}
+	if e.pos%2 == 0 { // a write
+		switch op.Kind {
+		case history.Put:
+			return true, false
+		case history.Txn:
+			return compares, false
+		case history.Delete:
+			return s.present, false
+		}
+		return false, false
+	}
+	switch op.Kind {
+	case history.Get:
+		return same(op.Resp.KVs), false
+	case history.Txn:
+		if op.ExpectValue != nil {
+			return !compares, false // no else branch: it shows only that the compare failed
+		}
+		return !compares && same(op.Resp.KVs), false
+	case history.Delete:
+		return !s.present, false
+	case history.Range:
+		got := op.Resp.KVs
+		if op.Limit != 0 && int64(len(got)) >= op.Limit && len(got) > 0 && f.st.keys[k] > got[len(got)-1].Key {
+			return true, true // beyond the limit: the response does not show it
+		}
+		for _, kv := range got {
+			if kv.Key == f.st.keys[k] {
+				return s.present && kv.Value == s.value && kv.ModRevision == s.mod, false
+			}
+		}
+		return !s.present, false
+	}
+	return false, false
+}

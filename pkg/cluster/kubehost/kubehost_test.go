@@ -1,0 +1,193 @@
+package kubehost
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/etcdchart"
+	"github.com/etcd-chaos/etcd-chaos/pkg/image"
+	"github.com/etcd-chaos/etcd-chaos/pkg/k8sbin"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// requireHost skips unless this host can run kube-host and its Kubernetes
+// binaries are already built (`make kube-host-deps`; `make test` builds
+// them before any test starts): a test must not pay for a cold build.
+func requireHost(t *testing.T) {
+	t.Helper()
+	if err := Preflight(NewProvider().cniBinDirs); err != nil {
+		t.Skip(err)
+	}
+	if !k8sbin.Built(k8sbin.DefaultVersion, "") {
+		t.Skipf("Kubernetes %s is not built yet: run `make kube-host-deps`", k8sbin.DefaultVersion)
+	}
+}
+
+// hostView is what the host looks like from outside: the things a
+// teardown could leave behind.
+type hostView struct {
+	links, netns, chains, mounts, procs, cgroups []string
+}
+
+var ourChain = regexp.MustCompile(`^:((?:KUBE|CNI)-\S+)`)
+
+func viewHost(t *testing.T, dir string) hostView {
+	t.Helper()
+	var v hostView
+	out, err := exec.Command("ip", "-o", "link").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip link: %v: %s", err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 1 {
+			v.links = append(v.links, strings.TrimSuffix(strings.SplitN(f[1], "@", 2)[0], ":"))
+		}
+	}
+	ents, _ := os.ReadDir(netnsDir)
+	for _, e := range ents {
+		v.netns = append(v.netns, e.Name())
+	}
+	for _, tool := range []string{"iptables-save", "ip6tables-save"} {
+		out, err := exec.Command(tool).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v: %s", tool, err, out)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if m := ourChain.FindStringSubmatch(l); m != nil {
+				v.chains = append(v.chains, tool+":"+m[1])
+			}
+		}
+	}
+	if dir != "" {
+		v.mounts, _ = mountsUnder(dir)
+		pids, _ := pidsMentioning(dir)
+		for _, p := range pids {
+			v.procs = append(v.procs, strconv.Itoa(p))
+		}
+	}
+	mps, _ := cgroupMounts()
+	for _, mp := range mps {
+		if _, err := os.Stat(filepath.Join(mp, cgroupRootName)); err == nil {
+			v.cgroups = append(v.cgroups, filepath.Join(mp, cgroupRootName))
+		}
+	}
+	return v
+}
+
+func added(before, after []string) []string {
+	var out []string
+	for _, a := range after {
+		if !slices.Contains(before, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func assertClean(t *testing.T, before hostView, dir string) {
+	t.Helper()
+	after := viewHost(t, dir)
+	for what, extra := range map[string][]string{
+		"network interfaces":   added(before.links, after.links),
+		"network namespaces":   added(before.netns, after.netns),
+		"iptables chains":      added(before.chains, after.chains),
+		"mounts under the dir": after.mounts,
+		"processes":            after.procs,
+		"cgroups":              after.cgroups,
+	} {
+		if len(extra) > 0 {
+			t.Errorf("teardown left %s behind: %v", what, extra)
+		}
+	}
+	if dir != "" {
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("teardown left %s behind (%v)", dir, err)
+		}
+	}
+}
+
+// TestBootRunsAPodAndTeardownLeavesNothing boots the cluster, runs a pod
+// (a sandbox with its netns, veth, mounts and cgroups), finds its
+// container through the node runner as faults do, then tears down and
+// checks the host is as it was. DNS is proven by the chart's members
+// finding each other in the suites' smoke spec.
+func TestBootRunsAPodAndTeardownLeavesNothing(t *testing.T) {
+	requireHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	before := viewHost(t, "")
+	p := NewProvider(WithLogDir(t.TempDir()), WithChartVersions(etcdchart.Latest().Version), WithLogf(t.Logf), WithProgress(os.Stderr))
+	c, err := p.Create(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := c.dir
+	defer c.Close(context.Background())
+
+	cs, err := c.clientset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "pause", Namespace: "default"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name: "pause", Image: image.PauseRef, ImagePullPolicy: corev1.PullNever,
+		}}},
+	}
+	if _, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.waitFor(ctx, "pod default/pause to run", func() bool {
+		got, err := cs.CoreV1().Pods("default").Get(ctx, "pause", metav1.GetOptions{})
+		return err == nil && got.Status.Phase == corev1.PodRunning
+	}); err != nil {
+		t.Fatal(err)
+	}
+	during := viewHost(t, dir)
+	if len(added(before.netns, during.netns)) == 0 || len(during.mounts) == 0 || !slices.Contains(during.links, Bridge) {
+		t.Fatalf("a running pod shows no netns, mounts or bridge %s (%+v): the leftover checks below would prove nothing", Bridge, during)
+	}
+	// The node runner sees the pod's container the way faults look for it.
+	out, err := (&NodeRunner{sock: c.sock, crictl: c.bins.Crictl}).Run(ctx, NodeName, "crictl", "ps", "-q", "--label", "io.kubernetes.pod.name=pause")
+	if err != nil || strings.TrimSpace(string(out)) == "" {
+		t.Errorf("crictl ps through the node runner: %v: %q", err, out)
+	}
+
+	if err := c.Close(ctx); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	assertClean(t, before, dir)
+}
+
+// TestInterruptedStartLeavesNothing cancels Create mid-boot, as Ctrl-C
+// does, and checks it returns promptly having torn down what it started.
+func TestInterruptedStartLeavesNothing(t *testing.T) {
+	requireHost(t)
+	before := viewHost(t, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	// Past the build checks and into the boot: the bridge and the first
+	// processes exist by then.
+	go func() { time.Sleep(8 * time.Second); cancel() }()
+	c, err := NewProvider(WithChartVersions(etcdchart.Latest().Version)).Create(ctx)
+	if err == nil {
+		defer c.Close(context.Background())
+		t.Skip("the cluster booted within 8s, before the interrupt; nothing to check")
+	}
+	if !strings.Contains(err.Error(), "interrupted") {
+		t.Errorf("err = %v; want it to say the start was interrupted", err)
+	}
+	leftDirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "kh-*"))
+	assertClean(t, before, "")
+	if len(leftDirs) > 0 {
+		t.Errorf("temp dirs left behind: %v", leftDirs)
+	}
+}

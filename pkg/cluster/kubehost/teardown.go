@@ -1,0 +1,367 @@
+package kubehost
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Close tears the cluster down and leaves nothing behind: the kubelet
+// first (so it recreates nothing), then every pod sandbox through the CRI
+// (which removes its netns, veth and CNI address), then the other
+// processes, kube-proxy's iptables chains, every mount under the temp dir,
+// network namespaces and cgroups the run created, the bridge, and the dir.
+// Close the kube.Clusters installed in it first (they uninstall releases).
+// It is safe to call more than once, and with a fresh context after
+// Ctrl-C; each step is bounded, and a step that fails does not stop the
+// ones after it.
+func (c *Cluster) Close(ctx context.Context) error {
+	c.closeOnce.Do(func() { c.closeErr = c.teardown(ctx) })
+	return c.closeErr
+}
+
+func (c *Cluster) teardown(ctx context.Context) error {
+	var errs []error
+	note := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	c.stopProc("kubelet", 20*time.Second)
+	if c.bins.Crictl != "" && c.running("containerd") {
+		// rmp -f stops and removes every sandbox and its containers;
+		// containerd's CRI runs the CNI DEL that removes veths and IPs.
+		if out, err := run(ctx, c.bins.Crictl, "--runtime-endpoint", "unix://"+c.sock, "--timeout", "30s", "rmp", "--all", "--force"); err != nil {
+			note(fmt.Errorf("remove pod sandboxes: %v: %s", err, oneLine(out)))
+		}
+	}
+	for _, name := range []string{"kube-proxy", "coredns", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"} {
+		c.stopProc(name, 10*time.Second)
+	}
+	if c.bins.Dir != "" {
+		// kube-proxy --cleanup removes the KUBE-* chains it made.
+		if out, err := run(ctx, c.bins.Path("kube-proxy"), "--cleanup"); err != nil {
+			c.logf("kube-host: kube-proxy --cleanup: %v: %s", err, oneLine(out))
+		}
+	}
+	c.stopProc("containerd", 15*time.Second)
+	c.mu.Lock()
+	procs := c.procs
+	c.mu.Unlock()
+	for _, p := range procs {
+		p.stop(5 * time.Second)
+	}
+	if c.dir != "" {
+		// Shims are reparented away from containerd's process group;
+		// find them (and any other straggler) by the dir in their args.
+		note(killUnder(c.dir))
+		note(unmountUnder(c.dir))
+	}
+	note(c.removeNewNetns())
+	if _, err := os.Stat("/sys/class/net/" + Bridge); err == nil {
+		if out, err := run(ctx, "ip", "link", "del", Bridge); err != nil {
+			note(fmt.Errorf("delete bridge %s: %v: %s", Bridge, err, oneLine(out)))
+		}
+	}
+	note(removeCgroupRoot())
+	if c.dir != "" {
+		if err := os.RemoveAll(c.dir); err != nil {
+			note(fmt.Errorf("remove %s: %w", c.dir, err))
+		}
+	}
+	if c.unlock != nil {
+		c.unlock()
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("kube-host teardown: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func (c *Cluster) stopProc(name string, grace time.Duration) {
+	c.mu.Lock()
+	var ps []*proc
+	for _, p := range c.procs {
+		if p.name == name {
+			ps = append(ps, p)
+		}
+	}
+	c.mu.Unlock()
+	for _, p := range ps {
+		p.stop(grace)
+	}
+}
+
+func (c *Cluster) running(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.procs {
+		if p.name == name {
+			select {
+			case <-p.done:
+			default:
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// killUnder SIGKILLs every process whose command line mentions dir.
+func killUnder(dir string) error {
+	pids, err := pidsMentioning(dir)
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if left, _ := pidsMentioning(dir); len(left) == 0 {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	left, _ := pidsMentioning(dir)
+	return fmt.Errorf("processes %v under %s survived SIGKILL", left, dir)
+}
+
+// pidsMentioning lists processes (other than this one) with dir in their
+// command line.
+func pidsMentioning(dir string) ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range ents {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		if strings.Contains(string(b), dir) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// mountsUnder lists mount points at or below dir, deepest first.
+func mountsUnder(dir string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var mps []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			mps = append(mps, mp)
+		}
+	}
+	sort.Slice(mps, func(i, j int) bool { return len(mps[i]) > len(mps[j]) })
+	return mps, sc.Err()
+}
+
+func unescapeMount(s string) string {
+	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
+}
+
+// unmountUnder detaches every mount below dir (pod volumes, container
+// rootfs, shm), deepest first, repeating for stacked mounts.
+func unmountUnder(dir string) error {
+	for i := 0; i < 5; i++ {
+		mps, err := mountsUnder(dir)
+		if err != nil {
+			return err
+		}
+		if len(mps) == 0 {
+			return nil
+		}
+		for _, mp := range mps {
+			_ = syscall.Unmount(mp, syscall.MNT_DETACH)
+		}
+	}
+	mps, _ := mountsUnder(dir)
+	if len(mps) > 0 {
+		return fmt.Errorf("mounts under %s survived unmount: %v", dir, mps)
+	}
+	return nil
+}
+
+// netnsDir is where containerd 1.6's CRI bind-mounts pod network namespaces.
+const netnsDir = "/var/run/netns"
+
+// hostState is what existed before Create, so teardown removes only what
+// the run added where names are not the run's own.
+type hostState struct {
+	netns map[string]bool
+}
+
+func snapshotHost() (hostState, error) {
+	s := hostState{netns: map[string]bool{}}
+	ents, err := os.ReadDir(netnsDir)
+	if err != nil && !os.IsNotExist(err) {
+		return s, err
+	}
+	for _, e := range ents {
+		s.netns[e.Name()] = true
+	}
+	return s, nil
+}
+
+// removeNewNetns unmounts and removes the CRI's netns files ("cni-*") that
+// appeared during the run and outlived their sandboxes.
+func (c *Cluster) removeNewNetns() error {
+	ents, err := os.ReadDir(netnsDir)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		if c.before.netns[e.Name()] || !strings.HasPrefix(e.Name(), "cni-") {
+			continue
+		}
+		p := filepath.Join(netnsDir, e.Name())
+		_ = syscall.Unmount(p, syscall.MNT_DETACH)
+		if err := os.Remove(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// cgroupMounts lists the mount points of cgroup (v1 and v2) hierarchies.
+func cgroupMounts() ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		i := strings.Index(line, " - ")
+		if i < 0 {
+			continue
+		}
+		fs := strings.Fields(line[i+3:])
+		fields := strings.Fields(line[:i])
+		if len(fs) > 0 && (fs[0] == "cgroup" || fs[0] == "cgroup2") && len(fields) >= 5 {
+			out = append(out, unescapeMount(fields[4]))
+		}
+	}
+	return out, sc.Err()
+}
+
+// makeCgroupRoot creates the kubelet's cgroupRoot in every hierarchy: the
+// kubelet refuses a root that does not exist, and one subtree of its own
+// is what lets teardown remove every cgroup the run made.
+func makeCgroupRoot() error {
+	mps, err := cgroupMounts()
+	if err != nil {
+		return err
+	}
+	for _, mp := range mps {
+		if err := os.MkdirAll(filepath.Join(mp, cgroupRootName), 0o755); err != nil {
+			return fmt.Errorf("create cgroup %s: %w", filepath.Join(mp, cgroupRootName), err)
+		}
+	}
+	return nil
+}
+
+// removeCgroupRoot removes the cgroupRoot subtree in every hierarchy,
+// deepest first (cgroup directories are removed with rmdir).
+func removeCgroupRoot() error {
+	mps, err := cgroupMounts()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, mp := range mps {
+		root := filepath.Join(mp, cgroupRootName)
+		var dirs []string
+		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+		for _, d := range dirs {
+			var err error
+			for i := 0; i < 20; i++ {
+				if err = syscall.Rmdir(d); err == nil || errors.Is(err, syscall.ENOENT) {
+					err = nil
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// hostLockPath serialises kube-host clusters on a host: they share the
+// bridge name, addresses and ports.
+const hostLockPath = "/run/etcd-chaos-kube-host.lock"
+
+func hostLock(ctx context.Context, logf func(string, ...any)) (func(), error) {
+	f, err := os.OpenFile(hostLockPath, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", hostLockPath, err)
+	}
+	said := false
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() {
+				_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+				f.Close()
+			}, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", hostLockPath, err)
+		}
+		if !said {
+			logf("kube-host: another kube-host cluster runs on this host; waiting for it to finish (%s)", hostLockPath)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for another kube-host cluster on this host to finish (%s): %w", hostLockPath, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}

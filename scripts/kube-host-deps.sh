@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the kube-host backend needs: the Debian packages it runs
+# (containerd, runc, CNI plugins, iptables, conntrack, socat) and the
+# Kubernetes, CoreDNS and crictl binaries it builds from the Go module proxy
+# (once; cached in ~/.cache/etcd-chaos). With --packages, only the packages.
+# Installing packages needs root and apt-get; without them it says what to
+# install and carries on, so the build part still runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(containerd runc iptables containernetworking-plugins conntrack socat)
+# What each package provides, to tell whether it is installed.
+probes=(/usr/bin/containerd /usr/sbin/runc /usr/sbin/iptables /usr/lib/cni/bridge /usr/sbin/conntrack /usr/bin/socat)
+
+missing=()
+for i in "${!packages[@]}"; do
+  p="${probes[$i]}"
+  [ -x "$p" ] || command -v "$(basename "$p")" >/dev/null 2>&1 || missing+=("${packages[$i]}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "kube-host-deps: apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "kube-host-deps: missing ${missing[*]}: run as root: apt-get install ${missing[*]}" >&2
+  fi
+fi
+
+[ "${1:-}" = --packages ] && exit 0
+go run ./cmd/etcd-chaos kubernetes ${KUBE_VERSION:+--version "$KUBE_VERSION"} >/dev/null
