@@ -13,15 +13,16 @@ E2E_TIMEOUT ?= 90m
 
 # Every etcd version a test starts: `make test` builds them into the cache
 # before any test runs, so no test's timeout includes a cold build (minutes
-# on a busy machine). The unit tests use etcdbin.DefaultVersion; smoke uses
-# ETCD_VERSION.
-TEST_ETCD_VERSIONS = v3.6.4 $(ETCD_VERSION)
+# on a busy machine). The unit tests use etcdbin.DefaultVersion (and v3.5.8,
+# the release the watch drain test reproduces; pkg/workload/drain_test.go);
+# smoke uses ETCD_VERSION.
+TEST_ETCD_VERSIONS = v3.6.4 $(ETCD_VERSION) v3.5.8
 # `make e2e` adds the old releases its known-bug specs pin (suites/knownbugs_test.go).
 E2E_ETCD_VERSIONS = $(TEST_ETCD_VERSIONS) v3.5.2
 
 export ARTIFACTS SEED ETCD_VERSION E2E_ETCD_VERSIONS
 
-.PHONY: all build test test-etcd unit smoke e2e e2e-local e2e-kind e2e-kube-host kube-host-deps chart-upgrade etcd bench bench-history lint fmt vet clean help
+.PHONY: all build test test-etcd unit smoke soak e2e e2e-local e2e-kind e2e-kube-host kube-host-deps chart-upgrade etcd bench bench-history lint fmt vet clean help
 
 all: build test
 
@@ -51,6 +52,9 @@ smoke: test-etcd ## the short local e2e specs (label "smoke")
 	$(GO) test -v -count=1 -tags e2e -timeout 30m ./suites/ -args \
 		-ginkgo.label-filter=smoke -ginkgo.v -ginkgo.timeout=20m $$nocolor \
 		-ginkgo.junit-report=$(ARTIFACTS)/junit-smoke.xml
+
+soak: ## SOAK_RUNS (50) seeded faulted runs across etcd v3.5 and v3.6, 1-5 members, every nemesis; a table of verdicts (docs/PRECISION.md)
+	@bash scripts/soak.sh
 
 e2e: ## the main job: every suite, on kind if a Docker daemon answers, else local
 	@bash scripts/e2e.sh

@@ -94,6 +94,9 @@ var _ = Describe("Bitnami chart on Kubernetes", Label("kube"), func() {
 			Skip("set CHART_FROM and CHART_TO (make chart-upgrade FROM=... TO=...)")
 		}
 		name := fmt.Sprintf("chart-upgrade-%s-to-%s", from, to)
+		// helm's wait for the rollout (pre-upgrade hook Job, a new image,
+		// three rolling restarts); WaitHealthy afterwards gets 5 minutes more.
+		const upgradeTimeout = 10 * time.Minute
 		c := openCluster(ctx, name, 3, func(o *scenario.KubeOptions) { o.ChartVersion = from })
 		up, ok := c.(upgrader)
 		Expect(ok).To(BeTrue(), "the %s backend cannot upgrade charts", env.Backend)
@@ -114,9 +117,14 @@ var _ = Describe("Bitnami chart on Kubernetes", Label("kube"), func() {
 			Leases:   &workload.LeaseConfig{},
 			Notes:    []string{fmt.Sprintf("chart upgrade %s -> %s during traffic", from, to)},
 			Schedule: scenarioSchedule(10*time.Second, 30*time.Second),
+			// The upgrade runs on a context of its own, which ends with the
+			// spec (an interrupt) or its own timeout, not with the 5 minutes
+			// of traffic: traffic goes on under it until it returns.
 			DuringTraffic: func(ctx context.Context, rec *history.Recorder) error {
+				uctx, cancel := context.WithTimeout(ctx, upgradeTimeout+5*time.Minute)
+				defer cancel()
 				id := rec.StartFault("chart-upgrade", fmt.Sprintf("helm upgrade %s -> %s", from, to))
-				err := up.Upgrade(ctx, kube.UpgradeOptions{ChartVersion: to, ValuesFiles: values, Timeout: 10 * time.Minute})
+				err := up.Upgrade(uctx, kube.UpgradeOptions{ChartVersion: to, ValuesFiles: values, Timeout: upgradeTimeout})
 				rec.EndFault(id, err)
 				return err
 			},

@@ -70,8 +70,9 @@ var _ = BeforeSuite(func() {
 		Expect(err).NotTo(HaveOccurred(), "E2E_SCALE must be a number")
 		env.Scale = f
 	}
+	// Kubeconfig stays empty: client-go's loading rules, as kubectl
+	// ($KUBECONFIG, which may list several files, then ~/.kube/config).
 	env.Kube = scenario.KubeOptions{
-		Kubeconfig:   os.Getenv("KUBECONFIG"),
 		Release:      "etcd",
 		ChartRef:     os.Getenv("CHART_REF"),
 		ChartVersion: os.Getenv("CHART_VERSION"),
@@ -143,7 +144,15 @@ func openCluster(ctx context.Context, name string, members int, kube ...func(*sc
 	})
 	Expect(err).NotTo(HaveOccurred(), "start %d-member %s cluster", members, env.Backend)
 	DeferCleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		// KEEP_CLUSTER=1 keeps the kind cluster, and only a failed spec's
+		// release in it: keeping every spec's would leave no room for the
+		// next install on a small runner.
+		if env.Kube.Keep && CurrentSpecReport().Failed() {
+			if k, ok := c.(interface{ KeepRelease() }); ok {
+				k.KeepRelease()
+			}
+		}
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		Expect(c.Close(cctx)).To(Succeed())
 	})
@@ -199,6 +208,12 @@ func runScenario(ctx context.Context, c cluster.Cluster, cfg scenario.Config) *s
 		summaries.Unlock()
 	}
 	Expect(err).NotTo(HaveOccurred(), "scenario %s (seed %d)", cfg.Name, cfg.Seed)
+	// A backend that cannot inject the nemesis at all (Kubernetes without
+	// node access, no sch_netem on the host) leaves nothing to judge: the
+	// spec is skipped with the reason, not passed and not failed.
+	if res.Unsupported != nil {
+		Skip(fmt.Sprintf("%s cannot be injected on the %s backend: %v", cfg.Nemesis, env.Backend, res.Unsupported))
+	}
 	return res
 }
 

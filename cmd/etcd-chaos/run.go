@@ -53,6 +53,7 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	binary := fs.String("etcd-binary", "", "use this etcd server binary instead of building one (local backend)")
 	nemesis := fs.String("nemesis", "kill-leader", "fault to inject (see list above)")
 	duration := fs.Duration("duration", 30*time.Second, "how long traffic and faults run")
+	faultDuration := fs.Duration("fault-duration", 0, "how long each fault is held (0: the schedule's default, 3s); hold a partition or kill past 5s and the streams of watchers on that member break and resume")
 	rate := fs.Float64("rate", 0, "total KV requests per second (0: as fast as the cluster answers)")
 	clients := fs.Int("clients", 6, "concurrent KV clients")
 	keys := fs.Int("keys", 10, "size of the key pool")
@@ -73,7 +74,7 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	})
 	failpoints := fs.Bool("failpoints", false, "local: run etcd built with gofail failpoints (needed by the failpoint-* nemeses; built once, cached apart)")
 	var kube scenario.KubeOptions
-	fs.StringVar(&kube.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig for the kube backend")
+	fs.StringVar(&kube.Kubeconfig, "kubeconfig", "", "kubeconfig for the kube backend (default: client-go's rules, as kubectl: $KUBECONFIG, then ~/.kube/config)")
 	fs.StringVar(&kube.Namespace, "namespace", "", "namespace to install into (kind/kube; default: a new one per run)")
 	fs.StringVar(&kube.Release, "release", "etcd", "Helm release name")
 	fs.StringVar(&kube.ChartRef, "chart", "", "chart: oci:// reference, local dir or .tgz (default the Bitnami OCI chart)")
@@ -98,6 +99,9 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	if *duration <= 0 {
 		return usageErr("--duration must be positive")
 	}
+	if *faultDuration < 0 {
+		return usageErr("--fault-duration must not be negative")
+	}
 	if *seed == 0 {
 		*seed = time.Now().UnixNano() % 1_000_000_000
 	}
@@ -107,6 +111,8 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	if *set != "" {
 		kube.Set = strings.Split(*set, ",")
 	}
+	// One run, one release: --keep-cluster keeps it with the cluster.
+	kube.KeepRelease = kube.Keep
 	dir := *out
 	if dir == "" {
 		dir = filepath.Join("artifacts", "run-"+time.Now().Format("20060102-150405"))
@@ -143,6 +149,9 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 
 	rerun := fmt.Sprintf("etcd-chaos run --backend %s --members %d --nemesis %s --duration %v --seed %d --rate %g --clients %d --keys %d",
 		*backend, *members, *nemesis, *duration, *seed, *rate, *clients, *keys)
+	if *faultDuration > 0 {
+		rerun += fmt.Sprintf(" --fault-duration %v", *faultDuration)
+	}
 	if *backend == "local" {
 		rerun += " --etcd-version " + c.Version() + settingsArgs(settings, *failpoints)
 	}
@@ -157,6 +166,7 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 		ArtifactDir:  dir,
 		CheckTimeout: *checkTimeout,
 		Rerun:        rerun,
+		Schedule:     chaos.Schedule{Duration: *faultDuration},
 		Progress: func(ops int64, faults int) {
 			running.Do(func() {
 				fmt.Fprintln(os.Stderr, "etcd-chaos run: traffic is running; Ctrl-C stops it early and still saves, checks and reports what was recorded")

@@ -44,7 +44,11 @@ func DefaultSchedule(n Nemesis, seed int64) Schedule {
 
 // Result summarises what a schedule did.
 type Result struct {
+	// Faults counts the faults attempted; Applied those whose Apply
+	// succeeded. A run whose faults never took effect proved nothing about
+	// them, whatever its checks say.
 	Faults  int
+	Applied int
 	Errors  []string
 	Elapsed time.Duration
 }
@@ -64,8 +68,10 @@ const healTimeout = 60 * time.Second
 
 // Run executes the schedule against c, recording fault windows in rec. It
 // returns when ctx ends, after healing any active fault; it returns an error
-// only when the cluster cannot be healed or the nemesis cannot be planned at
-// all (for example pod faults on the local backend).
+// only when the cluster cannot be healed, or when the backend cannot inject
+// the nemesis at all (cluster.ErrUnsupported from planning or applying, for
+// example pod faults on the local backend, or kills on Kubernetes without
+// node access).
 func (s Schedule) Run(ctx context.Context, c cluster.Cluster, rec *history.Recorder) (Result, error) {
 	start := time.Now()
 	rng := rand.New(rand.NewPCG(uint64(s.Seed), 0x9e3779b97f4a7c15))
@@ -115,7 +121,9 @@ func (s Schedule) inject(ctx context.Context, c cluster.Cluster, rec *history.Re
 	id := rec.StartFault(s.Nemesis.Name(), f.Action, f.Targets...)
 	res.Faults++
 	applyErr := f.Apply(ctx)
-	if applyErr != nil && ctx.Err() == nil {
+	if applyErr == nil {
+		res.Applied++
+	} else if ctx.Err() == nil {
 		res.Errors = append(res.Errors, fmt.Sprintf("%s: %v", f.Action, applyErr))
 	}
 	if !f.Instant {
@@ -132,6 +140,10 @@ func (s Schedule) inject(ctx context.Context, c cluster.Cluster, rec *history.Re
 	rec.EndFault(id, errors.Join(applyErr, healErr))
 	if healErr != nil {
 		return fmt.Errorf("heal %q: %w", f.Action, healErr)
+	}
+	if errors.Is(applyErr, cluster.ErrUnsupported) {
+		// Every later fault would fail the same way.
+		return fmt.Errorf("%s: %w", f.Action, applyErr)
 	}
 	if s.Recovery > 0 && ctx.Err() == nil {
 		rctx, cancel := context.WithTimeout(ctx, s.Recovery)

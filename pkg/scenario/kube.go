@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"sync"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/chart"
@@ -25,22 +24,22 @@ type KubeOptions struct {
 	ChartRef     string
 	ChartVersion string
 	// Values are files in charts/etcd-values (or paths), layered in order
-	// after base.yaml, which every install needs (image repository, probes).
+	// after base.yaml, which every install and upgrade needs (chart.Layered).
 	Values []string
 	Set    []string
 	// KindCluster names the kind cluster, created or reused.
 	KindCluster string
 	NodeImage   string
-	// Keep leaves the kind cluster and the release in place, for debugging.
+	// Keep leaves the kind cluster in place after Close, for debugging.
 	Keep bool
+	// KeepRelease leaves the release and its namespace in place after
+	// Close. The suites leave it off and keep only a failed spec's release
+	// (kube.Cluster.KeepRelease), so that a kept cluster does not fill up.
+	KeepRelease bool
 	// ShareKind keeps one kind cluster for every Open in this process until
 	// CloseSharedKind, so a suite pays for cluster creation once.
 	ShareKind bool
 }
-
-// baseValues is layered first on every install: without it the chart's
-// default image (docker.io/bitnami/etcd) no longer exists.
-const baseValues = "base.yaml"
 
 // InstallOptions turns b into what kube.Provider.Install takes.
 func (b Backend) InstallOptions() kube.InstallOptions {
@@ -49,9 +48,8 @@ func (b Backend) InstallOptions() kube.InstallOptions {
 	if len(values) == 0 {
 		values = kube.DefaultValuesFiles
 	}
-	if !slices.Contains(values, baseValues) {
-		values = append([]string{baseValues}, values...)
-	}
+	// The same layering as kube.Provider.Install and every upgrade apply.
+	values = chart.Layered(values, nil).Files
 	set := append([]string(nil), o.Set...)
 	if b.Members > 0 {
 		set = append(set, fmt.Sprintf("replicaCount=%d", b.Members))
@@ -110,10 +108,9 @@ func openKube(ctx context.Context, b Backend) (cluster.Cluster, error) {
 	var own *kind.Cluster
 	switch b.Name {
 	case "kube":
-		if b.Kube.Kubeconfig == "" {
-			return nil, errors.New("the kube backend needs a kubeconfig: set KUBECONFIG or --kubeconfig")
-		}
-		p = kube.NewProvider(kube.WithKubeconfig(b.Kube.Kubeconfig), kube.WithKeep(b.Kube.Keep), kube.WithLogf(logf))
+		// An empty Kubeconfig follows client-go's loading rules, as kubectl
+		// does: $KUBECONFIG, then ~/.kube/config.
+		p = kube.NewProvider(kube.WithKubeconfig(b.Kube.Kubeconfig), kube.WithKeep(b.Kube.KeepRelease), kube.WithLogf(logf))
 	case "kind":
 		kc, err := kindCluster(ctx, b, logf)
 		if err != nil {
@@ -125,6 +122,9 @@ func openKube(ctx context.Context, b Backend) (cluster.Cluster, error) {
 		p = kc.Provider
 	}
 	c, err := p.Install(ctx, b.InstallOptions())
+	if err == nil && b.Kube.KeepRelease {
+		c.KeepRelease()
+	}
 	if err != nil {
 		if own != nil {
 			own.Close(context.WithoutCancel(ctx))

@@ -55,7 +55,11 @@ type Config struct {
 	Progress func(ops int64, faults int)
 	// DuringTraffic, if set, runs while traffic runs, after the warm-up, in
 	// place of nothing: scenarios such as snapshot save or chart upgrade
-	// hook in here. Its error fails the run.
+	// hook in here. Its error fails the run. Its context ends only with the
+	// run's (an interrupt), not with Duration, so it must bound itself (a
+	// chart upgrade has its own timeout); traffic, leases and faults go on
+	// past Duration until it returns, so a slow step is neither cut off nor
+	// left without traffic to judge it by.
 	DuringTraffic func(ctx context.Context, rec *history.Recorder) error
 	// InterruptGrace bounds how long a run interrupted by its context may
 	// spend healing, reading and checking what it recorded (default 20s;
@@ -69,11 +73,15 @@ type Config struct {
 
 // Result is what a scenario produced.
 type Result struct {
-	History  *history.History
-	Checks   []verdict.Check
-	Traffic  workload.Stats
-	Faults   chaos.Result
-	Duration time.Duration
+	History *history.History
+	Checks  []verdict.Check
+	Traffic workload.Stats
+	Faults  chaos.Result
+	// Unsupported is set (wrapping cluster.ErrUnsupported) when the backend
+	// cannot inject the nemesis at all; the "faults" check is then unknown,
+	// and the suites skip the spec with this reason.
+	Unsupported error
+	Duration    time.Duration
 	// Report is the path of report.html, when an artifact dir was given.
 	Report string
 }
@@ -118,7 +126,7 @@ func Run(ctx context.Context, c cluster.Cluster, cfg Config) (*Result, error) {
 	end := r.windDown(ctx, grace, d)
 	h := r.rec.History()
 	if ctx.Err() != nil {
-		if d.traffic < r.cfg.Duration {
+		if d.cut {
 			h.Meta.Interrupted = fmt.Sprintf("after %s of the %s of traffic (%v)",
 				d.traffic.Round(100*time.Millisecond), r.cfg.Duration, context.Cause(ctx))
 		} else {
@@ -129,7 +137,10 @@ func Run(ctx context.Context, c cluster.Cluster, cfg Config) (*Result, error) {
 	if err := r.saveHistory(h); err != nil {
 		return nil, err
 	}
-	res.Checks = r.judge(grace, h, end, d.faults)
+	res.Checks = r.judge(grace, h, end, d)
+	if errors.Is(d.schedErr, cluster.ErrUnsupported) {
+		res.Unsupported = d.schedErr
+	}
 	if res.Report, err = r.publish(ctx, res); err != nil {
 		return res, err
 	}
@@ -231,10 +242,15 @@ type driven struct {
 	stats    workload.Stats
 	faults   chaos.Result
 	watchers *workload.Watchers
-	// traffic is how long traffic ran: Duration, or less when interrupted.
+	// traffic is how long traffic ran: Duration, more when a DuringTraffic
+	// hook outlasted it, less when interrupted.
 	traffic time.Duration
-	// failed are the checks the run itself failed: the fault schedule or
-	// a DuringTraffic hook.
+	// cut: the run's context ended before traffic was done.
+	cut bool
+	// schedErr is the fault schedule's error: a fault that could not be
+	// healed, or cluster.ErrUnsupported.
+	schedErr error
+	// failed are the checks the run itself failed: a DuringTraffic hook.
 	failed []verdict.Check
 }
 
@@ -251,7 +267,11 @@ func (r *run) drive(ctx, grace context.Context) (*driven, error) {
 		}
 	}
 	began := time.Now()
-	runCtx, stopRun := context.WithTimeout(ctx, r.cfg.Duration)
+	hookDone := make(chan struct{})
+	if r.cfg.DuringTraffic == nil {
+		close(hookDone)
+	}
+	runCtx, stopRun := trafficWindow(ctx, r.cfg.Duration, hookDone)
 	defer stopRun()
 	var wg sync.WaitGroup
 	var trafficErr, leaseErr, duringErr, schedErr error
@@ -274,8 +294,9 @@ func (r *run) drive(ctx, grace context.Context) (*driven, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer close(hookDone)
 			if sleepCtx(runCtx, sched.Warmup) {
-				duringErr = r.cfg.DuringTraffic(runCtx, r.rec)
+				duringErr = r.cfg.DuringTraffic(ctx, r.rec)
 			}
 		}()
 	}
@@ -288,7 +309,8 @@ func (r *run) drive(ctx, grace context.Context) (*driven, error) {
 		d.faults, schedErr = sched.Run(runCtx, r.c, r.rec)
 	}
 	<-runCtx.Done()
-	d.traffic = min(time.Since(began), r.cfg.Duration)
+	d.traffic = time.Since(began)
+	d.cut = ctx.Err() != nil
 	wg.Wait()
 	if err := errors.Join(trafficErr, leaseErr); err != nil {
 		if d.watchers != nil {
@@ -296,9 +318,7 @@ func (r *run) drive(ctx, grace context.Context) (*driven, error) {
 		}
 		return nil, fmt.Errorf("traffic: %w", err)
 	}
-	if schedErr != nil {
-		d.failed = append(d.failed, verdict.Check{Name: "faults", Status: verdict.Fail, Summary: schedErr.Error()})
-	}
+	d.schedErr = schedErr
 	if duringErr != nil {
 		d.failed = append(d.failed, verdict.Check{Name: "during-traffic", Status: failedUnless(ctx), Summary: duringErr.Error()})
 	}
@@ -346,11 +366,18 @@ func (r *run) windDown(ctx, grace context.Context, d *driven) []verdict.Check {
 	}
 	if d.watchers != nil && revErr == nil {
 		dctx, cancel := limit(30*time.Second, 5*time.Second)
-		if err := d.watchers.Drain(dctx, finalRev); err != nil {
-			end = append(end, verdict.Check{Name: "watch/drain", Status: failedUnless(ctx),
-				Summary: fmt.Sprintf("watchers did not catch up with revision %d: %v", finalRev, err)})
-		}
+		start := time.Now()
+		err := d.watchers.Drain(dctx, finalRev)
 		cancel()
+		// The stream counts say whether the resume path ran at all: every
+		// stream after a watcher's first resumed one that broke.
+		drain := verdict.Check{Name: "watch/drain", Status: verdict.Pass, Duration: time.Since(start),
+			Summary: fmt.Sprintf("watchers caught up with revision %d; %s", finalRev, d.watchers.Stats())}
+		if err != nil {
+			drain.Status = failedUnless(ctx)
+			drain.Summary = fmt.Sprintf("watchers did not catch up with revision %d: %v; %s", finalRev, err, d.watchers.Stats())
+		}
+		end = append(end, drain)
 	}
 	if recoverErr == nil {
 		hctx, cancel := limit(time.Minute, 10*time.Second)
@@ -358,6 +385,29 @@ func (r *run) windDown(ctx, grace context.Context, d *driven) []verdict.Check {
 		cancel()
 	}
 	return append(end, d.failed...)
+}
+
+// trafficWindow returns the context traffic, leases and faults run on: it
+// ends when ctx ends, or once d has passed and hookDone is closed, whichever
+// is first. A DuringTraffic hook that outlasts d (a chart upgrade rolling
+// three pods) thus keeps traffic running under it until it returns.
+func trafficWindow(ctx context.Context, d time.Duration, hookDone <-chan struct{}) (context.Context, context.CancelFunc) {
+	w, cancel := context.WithCancel(ctx)
+	go func() {
+		defer cancel()
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-w.Done():
+			return
+		}
+		select {
+		case <-hookDone:
+		case <-w.Done():
+		}
+	}()
+	return w, cancel
 }
 
 // failedUnless is the status of a step that did not succeed: fail, unless
@@ -382,10 +432,10 @@ func (r *run) saveHistory(h *history.History) error {
 // judge runs every check that needs only the history (pkg/checker, the
 // same as `etcd-chaos check`) and adds the wind-down's live-cluster checks
 // and the fault schedule's warnings.
-func (r *run) judge(grace context.Context, h *history.History, end []verdict.Check, faults chaos.Result) []verdict.Check {
+func (r *run) judge(grace context.Context, h *history.History, end []verdict.Check, d *driven) []verdict.Check {
 	checks := append(checker.Check(grace, h, checker.Options{ArtifactDir: r.cfg.ArtifactDir, Timeout: r.cfg.CheckTimeout}), end...)
-	if len(faults.Errors) > 0 {
-		checks = append(checks, faultWarnings(faults))
+	if r.nemesis.Name() != "none" || d.schedErr != nil || len(d.faults.Errors) > 0 {
+		checks = append(checks, FaultsCheck(r.nemesis.Name(), d.faults, d.schedErr, h.Meta.Interrupted != ""))
 	}
 	return checks
 }
@@ -457,13 +507,38 @@ func HashKVCheck(ctx context.Context, c cluster.Cluster) verdict.Check {
 	return ch
 }
 
-// faultWarnings turns a schedule's soft errors (a fault that could not be
-// planned while the cluster recovered) into warnings beside the checks.
-func faultWarnings(r chaos.Result) verdict.Check {
+// FaultsCheck says whether the run's faults took effect. A run whose
+// faults all failed to apply (no sch_netem for slow-network, no node access
+// for kills on Kubernetes) has proven nothing about them, however clean the
+// history: the check is then unknown, never a pass, with the reason. A fault
+// that could not be healed fails it. Faults that failed among others that
+// took effect are warnings.
+func FaultsCheck(nemesis string, r chaos.Result, schedErr error, interrupted bool) verdict.Check {
 	c := verdict.Check{Name: "faults", Status: verdict.Pass,
-		Summary: fmt.Sprintf("%d faults injected (%.1f per minute)", r.Faults, r.PerMinute())}
+		Summary: fmt.Sprintf("%d of %d %s faults took effect (%.1f per minute)", r.Applied, r.Faults, nemesis, r.PerMinute())}
 	for _, e := range r.Errors {
 		c.Warn("%s", e)
+	}
+	switch {
+	case errors.Is(schedErr, cluster.ErrUnsupported):
+		c.Status = verdict.Unknown
+		c.Summary = fmt.Sprintf("%s cannot be injected on this backend, so the run proves nothing about it: %v", nemesis, schedErr)
+	case schedErr != nil:
+		c.Status = verdict.Fail
+		c.Summary = schedErr.Error()
+	case r.Applied == 0 && nemesis != "none":
+		c.Status = verdict.Unknown
+		switch {
+		case r.Faults == 0 && interrupted:
+			c.Summary = fmt.Sprintf("no %s fault was injected before the run was interrupted", nemesis)
+		case r.Faults == 0:
+			c.Summary = fmt.Sprintf("no %s fault was injected: the run was shorter than the schedule's warm-up, or every plan failed", nemesis)
+		default:
+			c.Summary = fmt.Sprintf("none of the %d %s faults took effect, so the run proves nothing about them", r.Faults, nemesis)
+		}
+		if len(r.Errors) > 0 {
+			c.Summary += "; first error: " + r.Errors[0]
+		}
 	}
 	return c
 }

@@ -2,6 +2,8 @@ package scenario
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +11,8 @@ import (
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/chaos"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
+	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 	"github.com/etcd-chaos/etcd-chaos/pkg/workload"
 )
 
@@ -63,7 +67,7 @@ func TestRunWritesEveryArtifact(t *testing.T) {
 	if !res.Passed() {
 		t.Fatalf("checks failed (seed 1): %+v", res.Checks)
 	}
-	if res.Faults.Faults < 1 {
+	if res.Faults.Applied < 1 {
 		t.Fatal("no fault was injected")
 	}
 	for _, f := range []string{"history.jsonl", "report.html", "summary.json", "summary.txt", "timeline.json", "logs/member-0.log"} {
@@ -73,5 +77,59 @@ func TestRunWritesEveryArtifact(t *testing.T) {
 	}
 	if res.History.Operations[0].Kind != "range" {
 		t.Errorf("the first operation must be the baseline read, got %s", res.History.Operations[0].Kind)
+	}
+}
+
+// A DuringTraffic hook (a chart upgrade with a 10-minute timeout) must not
+// be cut off when the traffic duration ends, and traffic must go on under it
+// until it returns; an interrupt still ends both.
+func TestTrafficWindowWaitsForTheHook(t *testing.T) {
+	hookDone := make(chan struct{})
+	w, cancel := trafficWindow(context.Background(), time.Nanosecond, hookDone)
+	defer cancel()
+	// The duration (1ns) has passed long before this; the window must still
+	// be open because the hook has not returned.
+	time.Sleep(50 * time.Millisecond)
+	if w.Err() != nil {
+		t.Fatalf("traffic stopped at the duration while the hook still ran: %v", w.Err())
+	}
+	close(hookDone)
+	<-w.Done()
+
+	ctx, interrupt := context.WithCancel(context.Background())
+	w, cancel = trafficWindow(ctx, time.Hour, make(chan struct{}))
+	defer cancel()
+	interrupt()
+	<-w.Done()
+}
+
+// A run whose faults never took effect has proven nothing about them: its
+// faults check must not pass, and must say why. Faults that took effect
+// pass, with the failed ones as warnings.
+func TestFaultsCheckNeedsAFaultThatTookEffect(t *testing.T) {
+	netem := "slow-network on m1: tc netem is missing on node n1: load it with `modprobe sch_netem`"
+	for _, tc := range []struct {
+		name     string
+		r        chaos.Result
+		schedErr error
+		want     verdict.Status
+		says     string
+	}{
+		{"none applied", chaos.Result{Faults: 4, Errors: []string{netem, netem, netem, netem}}, nil, verdict.Unknown, "none of the 4 slow-network faults took effect"},
+		{"none attempted", chaos.Result{}, nil, verdict.Unknown, "no slow-network fault was injected"},
+		{"unsupported", chaos.Result{Faults: 1}, fmt.Errorf("kill m1: %w: kill needs a shell on the node", cluster.ErrUnsupported), verdict.Unknown, "cannot be injected on this backend"},
+		{"heal failed", chaos.Result{Faults: 2, Applied: 2}, errors.New(`heal "pause m1": exit status 1`), verdict.Fail, "heal"},
+		{"some applied", chaos.Result{Faults: 4, Applied: 3, Errors: []string{netem}}, nil, verdict.Pass, "3 of 4 slow-network faults took effect"},
+	} {
+		c := FaultsCheck("slow-network", tc.r, tc.schedErr, false)
+		if c.Status != tc.want || !strings.Contains(c.Summary, tc.says) {
+			t.Errorf("%s: %s %q, want %s saying %q", tc.name, c.Status, c.Summary, tc.want, tc.says)
+		}
+		if tc.want != verdict.Pass && verdict.Passed([]verdict.Check{c}) {
+			t.Errorf("%s: the run's verdict passes although its faults proved nothing", tc.name)
+		}
+		if tc.name == "none applied" && !strings.Contains(c.Summary, "modprobe sch_netem") {
+			t.Errorf("%s: the summary must give the reason, got %q", tc.name, c.Summary)
+		}
 	}
 }

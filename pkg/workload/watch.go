@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
@@ -43,12 +45,21 @@ type WatchConfig struct {
 	ReplayWatchers int
 	// ReplayAfter is how late replaying watchers start (default 1s).
 	ReplayAfter time.Duration
+	// StallTimeout is how long a stream may answer none of its progress
+	// requests (no event, no notification) before the watcher gives it up
+	// and resumes on a new stream from the revision after the last one it
+	// saw (default 3s). A member that is down, paused or cut off leaves the
+	// client's stream silent; and etcd v3.5.8–v3.5.12 stop answering
+	// progress requests on a stream for good once one arrived before a
+	// resumed watch was synced, until an event in range comes
+	// (etcd-io/etcd#17566), which after the last write in range never does.
+	StallTimeout time.Duration
 }
 
 func (cfg WatchConfig) withDefaults() (WatchConfig, error) {
-	if cfg.Watchers < 0 || cfg.Pinned < 0 || cfg.ProgressInterval < 0 || cfg.ReplayAfter < 0 {
-		return cfg, fmt.Errorf("workload: WatchConfig Watchers, Pinned, ProgressInterval and ReplayAfter must not be negative (got %d, %d, %s, %s)",
-			cfg.Watchers, cfg.Pinned, cfg.ProgressInterval, cfg.ReplayAfter)
+	if cfg.Watchers < 0 || cfg.Pinned < 0 || cfg.ProgressInterval < 0 || cfg.ReplayAfter < 0 || cfg.StallTimeout < 0 {
+		return cfg, fmt.Errorf("workload: WatchConfig Watchers, Pinned, ProgressInterval, ReplayAfter and StallTimeout must not be negative (got %d, %d, %s, %s, %s)",
+			cfg.Watchers, cfg.Pinned, cfg.ProgressInterval, cfg.ReplayAfter, cfg.StallTimeout)
 	}
 	if cfg.Watchers == 0 {
 		cfg.Watchers = 4
@@ -79,6 +90,12 @@ func (cfg WatchConfig) withDefaults() (WatchConfig, error) {
 	}
 	if cfg.ReplayAfter == 0 {
 		cfg.ReplayAfter = time.Second
+	}
+	if cfg.StallTimeout == 0 {
+		cfg.StallTimeout = 3 * time.Second
+	}
+	if cfg.StallTimeout <= cfg.ProgressInterval {
+		return cfg, fmt.Errorf("workload: StallTimeout=%s must exceed ProgressInterval=%s, or every stream stalls", cfg.StallTimeout, cfg.ProgressInterval)
 	}
 	return cfg, nil
 }
@@ -114,6 +131,41 @@ type watcher struct {
 	// seen is the highest revision this watcher has proven it saw: the
 	// largest event mod revision or progress-notify revision.
 	seen atomic.Int64
+	// streams counts the streams this watcher opened, resumed those after
+	// its first; stalled, those it gave up after StallTimeout of silence;
+	// ended, those the server or the client library ended (canceled, no
+	// leader, compacted).
+	streams, resumed, stalled, ended atomic.Int64
+}
+
+// StreamStats counts what happened to the watchers' streams. Every stream
+// after a watcher's first resumes where the one before it ended.
+type StreamStats struct {
+	// Streams is how many watch streams were opened, resumed ones included.
+	Streams int64
+	// Resumed is how many of them resumed a watcher's earlier stream.
+	Resumed int64
+	// Stalled is how many were given up after StallTimeout of silence.
+	Stalled int64
+	// Ended is how many the server or the client library ended.
+	Ended int64
+}
+
+// Stats counts the streams opened so far.
+func (w *Watchers) Stats() StreamStats {
+	var s StreamStats
+	for _, wt := range w.ws {
+		s.Streams += wt.streams.Load()
+		s.Resumed += wt.resumed.Load()
+		s.Stalled += wt.stalled.Load()
+		s.Ended += wt.ended.Load()
+	}
+	return s
+}
+
+func (s StreamStats) String() string {
+	return fmt.Sprintf("%d watch streams, %d of them resumed (%d after a silent stream was given up, %d after the server or client ended one)",
+		s.Streams, s.Resumed, s.Stalled, s.Ended)
 }
 
 // RunWatch runs watch traffic until ctx is done and records every stream.
@@ -199,8 +251,11 @@ func (w *Watchers) Stop() {
 // Drain waits until every watcher has seen untilRev (through an event or a
 // progress notification), then stops them. Call it after traffic ends with
 // the final revision, so that every watch covers the whole history and the
-// "reliable" check can compare complete ranges. If ctx ends first, it stops
-// the watchers anyway and returns an error naming the ones that lagged.
+// "reliable" check can compare complete ranges. The watchers keep requesting
+// progress meanwhile, and one whose stream stays silent resumes on a new
+// stream (StallTimeout), so a final revision outside the watched range is
+// reached as soon as etcd says so. If ctx ends first, it stops the watchers
+// anyway and returns an error naming the ones that lagged.
 func (w *Watchers) Drain(ctx context.Context, untilRev int64) error {
 	defer w.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -209,7 +264,7 @@ func (w *Watchers) Drain(ctx context.Context, untilRev int64) error {
 		var lagging []string
 		for _, wt := range w.ws {
 			if s := wt.seen.Load(); s < untilRev {
-				lagging = append(lagging, fmt.Sprintf("watcher %d at revision %d", wt.id, s))
+				lagging = append(lagging, fmt.Sprintf("watcher %d at revision %d after %d stream(s)", wt.id, s, wt.streams.Load()))
 			}
 		}
 		if len(lagging) == 0 {
@@ -218,7 +273,8 @@ func (w *Watchers) Drain(ctx context.Context, untilRev int64) error {
 		select {
 		case <-ctx.Done():
 			sort.Strings(lagging)
-			return fmt.Errorf("workload: watchers did not reach revision %d before the drain timeout: %s", untilRev, strings.Join(lagging, ", "))
+			return fmt.Errorf("workload: watchers did not reach revision %d before the drain timeout, though they requested progress every %s and resumed every stream silent for %s: %s",
+				untilRev, w.ws[0].cfg.ProgressInterval, w.ws[0].cfg.StallTimeout, strings.Join(lagging, ", "))
 		case <-tick.C:
 		}
 	}
@@ -256,11 +312,19 @@ func (wt *watcher) run(ctx context.Context, start int64) {
 // watchOnce runs one watch stream from rev until it ends and records it. It
 // reports whether the stream delivered anything.
 func (wt *watcher) watchOnce(ctx context.Context, rev int64) (progressed bool) {
-	sctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	id := wt.rec.NextID()
+	// Each recorded watch gets a gRPC stream of its own (the client shares
+	// one among contexts with equal metadata): a resumed watch must not
+	// inherit a stream on which etcd no longer answers progress requests.
+	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx),
+		"etcd-chaos-watch", strconv.FormatInt(id, 10)))
 	defer cancel()
+	if wt.streams.Add(1) > 1 {
+		wt.resumed.Add(1)
+	}
 	end := clientv3.GetPrefixRangeEnd(wt.cfg.Prefix)
 	rec := history.Watch{
-		ID:            wt.rec.NextID(),
+		ID:            id,
 		ClientID:      wt.id,
 		Key:           wt.cfg.Prefix,
 		End:           end,
@@ -276,8 +340,13 @@ func (wt *watcher) watchOnce(ctx context.Context, rev int64) (progressed bool) {
 	}
 	ch := wt.cli.Watch(sctx, wt.cfg.Prefix, opts...)
 
+	// heard is when the stream last answered (or was opened), in the
+	// recorder's clock.
+	var heard atomic.Int64
+	heard.Store(rec.Call)
 	// RequestProgress must use the watch's own context: the client finds the
-	// gRPC stream by the context's metadata.
+	// gRPC stream by the context's metadata. It blocks while the client
+	// reconnects, hence the timeout; the stall check must still run.
 	go func() {
 		t := time.NewTicker(wt.cfg.ProgressInterval)
 		defer t.Stop()
@@ -286,8 +355,17 @@ func (wt *watcher) watchOnce(ctx context.Context, rev int64) (progressed bool) {
 			case <-sctx.Done():
 				return
 			case <-t.C:
-				_ = wt.cli.RequestProgress(sctx)
 			}
+			if time.Duration(wt.rec.Now()-heard.Load()) > wt.cfg.StallTimeout {
+				// Give the stream up: the range loop below records it and
+				// run resumes from the last revision seen.
+				wt.stalled.Add(1)
+				cancel()
+				return
+			}
+			pctx, pcancel := context.WithTimeout(sctx, wt.cfg.ProgressInterval)
+			_ = wt.cli.RequestProgress(pctx)
+			pcancel()
 		}
 	}()
 
@@ -317,8 +395,12 @@ func (wt *watcher) watchOnce(ctx context.Context, rev int64) (progressed bool) {
 			wt.seen.Store(seen)
 			progressed = true
 		}
+		heard.Store(r.Time)
 		rec.Responses = append(rec.Responses, r)
 		if resp.Canceled || resp.Err() != nil {
+			if sctx.Err() == nil {
+				wt.ended.Add(1)
+			}
 			// The stream is over (no leader, compacted, ...); the channel
 			// closes right after. Resume with a new recorded watch.
 			break

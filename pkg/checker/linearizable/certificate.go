@@ -32,6 +32,7 @@ func verifyCertificate(ops []*history.Operation, lin []int32, cfg config) error 
 	rule := cfg.rule()
 	placed := make([]bool, len(ops))
 	latest := int32(-1) // the placed operation called last
+	var latestCall int64
 	for pos, i := range lin {
 		if i < 0 || int(i) >= len(ops) {
 			return fmt.Errorf("position %d names operation %d of %d", pos, i, len(ops))
@@ -41,11 +42,11 @@ func verifyCertificate(ops []*history.Operation, lin []int32, cfg config) error 
 		}
 		placed[i] = true
 		op := ops[i]
-		if latest >= 0 && op.Outcome == history.OK && op.Return < ops[latest].Call {
+		if latest >= 0 && op.Return < latestCall && op.Outcome == history.OK {
 			return fmt.Errorf("%s is placed after %s, which was called after it returned", descOp(op), descOp(ops[latest]))
 		}
-		if latest < 0 || op.Call > ops[latest].Call {
-			latest = i
+		if latest < 0 || op.Call > latestCall {
+			latest, latestCall = i, op.Call
 		}
 		if why := model.Apply(st, op, respOf(op), rule); why != "" {
 			return fmt.Errorf("at position %d of %d, %s: %s", pos, len(lin), descOp(op), why)

@@ -1,6 +1,8 @@
 package linearizable
 
 import (
+	"cmp"
+	"slices"
 	"sort"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
@@ -249,7 +251,12 @@ func (f *fast) indexEvents() {
 	}
 	for k := range f.st.ks {
 		ev := f.st.ks[k].events
-		sort.Slice(ev, func(a, b int) bool { return ev[a].pos < ev[b].pos })
+		slices.SortFunc(ev, func(a, b keyEvent) int {
+			if c := cmp.Compare(a.pos, b.pos); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.op, b.op)
+		})
 	}
 }
 

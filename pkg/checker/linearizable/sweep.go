@@ -1,11 +1,19 @@
 package linearizable
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 )
+
+// opRet is an operation and its return.
+type opRet struct {
+	ret int64
+	op  int32
+}
 
 // sweep checks real-time order: an operation called after another returned
 // must come later in revision order, strictly when it is a write.
@@ -19,20 +27,25 @@ func (f *fast) sweep() {
 		}
 		return -1
 	}
-	byRet := make([]int32, 0, len(f.ops))
+	byRet := make([]opRet, 0, len(f.ops))
 	for i, op := range f.ops {
 		if op.Outcome == history.OK && pos(int32(i)) >= 0 {
-			byRet = append(byRet, int32(i))
+			byRet = append(byRet, opRet{op.Return, int32(i)})
 		}
 	}
-	sort.Slice(byRet, func(a, b int) bool { return f.ops[byRet[a]].Return < f.ops[byRet[b]].Return })
+	slices.SortFunc(byRet, func(a, b opRet) int {
+		if c := cmp.Compare(a.ret, b.ret); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.op, b.op)
+	})
 	best := int64(-1)
 	var bestOp int32 = -1
 	j := 0
 	for i, op := range f.ops {
-		for j < len(byRet) && f.ops[byRet[j]].Return < op.Call {
-			if p := pos(byRet[j]); p > best {
-				best, bestOp = p, byRet[j]
+		for j < len(byRet) && byRet[j].ret < op.Call {
+			if p := pos(byRet[j].op); p > best {
+				best, bestOp = p, byRet[j].op
 			}
 			j++
 		}
@@ -74,10 +87,11 @@ func (f *fast) sweep() {
 // and above its revision. The operation that returned the highest
 // revision may have written another key entirely; this one is what the
 // read lost.
-func (f *fast) missedWrite(rd int32, returned []int32) string {
+func (f *fast) missedWrite(rd int32, returned []opRet) string {
 	op := f.ops[rd]
 	var w int32 = -1
-	for _, i := range returned {
+	for _, r := range returned {
+		i := r.op
 		o := f.ops[i]
 		if f.role[i] != roleWrite || f.rev[i] <= f.rev[rd] || !inRange(o.Key, op.Key, op.End) {
 			continue
@@ -153,6 +167,12 @@ func leaseIDOf(op *history.Operation) int64 {
 	return 0
 }
 
+// placedRet is an operation's return and its place in the linearization.
+type placedRet struct {
+	ret int64
+	pos int
+}
+
 // placeKeepAlives inserts every successful keep-alive into the replay's
 // linearization (f.lin). A keep-alive changes nothing, so any place where
 // its lease is live will do, provided real time allows it: after every
@@ -176,7 +196,7 @@ func (f *fast) placeKeepAlives() {
 	// later than the first place where that passes its return.
 	maxCall := make([]int64, n)
 	// byRet: places of operations that returned, by return.
-	byRet := make([]int, 0, n)
+	byRet := make([]placedRet, 0, n)
 	grantAt := map[int64]int{}
 	revokeAt := map[int64]int{}
 	for p, i := range lin {
@@ -186,7 +206,7 @@ func (f *fast) placeKeepAlives() {
 			maxCall[p] = max(maxCall[p], maxCall[p-1])
 		}
 		if op.Outcome == history.OK {
-			byRet = append(byRet, p)
+			byRet = append(byRet, placedRet{op.Return, p})
 		}
 		switch op.Kind {
 		case history.LeaseGrant:
@@ -199,7 +219,7 @@ func (f *fast) placeKeepAlives() {
 			}
 		}
 	}
-	sort.Slice(byRet, func(a, b int) bool { return f.ops[lin[byRet[a]]].Return < f.ops[lin[byRet[b]]].Return })
+	slices.SortFunc(byRet, func(a, b placedRet) int { return cmp.Compare(a.ret, b.ret) })
 	initial := map[int64]bool{} // leases the store started with
 	if f.cfg.init != nil {
 		for _, kv := range f.cfg.init.KVs {
@@ -213,8 +233,8 @@ func (f *fast) placeKeepAlives() {
 	j, kj := 0, 0
 	for _, ka := range kas {
 		op := f.ops[ka]
-		for ; j < len(byRet) && f.ops[lin[byRet[j]]].Return < op.Call; j++ {
-			lo = max(lo, byRet[j]+1)
+		for ; j < len(byRet) && byRet[j].ret < op.Call; j++ {
+			lo = max(lo, byRet[j].pos+1)
 		}
 		for ; kj < len(kasByRet) && f.ops[kasByRet[kj]].Return < op.Call; kj++ {
 			// Placed already: it was called before it returned, before op.

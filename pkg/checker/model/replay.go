@@ -69,6 +69,13 @@ func (r *Replay) Get(k string) (KeyValue, bool) {
 // The slice is valid until the next call.
 func (r *Replay) Range(key, end string, limit int64) []KeyValue {
 	out := r.buf[:0]
+	if end == "" {
+		if kv, ok := r.Get(key); ok {
+			out = append(out, kv)
+		}
+		r.buf = out
+		return out
+	}
 	for i := sort.SearchStrings(r.keys, key); i < len(r.keys) && inRange(r.keys[i], key, end) && (limit == 0 || int64(len(out)) < limit); i++ {
 		if r.live[i] {
 			out = append(out, r.kvs[i])

@@ -44,8 +44,9 @@ type Option func(*Provider)
 // WithNodeImage selects the kindest/node image (default DefaultNodeImage).
 func WithNodeImage(img string) Option { return func(p *Provider) { p.nodeImage = img } }
 
-// WithKeepCluster leaves the kind cluster (and the releases in it) in place
-// on Close, for debugging with kubectl.
+// WithKeepCluster leaves the kind cluster in place on Close, for debugging
+// with kubectl. Releases in it are removed on their own Close unless kept
+// (kube.WithKeep, kube.Cluster.KeepRelease).
 func WithKeepCluster(keep bool) Option { return func(p *Provider) { p.keep = keep } }
 
 // WithKubeconfigPath writes the cluster's kubeconfig there instead of a
@@ -152,7 +153,6 @@ func (p *Provider) Create(ctx context.Context, name string) (*Cluster, error) {
 		kube.WithContext("kind-"+name),
 		kube.WithNodeRunner(&NodeRunner{kind: kp, cluster: name}),
 		kube.WithBackendName("kind"),
-		kube.WithKeep(p.keep),
 		kube.WithLogf(p.logf),
 	)
 	return c, nil

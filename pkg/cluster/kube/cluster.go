@@ -33,6 +33,13 @@ type Cluster struct {
 	ns        string
 	release   string
 	installed bool // Close uninstalls what Install created
+	// ownNamespace: Install created the namespace, so Close deletes it.
+	ownNamespace bool
+	// keepRelease: Close leaves the installed release in place.
+	keepRelease bool
+	// installValues is the layering Install passed, which an upgrade that
+	// names no values of its own passes again.
+	installValues chart.Values
 
 	creds   cluster.Credentials
 	tlsNote string
@@ -394,28 +401,55 @@ func (c *Cluster) copyLog(ctx context.Context, pod string, previous bool, path s
 type UpgradeOptions struct {
 	ChartRef     string
 	ChartVersion string
-	ValuesFiles  []string
-	Set          []string
-	// ReuseValues keeps the installed values under the new ones. With no
-	// ValuesFiles and no Set, the upgrade keeps the installed user values on
-	// top of the new chart's defaults (helm --reset-then-reuse-values),
-	// since a bare helm upgrade would reset them, replica count included.
+	// ValuesFiles are layered after chart.BaseValues, exactly as Install
+	// layers them (chart.Layered). With no ValuesFiles and no Set, a release
+	// Install created is upgraded with the values it was installed with; an
+	// attached one keeps its user values on top of the new chart's defaults
+	// (helm --reset-then-reuse-values), since a bare helm upgrade would
+	// reset them, replica count included.
+	ValuesFiles []string
+	// Set are --set overrides applied last; when empty, those Install
+	// passed (such as replicaCount) are passed again.
+	Set []string
+	// ReuseValues keeps the installed values under the new ones.
 	ReuseValues bool
 	Timeout     time.Duration
+}
+
+// upgradeValues is the values layering of an upgrade: the install's
+// layering (base.yaml first, then the files, then --set), so that helm never
+// falls back to the chart's defaults, which name an image that no longer
+// resolves and turn the PDB and NetworkPolicy back on. resetThenReuse is
+// set only for an attached release upgraded without values: its install
+// values are unknown, so the release's own are kept.
+func (c *Cluster) upgradeValues(o UpgradeOptions) (v chart.Values, resetThenReuse bool) {
+	files, set := o.ValuesFiles, o.Set
+	if c.installed {
+		if len(files) == 0 {
+			files = c.installValues.Files
+		}
+		if len(set) == 0 {
+			set = c.installValues.Set
+		}
+	} else if len(files) == 0 && len(set) == 0 && !o.ReuseValues {
+		return chart.Values{}, true
+	}
+	return chart.Layered(files, set), false
 }
 
 // Upgrade runs helm upgrade on the release (root password carried over),
 // then waits until the cluster is healthy again. Members whose pod was
 // replaced are reached through fresh port-forwards automatically.
 func (c *Cluster) Upgrade(ctx context.Context, o UpgradeOptions) error {
+	values, resetThenReuse := c.upgradeValues(o)
 	_, err := chart.Upgrade{
 		Env:                  c.p.env(c.ns),
 		Release:              c.release,
 		ChartRef:             o.ChartRef,
 		Version:              o.ChartVersion,
-		Values:               chart.Values{Files: o.ValuesFiles, Set: o.Set},
+		Values:               values,
 		ReuseValues:          o.ReuseValues,
-		ResetThenReuseValues: !o.ReuseValues && len(o.ValuesFiles) == 0 && len(o.Set) == 0,
+		ResetThenReuseValues: resetThenReuse,
 		Timeout:              o.Timeout,
 	}.Run(ctx)
 	if err != nil {
@@ -434,10 +468,21 @@ func (c *Cluster) Upgrade(ctx context.Context, o UpgradeOptions) error {
 	return c.reconcile(ctx)
 }
 
+// KeepRelease makes Close leave the release, its PVCs and its namespace in
+// place (it still stops faults and port-forwards), for debugging: the suites
+// call it for the release of a failed spec when KEEP_CLUSTER=1, so that a
+// kept cluster does not fill up with the releases of every spec.
+func (c *Cluster) KeepRelease() {
+	c.mu.Lock()
+	c.keepRelease = true
+	c.mu.Unlock()
+}
+
 // Close heals network faults, stops the port-forwards and, for a release
-// Install created, uninstalls it and deletes its PersistentVolumeClaims
-// unless the provider keeps clusters. It is safe to call more than once and
-// with a fresh context after the run's context was cancelled (Ctrl-C).
+// Install created, uninstalls it, deletes its PersistentVolumeClaims and
+// the namespace Install created, unless the release is kept. It is safe to
+// call more than once and with a fresh context after the run's context was
+// cancelled (Ctrl-C).
 func (c *Cluster) Close(ctx context.Context) error {
 	c.closeOnce.Do(func() {
 		c.stopBG()
@@ -448,17 +493,16 @@ func (c *Cluster) Close(ctx context.Context) error {
 		}
 		c.resumeAll(ctx)
 		c.closeProxies()
-		if c.installed && !c.p.keep {
-			if err := (chart.Uninstall{Env: c.p.env(c.ns), Release: c.release, Timeout: 5 * time.Minute}).Run(ctx); err != nil {
+		c.mu.Lock()
+		keep := c.keepRelease
+		c.mu.Unlock()
+		switch {
+		case c.installed && keep:
+			c.p.logf("keeping release %s/%s (remove with: helm -n %s uninstall %s; kubectl delete namespace %s)", c.ns, c.release, c.ns, c.release, c.ns)
+		case c.installed:
+			if err := c.p.teardown(ctx, c.ns, c.release, c.ownNamespace); err != nil {
 				errs = append(errs, err)
 			}
-			err := c.cs.CoreV1().PersistentVolumeClaims(c.ns).DeleteCollection(ctx, metav1.DeleteOptions{},
-				metav1.ListOptions{LabelSelector: chart.Selector(c.release)})
-			if err != nil && !apierrors.IsNotFound(err) {
-				errs = append(errs, fmt.Errorf("delete PVCs of %s: %v (kubectl -n %s delete pvc -l %s)", c.release, err, c.ns, chart.Selector(c.release)))
-			}
-		} else if c.installed {
-			c.p.logf("keeping release %s/%s (uninstall with: helm -n %s uninstall %s)", c.ns, c.release, c.ns, c.release)
 		}
 		c.closeErr = errors.Join(errs...)
 	})

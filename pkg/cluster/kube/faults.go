@@ -479,7 +479,7 @@ func (c *Cluster) apply(ctx context.Context, r NodeRunner, member string, force 
 func iptablesErr(member, node string, out []byte, err error) error {
 	s := strings.TrimSpace(string(out))
 	if strings.Contains(s, "not found") && strings.Contains(s, "iptables") {
-		return fmt.Errorf("cut %s: iptables is missing on node %s: the node image needs iptables and nsenter (kindest/node has both)", member, node)
+		return fmt.Errorf("%w: cut %s: iptables is missing on node %s: the node image needs iptables and nsenter (kindest/node has both)", cluster.ErrUnsupported, member, node)
 	}
 	return fmt.Errorf("iptables in the netns of %s on node %s: %v: %s", member, node, err, s)
 }
@@ -488,9 +488,9 @@ func tcErr(member, node string, out []byte, err error) error {
 	s := strings.TrimSpace(string(out))
 	switch {
 	case strings.Contains(s, "qdisc kind is unknown") || strings.Contains(s, "Specified qdisc not found"):
-		return fmt.Errorf("degrade %s: tc netem is missing on node %s (%s): load it on the host with `modprobe sch_netem`", member, node, s)
+		return fmt.Errorf("%w: degrade %s: tc netem is missing on node %s (%s): load it on the host with `modprobe sch_netem`", cluster.ErrUnsupported, member, node, s)
 	case strings.Contains(s, "not found") || strings.Contains(s, "No such file"):
-		return fmt.Errorf("degrade %s: tc is missing on node %s (%s): the node image needs iproute2", member, node, s)
+		return fmt.Errorf("%w: degrade %s: tc is missing on node %s (%s): the node image needs iproute2", cluster.ErrUnsupported, member, node, s)
 	}
 	return fmt.Errorf("tc netem in the netns of %s on node %s: %v: %s", member, node, err, s)
 }

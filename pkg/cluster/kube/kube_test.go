@@ -283,8 +283,8 @@ func TestDegradeCommands(t *testing.T) {
 
 	r.fail = map[string]string{"netem": "Error: Specified qdisc kind is unknown."}
 	err := c.Degrade(ctx, "chaos-etcd-1", time.Millisecond, 0)
-	if err == nil || !strings.Contains(err.Error(), "modprobe sch_netem") || !strings.Contains(err.Error(), "node-a") {
-		t.Errorf("missing netem should say what to do, got %v", err)
+	if !errors.Is(err, cluster.ErrUnsupported) || !strings.Contains(err.Error(), "modprobe sch_netem") || !strings.Contains(err.Error(), "node-a") {
+		t.Errorf("missing netem should be unsupported and say what to do, got %v", err)
 	}
 	if err := c.Degrade(ctx, "chaos-etcd-1", 0, 2); err == nil {
 		t.Error("loss above 1 should be refused")

@@ -7,10 +7,12 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/chart"
+	"helm.sh/helm/v3/pkg/action"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,6 +34,9 @@ type Provider struct {
 	cs   kubernetes.Interface
 	// openForward is replaced in tests; nil means a client-go port-forward.
 	openForward forwardFunc
+	// helm is set in tests (Helm's memory storage); nil means one built
+	// from the kubeconfig.
+	helm *action.Configuration
 }
 
 // Option configures a Provider.
@@ -52,7 +57,9 @@ func WithNodeRunner(r NodeRunner) Option { return func(p *Provider) { p.runner =
 // pkg/cluster/kind sets "kind").
 func WithBackendName(name string) Option { return func(p *Provider) { p.backend = name } }
 
-// WithKeep leaves installed releases in place on Close, for debugging.
+// WithKeep leaves installed releases (and their namespaces) in place on
+// Close, and after a failed Install, for debugging. Cluster.KeepRelease
+// decides for one release, such as only the one whose test failed.
 func WithKeep(keep bool) Option { return func(p *Provider) { p.keep = keep } }
 
 // WithLogf receives progress and background errors (re-applied faults,
@@ -111,7 +118,8 @@ type InstallOptions struct {
 	// directory or a .tgz.
 	ChartRef     string
 	ChartVersion string
-	// ValuesFiles are names in charts/etcd-values (or paths), layered in order.
+	// ValuesFiles are names in charts/etcd-values (or paths), layered in
+	// order after chart.BaseValues (chart.Layered).
 	ValuesFiles []string
 	// Set are --set style overrides applied last.
 	Set []string
@@ -132,46 +140,97 @@ func (p *Provider) Install(ctx context.Context, o InstallOptions) (*Cluster, err
 	if o.Release == "" {
 		return nil, fmt.Errorf("kube install: release name is empty")
 	}
-	if err := ensureNamespace(ctx, cs, o.Namespace); err != nil {
+	createdNS, err := ensureNamespace(ctx, cs, o.Namespace)
+	if err != nil {
 		return nil, err
 	}
-	p.logf("installing chart %s %s as %s/%s (values %v)", orStr(o.ChartRef, chart.DefaultRef), orStr(o.ChartVersion, chart.DefaultVersion), o.Namespace, o.Release, o.ValuesFiles)
+	// A failed or interrupted install leaves a release (and, with it, pods
+	// and PVCs) and maybe a namespace that nothing would remove: remove them
+	// on a context of their own, after the error was explained.
+	undo := func(err error) error {
+		if p.keep {
+			p.logf("keeping the failed release %s/%s (uninstall with: helm -n %s uninstall %s)", o.Namespace, o.Release, o.Namespace, o.Release)
+			return err
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+		defer cancel()
+		if terr := p.teardown(cctx, o.Namespace, o.Release, createdNS); terr != nil {
+			return fmt.Errorf("%w; cleaning up after it: %w", err, terr)
+		}
+		return err
+	}
+	values := chart.Layered(o.ValuesFiles, o.Set)
+	p.logf("installing chart %s %s as %s/%s (values %v)", orStr(o.ChartRef, chart.DefaultRef), orStr(o.ChartVersion, chart.DefaultVersion), o.Namespace, o.Release, values.Files)
 	_, err = chart.Install{
 		Env:      p.env(o.Namespace),
 		Release:  o.Release,
 		ChartRef: o.ChartRef,
 		Version:  o.ChartVersion,
-		Values:   chart.Values{Files: o.ValuesFiles, Set: o.Set},
+		Values:   values,
 		Timeout:  o.Timeout,
 	}.Run(ctx)
 	if err != nil {
-		return nil, err
+		return nil, undo(err)
 	}
 	c, err := p.Attach(ctx, o.Namespace, o.Release)
 	if err != nil {
-		return nil, err
+		return nil, undo(err)
 	}
 	c.installed = true
+	c.ownNamespace = createdNS
+	c.keepRelease = p.keep
+	c.installValues = values
 	return c, nil
 }
 
-func (p *Provider) env(ns string) chart.Env {
-	return chart.Env{Kubeconfig: p.kubeconfig, Context: p.context, Namespace: ns, Clientset: p.cs, Log: p.logf}
+// teardown uninstalls the release (hooks included), deletes its
+// PersistentVolumeClaims, which a StatefulSet leaves behind, and the
+// namespace when the harness created it.
+func (p *Provider) teardown(ctx context.Context, ns, release string, ownNamespace bool) error {
+	cs, err := p.Clientset()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if err := (chart.Uninstall{Env: p.env(ns), Release: release, Timeout: 5 * time.Minute}).Run(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	err = cs.CoreV1().PersistentVolumeClaims(ns).DeleteCollection(ctx, metav1.DeleteOptions{},
+		metav1.ListOptions{LabelSelector: chart.Selector(release)})
+	if err != nil && !apierrors.IsNotFound(err) {
+		errs = append(errs, fmt.Errorf("delete PVCs of %s: %v (kubectl -n %s delete pvc -l %s)", release, err, ns, chart.Selector(release)))
+	}
+	if ownNamespace {
+		err := cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete namespace %s: %v (kubectl delete namespace %s)", ns, err, ns))
+		}
+	}
+	return errors.Join(errs...)
 }
 
-func ensureNamespace(ctx context.Context, cs kubernetes.Interface, ns string) error {
-	_, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+func (p *Provider) env(ns string) chart.Env {
+	return chart.Env{Kubeconfig: p.kubeconfig, Context: p.context, Namespace: ns, Clientset: p.cs, Config: p.helm, Log: p.logf}
+}
+
+// ensureNamespace creates ns unless it exists; created says whether this
+// call made it, and so whether the release's teardown deletes it.
+func ensureNamespace(ctx context.Context, cs kubernetes.Interface, ns string) (created bool, err error) {
+	_, err = cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	if err == nil {
-		return nil
+		return false, nil
 	}
 	if !apierrors.IsNotFound(err) {
-		return fmt.Errorf("namespace %s: %v", ns, err)
+		return false, fmt.Errorf("namespace %s: %v", ns, err)
 	}
 	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create namespace %s: %v", ns, err)
+	if apierrors.IsAlreadyExists(err) {
+		return false, nil
 	}
-	return nil
+	if err != nil {
+		return false, fmt.Errorf("create namespace %s: %v", ns, err)
+	}
+	return true, nil
 }
 
 func orStr(s, def string) string {
