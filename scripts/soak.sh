@@ -70,9 +70,12 @@ for ((i = 1; i <= RUNS; i++)); do
 	rc=$?
 	summary="$dir/summary.json"
 	if [[ -f $summary ]]; then
-		verdict=$(jq -r '.verdict | ascii_upcase' "$summary")
-		failing=$(jq -r '[.checks[] | select(.status == "fail" or .status == "unknown") | .name] | join(",")' "$summary")
-		streams=$(jq -r '.checks[] | select(.name == "watch/drain") | .summary' "$summary" | grep -oE '[0-9]+ watch streams, [0-9]+ of them resumed' | sed -E 's/ watch streams, /\//; s/ of them resumed//')
+		# summary.json is indented by encoding/json, two spaces a level:
+		# awk reads it without tools a fresh machine may lack.
+		verdict=$(awk -F'"' '/^  "verdict":/ { print toupper($4); exit }' "$summary")
+		failing=$(awk -F'"' '/^      "name":/ { n = $4 } /^      "status": "(fail|unknown)"/ { printf "%s%s", sep, n; sep = "," }' "$summary")
+		streams=$(awk -F'"' '/^      "name": "watch\/drain"/ { d = 1; next } d && /^      "summary":/ { print $4; exit }' "$summary" |
+			grep -oE '[0-9]+ watch streams, [0-9]+ of them resumed' | sed -E 's/ watch streams, /\//; s/ of them resumed//')
 	else
 		verdict=ERROR
 		failing="exit $rc: $(tail -n 1 "$OUT/run-$i.log")"

@@ -193,6 +193,12 @@ func runScenario(ctx context.Context, c cluster.Cluster, cfg scenario.Config) *s
 	// A spec interrupted or timed out cancels ctx: Run then stops traffic,
 	// heals, and still saves, checks and reports what was recorded (within
 	// Ginkgo's grace period), returning that result with ErrInterrupted.
+	// Ginkgo gives the spec 30s (GracePeriod) before it runs the cleanup
+	// that closes the cluster; the checks get 15s of them, the member logs
+	// and the report the rest.
+	if cfg.InterruptGrace == 0 {
+		cfg.InterruptGrace = 15 * time.Second
+	}
 	res, err := scenario.Run(ctx, c, cfg)
 	if res != nil {
 		var text strings.Builder
@@ -206,6 +212,9 @@ func runScenario(ctx context.Context, c cluster.Cluster, cfg scenario.Config) *s
 		summaries.Lock()
 		summaries.lines = append(summaries.lines, fmt.Sprintf("%-7s %-34s ops=%-6d faults=%-3d %s", status, cfg.Name, len(res.History.Operations), len(res.History.Faults), res.Report))
 		summaries.Unlock()
+		if status == "INTERRUPTED" {
+			GinkgoWriter.Printf("INTERRUPTED %s %s: what was recorded is saved, checked and reported: %s\n", cfg.Name, res.History.Meta.Interrupted, res.Report)
+		}
 	}
 	Expect(err).NotTo(HaveOccurred(), "scenario %s (seed %d)", cfg.Name, cfg.Seed)
 	// A backend that cannot inject the nemesis at all (Kubernetes without

@@ -40,13 +40,16 @@ Examples:
   etcd-chaos run --nemesis partition-random --duration 2m --seed 7
   etcd-chaos run --etcd-version v3.5.2 --nemesis mix
   etcd-chaos run --backend kind --chart-version 12.0.18 --nemesis delete-pod
+  etcd-chaos run --nemesis blackhole-until-snapshot --snapshot-count 100 --snapshot-catchup-entries 100
+  etcd-chaos run --nemesis failpoint-compaction --failpoints
 
-Nemeses: ` + "{nemeses}" + `
+Nemeses:
+` + "{nemeses}" + `
 
 Flags:`
 
 func runRun(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlagSet("run", strings.Replace(runSynopsis, "{nemeses}", strings.Join(chaos.Names(), ", "), 1), stdout)
+	fs := newFlagSet("run", strings.Replace(runSynopsis, "{nemeses}", nemesisHelp(), 1), stdout)
 	backend := fs.String("backend", "local", "cluster backend: local, kind, kube or kube-host (root; docs/KUBERNETES.md)")
 	members := fs.Int("members", 3, "cluster size: 1, 3 or 5")
 	version := fs.String("etcd-version", etcdbin.DefaultVersion, "etcd version for the local backend (built from the Go module proxy and cached)")
@@ -237,4 +240,13 @@ func settingsArgs(s local.Settings, failpoints bool) string {
 		b.WriteString(" --failpoints")
 	}
 	return b.String()
+}
+
+// nemesisHelp lists every nemesis with its one-line meaning.
+func nemesisHelp() string {
+	var b strings.Builder
+	for _, n := range chaos.Names() {
+		fmt.Fprintf(&b, "  %-26s %s\n", n, chaos.Describe(n))
+	}
+	return strings.TrimRight(b.String(), "\n")
 }

@@ -94,3 +94,30 @@ type PodFaults interface {
 	// StatefulSet has replaced them.
 	DeleteAllPods(ctx context.Context) error
 }
+
+// ErrMemberDown is returned by a member-level primitive when the member's
+// process is not running (it crashed, or a failpoint panicked it).
+var ErrMemberDown = errors.New("member is down")
+
+// MembershipFaults change the cluster's membership.
+type MembershipFaults interface {
+	// ReplaceMember removes the member, wipes its data and adds it back as
+	// a new member (a new ID) under the same name and URLs; it returns once
+	// the new member serves.
+	ReplaceMember(ctx context.Context, member string) error
+}
+
+// FailpointFaults arm gofail failpoints in the members of an etcd built
+// with them (etcdbin.EnsureFailpoints).
+type FailpointFaults interface {
+	// Failpoints lists the failpoints the members' binary has; empty when
+	// it is a plain build.
+	Failpoints() []string
+	// SetFailpoint arms name on member with a gofail term ("panic",
+	// "sleep(100)", "off" disarms). It fails with ErrMemberDown when the
+	// member is not running.
+	SetFailpoint(ctx context.Context, member, name, term string) error
+	// FailpointHits is how many times name has fired on member since the
+	// member started; ErrMemberDown when the member is not running.
+	FailpointHits(ctx context.Context, member, name string) (int, error)
+}

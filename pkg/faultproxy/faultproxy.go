@@ -196,8 +196,9 @@ func (p *Proxy) Target() string {
 }
 
 // SetMemberIDs tells the network which member each raft member ID belongs
-// to, so peer connections can be attributed to a sender. IDs of a static
-// cluster never change, so this is needed once, after the cluster starts.
+// to, so peer connections can be attributed to a sender. It adds to what
+// it was told before: a member removed and added back under the same name
+// gets a new ID, which must be told before the new member dials anyone.
 func (n *Network) SetMemberIDs(ids map[uint64]string) {
 	n.mu.Lock()
 	for id, name := range ids {

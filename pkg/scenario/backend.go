@@ -35,6 +35,9 @@ type Backend struct {
 // after Open returned; Open itself cleans up whatever it started when it
 // fails.
 func Open(ctx context.Context, b Backend) (cluster.Cluster, error) {
+	if b.Name != "" && b.Name != "local" && (b.Failpoints || !reflect.DeepEqual(b.Settings, local.Settings{})) {
+		return nil, fmt.Errorf("cluster settings and failpoints apply to the local backend only; on %s set them through the chart's values", b.Name)
+	}
 	switch b.Name {
 	case "", "local":
 		opts := []local.ProviderOption{local.WithVersion(b.EtcdVersion), local.WithEtcdBinary(b.EtcdBinary), local.WithProgress(b.Progress)}
@@ -44,9 +47,6 @@ func Open(ctx context.Context, b Backend) (cluster.Cluster, error) {
 		return local.NewProvider(opts...).Create(ctx, local.CreateWithMembers(b.Members),
 			local.CreateWithArtifactDir(b.ArtifactDir), local.CreateWithSettings(b.Settings))
 	case "kind", "kube":
-		if b.Failpoints || !reflect.DeepEqual(b.Settings, local.Settings{}) {
-			return nil, fmt.Errorf("cluster settings and failpoints apply to the local backend only; on %s set them through the chart's values", b.Name)
-		}
 		return openKube(ctx, b)
 	case "kube-host":
 		return openKubeHost(ctx, b, func(format string, args ...any) {

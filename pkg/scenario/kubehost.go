@@ -39,7 +39,7 @@ func openKubeHost(ctx context.Context, b Backend, logf func(string, ...any)) (cl
 	if b.Kube.ShareKind && sharedHost.c != nil {
 		hc = sharedHost.c
 	} else {
-		opts := []kubehost.Option{kubehost.WithKeep(b.Kube.Keep), kubehost.WithLogf(logf), kubehost.WithProgress(b.Progress)}
+		opts := []kubehost.Option{kubehost.WithKeep(b.Kube.KeepRelease), kubehost.WithLogf(logf), kubehost.WithProgress(b.Progress)}
 		if b.ArtifactDir != "" {
 			opts = append(opts, kubehost.WithLogDir(b.ArtifactDir+"/kube-host"))
 		}
@@ -65,6 +65,9 @@ func openKubeHost(ctx context.Context, b Backend, logf func(string, ...any)) (cl
 	}
 	o.Set = append(append([]string(nil), hc.Chart.Set...), o.Set...)
 	c, err := hc.Install(ctx, o)
+	if err == nil && b.Kube.KeepRelease {
+		c.KeepRelease()
+	}
 	if err != nil {
 		if own != nil {
 			own.Close(context.WithoutCancel(ctx))

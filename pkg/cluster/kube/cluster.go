@@ -40,6 +40,9 @@ type Cluster struct {
 	// installValues is the layering Install passed, which an upgrade that
 	// names no values of its own passes again.
 	installValues chart.Values
+	// installChartRef is the chart Install used, which an upgrade that
+	// names none upgrades from (a local chart repository, on kube-host).
+	installChartRef string
 
 	creds   cluster.Credentials
 	tlsNote string
@@ -442,6 +445,9 @@ func (c *Cluster) upgradeValues(o UpgradeOptions) (v chart.Values, resetThenReus
 // replaced are reached through fresh port-forwards automatically.
 func (c *Cluster) Upgrade(ctx context.Context, o UpgradeOptions) error {
 	values, resetThenReuse := c.upgradeValues(o)
+	if o.ChartRef == "" {
+		o.ChartRef = c.installChartRef
+	}
 	_, err := chart.Upgrade{
 		Env:                  c.p.env(c.ns),
 		Release:              c.release,

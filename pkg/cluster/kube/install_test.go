@@ -94,6 +94,9 @@ func TestUpgradeLayersValuesAsInstallDid(t *testing.T) {
 	}{
 		{"same values file as the install", UpgradeOptions{ValuesFiles: []string{"3-replicas-persistent.yaml"}}},
 		{"no values: the install's again", UpgradeOptions{}},
+		// No chart named: the install's chart again, not the Bitnami OCI
+		// default (kube-host installs from a local chart repository).
+		{"no chart: the install's again", UpgradeOptions{ChartRef: "-"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, cs, helm := installForTest(t, InstallOptions{ValuesFiles: []string{"3-replicas-persistent.yaml"}, Set: []string{"replicaCount=5"}})
@@ -107,7 +110,11 @@ func TestUpgradeLayersValuesAsInstallDid(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			tc.upgrade.ChartRef = testChart(t)
+			if tc.upgrade.ChartRef == "-" {
+				tc.upgrade.ChartRef = ""
+			} else {
+				tc.upgrade.ChartRef = testChart(t)
+			}
 			_ = c.Upgrade(context.Background(), tc.upgrade)
 			rel, err := helm.Releases.Last("chaos")
 			if err != nil || rel.Version != 2 {

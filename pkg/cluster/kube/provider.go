@@ -180,6 +180,7 @@ func (p *Provider) Install(ctx context.Context, o InstallOptions) (*Cluster, err
 	c.ownNamespace = createdNS
 	c.keepRelease = p.keep
 	c.installValues = values
+	c.installChartRef = o.ChartRef
 	return c, nil
 }
 

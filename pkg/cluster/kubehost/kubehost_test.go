@@ -191,3 +191,56 @@ func TestInterruptedStartLeavesNothing(t *testing.T) {
 		t.Errorf("temp dirs left behind: %v", leftDirs)
 	}
 }
+
+// TestContainerdConfigLoadsCRI starts containerd alone with the config
+// Create writes and checks that the CRI plugin, which the kubelet talks to,
+// loaded with it (a config error disables the plugin, and containerd
+// itself keeps running). It needs root and containerd, not Kubernetes.
+func TestContainerdConfigLoadsCRI(t *testing.T) {
+	if err := Preflight(NewProvider().cniBinDirs); err != nil {
+		t.Skip(err)
+	}
+	dir, err := os.MkdirTemp("", "kh-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{dir: dir, sock: filepath.Join(dir, "c.sock"), logDir: filepath.Join(dir, "logs"), cniBinDir: cniBinDir(NewProvider().cniBinDirs), logf: t.Logf}
+	defer func() {
+		if err := c.teardown(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}()
+	if err := os.MkdirAll(c.logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.writeCNIConfig(); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := c.writeContainerdConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.start("containerd", "containerd", "--config", cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var plugins string
+	if err := c.waitFor(ctx, "containerd to list its plugins", func() bool {
+		out, err := run(ctx, "ctr", "--address", c.sock, "plugins", "ls")
+		plugins = string(out)
+		return err == nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(plugins, "\n") {
+		if f := strings.Fields(l); len(f) >= 4 && f[0] == "io.containerd.grpc.v1" && f[1] == "cri" {
+			if f[len(f)-1] != "ok" {
+				log, _ := os.ReadFile(filepath.Join(c.logDir, "containerd.log"))
+				t.Fatalf("the CRI plugin did not load (%s); containerd's log:\n%s", l, log)
+			}
+			return
+		}
+	}
+	t.Fatalf("ctr plugins ls does not list the CRI plugin:\n%s", plugins)
+}

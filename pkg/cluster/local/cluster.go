@@ -131,8 +131,11 @@ func (c *Cluster) LogPath(member string) (string, error) {
 	return m.logPath, nil
 }
 
-// MemberIDs maps member names to raft member IDs.
+// MemberIDs maps member names to raft member IDs; ReplaceMember changes a
+// member's ID.
 func (c *Cluster) MemberIDs() map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	out := map[string]uint64{}
 	for _, m := range c.members {
 		out[m.name] = m.id

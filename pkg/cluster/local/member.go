@@ -37,6 +37,9 @@ type member struct {
 	proc       *process
 	paused     bool
 	clashes    int // port clashes met while starting
+	// joinExisting starts the member with --initial-cluster-state=existing:
+	// it was added to a running cluster (ReplaceMember).
+	joinExisting bool
 }
 
 func (m *member) peerURL() string   { return m.peerScheme + "://" + m.peerProxy.Addr() }
@@ -134,7 +137,7 @@ func (c *Cluster) args(m *member) []string {
 		"--initial-cluster", c.initialCluster(),
 		// Ignored by a member whose data dir already holds a cluster, so
 		// restarts and seeded starts use the same flags.
-		"--initial-cluster-state", "new",
+		"--initial-cluster-state", c.clusterState(m),
 		"--initial-cluster-token", c.token,
 		// Elections in about a second, so faults show within a test's time.
 		"--heartbeat-interval", "100",
@@ -149,6 +152,13 @@ func (c *Cluster) args(m *member) []string {
 		a = append(a, "--logger", "zap", "--log-outputs", "stderr")
 	}
 	return append(a, c.flags...)
+}
+
+func (c *Cluster) clusterState(m *member) string {
+	if m.joinExisting {
+		return "existing"
+	}
+	return "new"
 }
 
 func atLeast(version string, major, minor int) bool {

@@ -176,3 +176,10 @@ func probeFlag(ctx context.Context, bin, name, value string) (bool, error) {
 		return false, fmt.Errorf("probing %s for --%s: %v: %s", bin, name, err, lastLine(string(out)))
 	}
 }
+
+// SnapshotPolicy is the members' snapshot count and catch-up entries: a
+// follower more than count+catchup entries behind the leader can only
+// catch up from a snapshot.
+func (c *Cluster) SnapshotPolicy() (count, catchupEntries int) {
+	return c.settings.Snapshots(), c.settings.CatchupEntries()
+}
