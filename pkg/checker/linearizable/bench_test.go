@@ -337,7 +337,7 @@ func BenchmarkCertificate(b *testing.B) {
 			b.ResetTimer()
 			start := cpuSeconds()
 			for i := 0; i < b.N; i++ {
-				if err := verifyCertificate(ops, fr.lin, cfg); err != nil {
+				if err := verifyCertificate(ops, fr.lin, cfg, fr.keys); err != nil {
 					b.Fatal(err)
 				}
 			}

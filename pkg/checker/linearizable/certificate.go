@@ -19,13 +19,17 @@ import (
 // operation that returned before it was called (an unknown operation never
 // returned); and replayed in this order through the model's step function,
 // every response is one the model gives. It runs in time linear in ops.
-func verifyCertificate(ops []*history.Operation, lin []int32, cfg config) error {
-	keys := make([]string, 0, 64)
-	seenKey := map[string]bool{}
-	for _, op := range ops {
-		if op.Key != "" && !seenKey[op.Key] {
-			seenKey[op.Key] = true
-			keys = append(keys, op.Key)
+//
+// keys, when known, are the keys the operations name (the replay's store is
+// indexed for them up front); nil: they are collected here.
+func verifyCertificate(ops []*history.Operation, lin []int32, cfg config, keys []string) error {
+	if keys == nil {
+		seenKey := map[string]bool{}
+		for _, op := range ops {
+			if op.Key != "" && !seenKey[op.Key] {
+				seenKey[op.Key] = true
+				keys = append(keys, op.Key)
+			}
 		}
 	}
 	st := model.NewReplay(cfg.initState(), keys)

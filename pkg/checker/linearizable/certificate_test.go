@@ -40,7 +40,7 @@ func TestCertificateRejectsCorruption(t *testing.T) {
 		{"placed twice", []int32{0, 1, 1, 2}, "placed twice"},
 		{"no such operation", []int32{0, 1, 2, 9}, "names operation"},
 	} {
-		err := verifyCertificate(ops, tc.lin, cfg)
+		err := verifyCertificate(ops, tc.lin, cfg, nil)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: rejected: %v", tc.name, err)
@@ -52,7 +52,7 @@ func TestCertificateRejectsCorruption(t *testing.T) {
 	bad := certHistory()
 	bad.Operations[2].Resp = &history.Response{Revision: 2, KVs: []history.KV{kv("a", "2", 2)}}
 	ops, _ = selectOps(bad, false)
-	if err := verifyCertificate(ops, []int32{0, 1, 2, 3}, cfg); err == nil || !strings.Contains(err.Error(), "store holds") {
+	if err := verifyCertificate(ops, []int32{0, 1, 2, 3}, cfg, nil); err == nil || !strings.Contains(err.Error(), "store holds") {
 		t.Errorf("wrong output: got %v", err)
 	}
 }
@@ -76,14 +76,14 @@ func TestCertificateOfDeciders(t *testing.T) {
 		if fr.undecided != "" || len(fr.definite) > 0 {
 			t.Fatalf("%s: fast path did not pass: %s %v", name, fr.undecided, fr.definite)
 		}
-		if err := verifyCertificate(ops, fr.lin, cfg); err != nil {
+		if err := verifyCertificate(ops, fr.lin, cfg, nil); err != nil {
 			t.Fatalf("%s: fast path's certificate rejected: %v", name, err)
 		}
 		pr := runPorcupine(context.Background(), h, ops, cfg, time.Minute, DefaultMemoryLimit, "")
 		if pr.lin == nil {
 			t.Fatalf("%s: porcupine gave no linearization (%v %s)", name, pr.result, pr.abandoned)
 		}
-		if err := verifyCertificate(ops, pr.lin, cfg); err != nil {
+		if err := verifyCertificate(ops, pr.lin, cfg, nil); err != nil {
 			t.Fatalf("%s: porcupine's certificate rejected: %v", name, err)
 		}
 		lin := fr.lin
@@ -96,7 +96,7 @@ func TestCertificateOfDeciders(t *testing.T) {
 		}
 		swapped := append([]int32(nil), lin...)
 		swapped[w[0]], swapped[w[1]] = swapped[w[1]], swapped[w[0]]
-		if err := verifyCertificate(ops, swapped, cfg); err == nil {
+		if err := verifyCertificate(ops, swapped, cfg, nil); err == nil {
 			t.Errorf("%s: two writes swapped: accepted", name)
 		}
 		// Move an operation in front of one that returned before it was
@@ -113,7 +113,7 @@ func TestCertificateOfDeciders(t *testing.T) {
 					m = append(m, lin[q])
 					m = append(m, lin[p:q]...)
 					m = append(m, lin[q+1:]...)
-					if err := verifyCertificate(ops, m, cfg); err == nil {
+					if err := verifyCertificate(ops, m, cfg, nil); err == nil {
 						t.Errorf("%s: op %d moved before op %d, which returned before it was called: accepted", name, ops[lin[q]].ID, a.ID)
 					}
 					moved = true

@@ -1,8 +1,6 @@
 package linearizable
 
 import (
-	"cmp"
-	"slices"
 	"sort"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
@@ -227,36 +225,19 @@ func (f *fast) indexEvents() {
 			f.readHead[r] = int32(i)
 		}
 	}
-	for i, op := range f.ops {
-		var pos int64
-		switch f.role[i] {
-		case roleWrite:
-			pos = 2 * f.rev[i]
-		case roleRead:
-			pos = 2*f.rev[i] + 1
-		default:
-			continue
+	// Each key's events in position order, with no sort: walk the
+	// revisions, each one's write (position 2*rev) before what was read at
+	// it (2*rev+1, in op order).
+	for r := range f.owner {
+		rev := f.base + int64(r)
+		if w := f.owner[r]; w >= 0 && f.role[w] == roleWrite {
+			f.addEvents(w, 2*rev)
 		}
-		switch op.Kind {
-		case history.Range:
-			lo := sort.SearchStrings(f.st.keys, op.Key)
-			for k := lo; k < len(f.st.keys) && inRange(f.st.keys[k], op.Key, op.End); k++ {
-				f.st.ks[k].events = append(f.st.ks[k].events, keyEvent{pos, int32(i)})
+		for p := f.readHead[r]; p >= 0; p = f.readNext[p] {
+			if f.role[p] == roleRead {
+				f.addEvents(p, 2*rev+1)
 			}
-		case history.LeaseGrant, history.LeaseRevoke:
-		default:
-			k := f.st.keyIdx[op.Key]
-			f.st.ks[k].events = append(f.st.ks[k].events, keyEvent{pos, int32(i)})
 		}
-	}
-	for k := range f.st.ks {
-		ev := f.st.ks[k].events
-		slices.SortFunc(ev, func(a, b keyEvent) int {
-			if c := cmp.Compare(a.pos, b.pos); c != 0 {
-				return c
-			}
-			return cmp.Compare(a.op, b.op)
-		})
 	}
 }
 
@@ -285,4 +266,20 @@ func inRange(k, key, end string) bool {
 		return k >= key
 	}
 	return k >= key && k < end
+}
+
+// addEvents records operation i at position pos on every key it shows.
+func (f *fast) addEvents(i int32, pos int64) {
+	op := f.ops[i]
+	switch op.Kind {
+	case history.Range:
+		lo := sort.SearchStrings(f.st.keys, op.Key)
+		for k := lo; k < len(f.st.keys) && inRange(f.st.keys[k], op.Key, op.End); k++ {
+			f.st.ks[k].events = append(f.st.ks[k].events, keyEvent{pos, i})
+		}
+	case history.LeaseGrant, history.LeaseRevoke:
+	default:
+		k := f.st.keyIdx[op.Key]
+		f.st.ks[k].events = append(f.st.ks[k].events, keyEvent{pos, i})
+	}
 }

@@ -22,7 +22,8 @@ import (
 type fastResult struct {
 	definite  []string
 	undecided string
-	lin       []int32 // on Pass: the linearization found (see certificate.go)
+	lin       []int32  // on Pass: the linearization found (see certificate.go)
+	keys      []string // every key the operations name, sorted
 	revisions int64
 	filled    int
 	foreign   int // revisions left to unrecorded writes (foreign mode)
@@ -170,7 +171,7 @@ func passes(n int) int {
 func (f *fast) result() fastResult {
 	r := fastResult{definite: f.definite, undecided: f.undecided, revisions: max(0, f.maxRev-f.base), filled: f.filled, foreign: f.foreign}
 	if len(r.definite) == 0 && r.undecided == "" {
-		r.lin = f.lin
+		r.lin, r.keys = f.lin, f.st.keys
 	}
 	return r
 }

@@ -239,7 +239,7 @@ func check(ctx context.Context, h *history.History, opts Options) verdict.Check 
 			if opts.tamper != nil {
 				fr.lin = opts.tamper(fr.lin)
 			}
-			if err := verifyCertificate(ops, fr.lin, cfg); err != nil {
+			if err := verifyCertificate(ops, fr.lin, cfg, fr.keys); err != nil {
 				return certificateFailed(c, "the revision fast path", err, countText)
 			}
 			c.Status = verdict.Pass
@@ -280,7 +280,7 @@ func check(ctx context.Context, h *history.History, opts Options) verdict.Check 
 		if opts.tamper != nil {
 			pr.lin = opts.tamper(pr.lin)
 		}
-		if err := verifyCertificate(ops, pr.lin, cfg); err != nil {
+		if err := verifyCertificate(ops, pr.lin, cfg, nil); err != nil {
 			return certificateFailed(c, "porcupine", err, countText)
 		}
 		c.Status = verdict.Pass

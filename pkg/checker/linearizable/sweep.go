@@ -3,6 +3,7 @@ package linearizable
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 
@@ -167,12 +168,6 @@ func leaseIDOf(op *history.Operation) int64 {
 	return 0
 }
 
-// placedRet is an operation's return and its place in the linearization.
-type placedRet struct {
-	ret int64
-	pos int
-}
-
 // placeKeepAlives inserts every successful keep-alive into the replay's
 // linearization (f.lin). A keep-alive changes nothing, so any place where
 // its lease is live will do, provided real time allows it: after every
@@ -195,8 +190,11 @@ func (f *fast) placeKeepAlives() {
 	// maxCall[p]: the latest call among lin[:p+1]; a keep-alive goes no
 	// later than the first place where that passes its return.
 	maxCall := make([]int64, n)
-	// byRet: places of operations that returned, by return.
-	byRet := make([]placedRet, 0, n)
+	// minRet[p]: the earliest return among lin[p:] (an unknown outcome
+	// never returned); a keep-alive goes no earlier than the first place
+	// from which every operation returned after it was called.
+	minRet := make([]int64, n+1)
+	minRet[n] = math.MaxInt64
 	grantAt := map[int64]int{}
 	revokeAt := map[int64]int{}
 	for p, i := range lin {
@@ -204,9 +202,6 @@ func (f *fast) placeKeepAlives() {
 		maxCall[p] = op.Call
 		if p > 0 {
 			maxCall[p] = max(maxCall[p], maxCall[p-1])
-		}
-		if op.Outcome == history.OK {
-			byRet = append(byRet, placedRet{op.Return, p})
 		}
 		switch op.Kind {
 		case history.LeaseGrant:
@@ -219,7 +214,12 @@ func (f *fast) placeKeepAlives() {
 			}
 		}
 	}
-	slices.SortFunc(byRet, func(a, b placedRet) int { return cmp.Compare(a.ret, b.ret) })
+	for p := n - 1; p >= 0; p-- {
+		minRet[p] = minRet[p+1]
+		if op := f.ops[lin[p]]; op.Outcome == history.OK {
+			minRet[p] = min(minRet[p], op.Return)
+		}
+	}
 	initial := map[int64]bool{} // leases the store started with
 	if f.cfg.init != nil {
 		for _, kv := range f.cfg.init.KVs {
@@ -229,13 +229,10 @@ func (f *fast) placeKeepAlives() {
 	kasByRet := append([]int32(nil), kas...)
 	sort.Slice(kasByRet, func(a, b int) bool { return f.ops[kasByRet[a]].Return < f.ops[kasByRet[b]].Return })
 	place := make(map[int32]int, len(kas))
-	lo, kaLo := 0, 0
-	j, kj := 0, 0
+	kaLo, kj := 0, 0
 	for _, ka := range kas {
 		op := f.ops[ka]
-		for ; j < len(byRet) && byRet[j].ret < op.Call; j++ {
-			lo = max(lo, byRet[j].pos+1)
-		}
+		lo := sort.Search(n+1, func(p int) bool { return minRet[p] >= op.Call })
 		for ; kj < len(kasByRet) && f.ops[kasByRet[kj]].Return < op.Call; kj++ {
 			// Placed already: it was called before it returned, before op.
 			kaLo = max(kaLo, place[kasByRet[kj]])
