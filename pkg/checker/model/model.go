@@ -3,7 +3,7 @@
 // It is the one definition of what an operation does: Apply is the only
 // step function. Porcupine searches with it (Step on immutable States), the
 // linearizability fast path replays writes with it on its own store, and
-// every PASS is a linearization replayed through Step once more.
+// every PASS is a linearization replayed through Apply once more.
 //
 // The model checks values and revisions: every response's header revision
 // must equal the store revision after the operation, and every returned key
