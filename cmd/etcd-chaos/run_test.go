@@ -34,6 +34,9 @@ func TestRunRejectsBadFlagsInOneLine(t *testing.T) {
 		{[]string{"--duration", "-1s"}, "--duration must be positive"},
 		{[]string{"--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"extra"}, `unexpected argument "extra"`},
+		{[]string{"--nemesis", "failpoint-raft-save"}, "add --failpoints"},
+		{[]string{"--backend", "kube", "--snapshot-count", "100"}, "apply to the local backend only"},
+		{[]string{"--backend", "kind", "--failpoints"}, "apply to the local backend only"},
 	}
 	for _, tc := range cases {
 		var out, errOut bytes.Buffer
