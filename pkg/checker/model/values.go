@@ -159,13 +159,25 @@ func (s ValueState) revoke(id int64) ValueState {
 func (s ValueState) rangeOf(key, end string, limit int64) []ValueKV {
 	var out []ValueKV
 	i := sort.Search(len(s.kvs), func(i int) bool { return s.kvs[i].Key >= key })
-	for ; i < len(s.kvs) && inRange(s.kvs[i].Key, key, end); i++ {
+	for ; i < len(s.kvs) && valueInRange(s.kvs[i].Key, key, end); i++ {
 		if limit > 0 && int64(len(out)) == limit {
 			break
 		}
 		out = append(out, s.kvs[i])
 	}
 	return out
+}
+
+// valueInRange is etcd's range rule: end "" is key alone, "\x00" every key
+// from key on.
+func valueInRange(k, key, end string) bool {
+	switch end {
+	case "":
+		return k == key
+	case "\x00":
+		return k >= key
+	}
+	return k >= key && k < end
 }
 
 // ValueCompare evaluates a txn's compare without revisions: the value
