@@ -19,6 +19,7 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker"
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/report"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 	"github.com/etcd-chaos/etcd-chaos/pkg/workload"
@@ -229,7 +230,7 @@ func prepare(ctx context.Context, c cluster.Cluster, cfg Config) (*run, error) {
 	// the checkers what the store held at the start: nothing on a fresh
 	// cluster, the restored data on a cluster restored from a snapshot.
 	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = workload.FinalRead(bctx, c, r.rec, workload.KVPrefix)
+	err = workload.FinalRead(bctx, c, r.rec, keyspace.KVPrefix)
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("baseline read: %w", err)
@@ -352,7 +353,7 @@ func (r *run) windDown(ctx, grace context.Context, d *driven) []verdict.Check {
 			Summary: fmt.Sprintf("cluster did not recover after the faults: %v", recoverErr)})
 	}
 	fctx, cancel := limit(time.Minute, 10*time.Second)
-	for _, prefix := range []string{workload.KVPrefix, workload.LeaseKeepPrefix} {
+	for _, prefix := range []string{keyspace.KVPrefix, keyspace.LeaseKeepPrefix} {
 		if err := workload.FinalRead(fctx, r.c, r.rec, prefix); err != nil {
 			end = append(end, verdict.Check{Name: "final-read", Status: failedUnless(ctx),
 				Summary: fmt.Sprintf("could not read %s after the run: %v", prefix, err)})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // benchDuration is how long each measured phase of BenchmarkTraffic runs;
@@ -105,7 +106,7 @@ func plainTraffic(b *testing.B, c cluster.Cluster, cfg Config, d time.Duration) 
 				octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.OpTimeout)
 				op := func() context.Context { return octx }
 				r, k := rnd.Intn(m.total()), rnd.Intn(cfg.Keys)
-				key := Key(k)
+				key := keyspace.KVKey(k)
 				switch {
 				case r < m.Put:
 					if resp, err := cli.Put(op(), key, val()); err == nil {
@@ -116,7 +117,7 @@ func plainTraffic(b *testing.B, c cluster.Cluster, cfg Config, d time.Duration) 
 						seen[k] = resp.Kvs[0].ModRevision
 					}
 				case r < m.Put+m.Get+m.Range:
-					_, _ = cli.Get(op(), KVPrefix, clientv3.WithPrefix())
+					_, _ = cli.Get(op(), keyspace.KVPrefix, clientv3.WithPrefix())
 				case r < m.Put+m.Get+m.Range+m.Txn:
 					resp, err := cli.Txn(op()).If(clientv3.Compare(clientv3.ModRevision(key), "=", seen[k])).
 						Then(clientv3.OpPut(key, val())).Else(clientv3.OpGet(key)).Commit()
@@ -167,17 +168,18 @@ func plainTraffic(b *testing.B, c cluster.Cluster, cfg Config, d time.Duration) 
 	return total.Load(), time.Since(start)
 }
 
-// BenchmarkRecord measures what recording one operation costs: an ID, two
-// clock reads and an append under the recorder's lock, from 8 goroutines.
+// BenchmarkRecord measures what recording one operation costs: an ID, a
+// unique value, a request context, two clock reads and an append under the
+// recorder's lock, from 8 goroutines.
 func BenchmarkRecord(b *testing.B) {
 	rec := history.NewRecorder(history.Meta{})
 	b.SetParallelism(8)
+	resp := &history.Response{Revision: 1, MemberID: 1}
+	answer := func(context.Context, *history.Operation) (*history.Response, error) { return resp, nil }
 	b.RunParallel(func(pb *testing.PB) {
+		c := &client{rec: rec, id: 1, timeout: time.Second, detach: true}
 		for pb.Next() {
-			op := history.Operation{ID: rec.NextID(), Kind: history.Put, Key: "/kv/k001"}
-			op.Value = uniqueValue(rec, 1, op.ID)
-			op.Call = rec.Now()
-			finish(rec, &op, nil, &history.Response{Revision: 1, MemberID: 1})
+			c.do(context.Background(), c.newWrite(history.Put, "/kv/k001", ""), answer)
 		}
 	})
 }

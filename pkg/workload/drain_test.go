@@ -11,6 +11,7 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
 	"github.com/etcd-chaos/etcd-chaos/pkg/etcdbin"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
@@ -42,7 +43,7 @@ func testDrainOutsideRange(t *testing.T, version string) {
 	rec := history.NewRecorder(history.Meta{Seed: seed, Members: 3, EtcdVersion: version})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := FinalRead(ctx, c, rec, KVPrefix); err != nil {
+	if err := FinalRead(ctx, c, rec, keyspace.KVPrefix); err != nil {
 		t.Fatal(err)
 	}
 	// Watcher 100 is pinned to member 0, watcher 101 to member 1.
@@ -58,7 +59,7 @@ func testDrainOutsideRange(t *testing.T, version string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := FinalRead(ctx, c, rec, KVPrefix); err != nil {
+	if err := FinalRead(ctx, c, rec, keyspace.KVPrefix); err != nil {
 		t.Fatal(err)
 	}
 	lastInRange := lastRange(rec.History()).Resp.Revision
@@ -170,7 +171,7 @@ func TestWatchesResumeAcrossLongFaults(t *testing.T) {
 	rec := history.NewRecorder(history.Meta{Seed: seed, Members: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := FinalRead(ctx, c, rec, KVPrefix); err != nil {
+	if err := FinalRead(ctx, c, rec, keyspace.KVPrefix); err != nil {
 		t.Fatal(err)
 	}
 	watchers, err := StartWatch(ctx, c, rec, WatchConfig{ReplayWatchers: -1})
@@ -215,7 +216,7 @@ func TestWatchesResumeAcrossLongFaults(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if err := FinalRead(ctx, c, rec, KVPrefix); err != nil {
+	if err := FinalRead(ctx, c, rec, keyspace.KVPrefix); err != nil {
 		t.Fatal(err)
 	}
 	final := lastRange(rec.History()).Resp.Revision

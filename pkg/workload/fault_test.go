@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // TestTrafficSurvivesMemberKill kills the member some clients and watchers
@@ -55,7 +56,7 @@ func TestTrafficSurvivesMemberKill(t *testing.T) {
 	}
 	t.Logf("kv: %s %v", st, st.ByKind)
 
-	if err := FinalRead(ctx, c, rec, KVPrefix); err != nil {
+	if err := FinalRead(ctx, c, rec, keyspace.KVPrefix); err != nil {
 		t.Fatal(err)
 	}
 	h := rec.History()

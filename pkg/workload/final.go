@@ -9,6 +9,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // FinalRead reads every key under prefix with one linearizable range,
@@ -17,31 +18,22 @@ import (
 // check uses it to confirm every acknowledged write is still readable.
 func FinalRead(ctx context.Context, c cluster.Cluster, rec *history.Recorder, prefix string) error {
 	if prefix == "" {
-		return fmt.Errorf("workload: FinalRead needs a key prefix such as %q", KVPrefix)
+		return fmt.Errorf("workload: FinalRead needs a key prefix such as %q", keyspace.KVPrefix)
 	}
 	cli, err := openClient(ctx, c, "")
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
+	fc := &client{cli: cli, rec: rec, id: FinalReadClient, timeout: 5 * time.Second}
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	for {
-		op := history.Operation{ID: rec.NextID(), ClientID: FinalReadClient, Kind: history.Range, Key: prefix, End: end}
-		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		op.Call = rec.Now()
-		resp, err := cli.Get(octx, prefix, clientv3.WithRange(end))
-		cancel()
-		var r *history.Response
-		if err == nil {
-			r = &history.Response{KVs: convKVs(resp.Kvs), Count: resp.Count}
-			r.Revision, r.MemberID = header(resp.Header)
-		}
-		finish(rec, &op, err, r)
-		if err == nil {
+		op := fc.Range(ctx, prefix, end, 0)
+		if op.Outcome == history.OK {
 			return nil
 		}
 		if !sleep(ctx, 200*time.Millisecond) {
-			return fmt.Errorf("workload: final read of %s never succeeded: %v (is the cluster healthy?)", prefix, err)
+			return fmt.Errorf("workload: final read of %s never succeeded: %s (is the cluster healthy?)", prefix, op.Error)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // testSeed returns the seed of a randomized test, WORKLOAD_SEED when set, and
@@ -67,7 +68,7 @@ func TestTrafficAgainstCluster(t *testing.T) {
 	}
 	t.Logf("kv: %s %v; leases: %s %v", kvStats, kvStats.ByKind, lStats, lStats.ByKind)
 
-	if err := FinalRead(ctx, c, rec, KVPrefix); err != nil {
+	if err := FinalRead(ctx, c, rec, keyspace.KVPrefix); err != nil {
 		t.Fatal(err)
 	}
 	h := rec.History()
@@ -174,7 +175,7 @@ func checkOperations(t *testing.T, h *history.History, kv Stats) {
 			}
 			values[op.Value] = op.ID
 		}
-		if op.Kind == history.Txn && op.Outcome == history.OK && strings.HasPrefix(op.Key, KVPrefix) {
+		if op.Kind == history.Txn && op.Outcome == history.OK && strings.HasPrefix(op.Key, keyspace.KVPrefix) {
 			if op.Resp.Succeeded {
 				txnOK++
 			} else {
@@ -187,7 +188,7 @@ func checkOperations(t *testing.T, h *history.History, kv Stats) {
 		if op.Serializable {
 			serializable++
 		}
-		if op.Kind == history.Put && strings.HasPrefix(op.Key, LeaseExpirePrefix) && op.Outcome == history.OK {
+		if op.Kind == history.Put && strings.HasPrefix(op.Key, keyspace.LeaseExpirePrefix) && op.Outcome == history.OK {
 			expireKeys[op.Key] = true
 		}
 		if op.Kind == history.Get && expireKeys[op.Key] && op.Outcome == history.OK && len(op.Resp.KVs) == 0 {

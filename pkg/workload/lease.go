@@ -6,10 +6,9 @@ import (
 	"fmt"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // LeaseConfig configures lease traffic. Zero fields take the documented
@@ -99,9 +98,10 @@ func RunLeases(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cf
 		}
 		// Both actors of a client share its connection, like an application
 		// that expires some leases and keeps others.
-		actors = append(actors,
-			&leaseActor{cfg: cfg, rec: rec, cli: cli, id: LeaseClientBase + 2*i},
-			&leaseActor{cfg: cfg, rec: rec, cli: cli, id: LeaseClientBase + 2*i + 1})
+		for _, id := range []int{LeaseClientBase + 2*i, LeaseClientBase + 2*i + 1} {
+			actors = append(actors, &leaseActor{cfg: cfg,
+				client: &client{cli: cli, rec: rec, id: id, timeout: cfg.OpTimeout, detach: true}})
+		}
 	}
 	runAll(actors, func(i int, a *leaseActor) {
 		if i%2 == 0 {
@@ -117,110 +117,26 @@ func RunLeases(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cf
 	return st, nil
 }
 
+// leaseActor is one sequential lease client; the two actors of a lease
+// client share its connection.
 type leaseActor struct {
-	cfg   LeaseConfig
-	rec   *history.Recorder
-	cli   *clientv3.Client
-	id    int
-	stats Stats
-}
-
-func (a *leaseActor) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), a.cfg.OpTimeout)
-}
-
-func (a *leaseActor) record(op *history.Operation, err error, resp *history.Response) {
-	finish(a.rec, op, err, resp)
-	a.stats.add(op)
-}
-
-func (a *leaseActor) newOp(kind history.Kind, key string) history.Operation {
-	return history.Operation{ID: a.rec.NextID(), ClientID: a.id, Kind: kind, Key: key}
+	*client
+	cfg LeaseConfig
 }
 
 // grant grants a lease of ttl seconds; 0 means the grant did not succeed.
 func (a *leaseActor) grant(ctx context.Context, ttl int64) int64 {
-	op := a.newOp(history.LeaseGrant, "")
-	op.TTL = ttl
-	octx, cancel := a.opCtx(ctx)
-	op.Call = a.rec.Now()
-	resp, err := a.cli.Grant(octx, ttl)
-	cancel()
-	var r *history.Response
-	if err == nil {
-		r = &history.Response{LeaseID: int64(resp.ID), TTL: resp.TTL}
-		r.Revision, r.MemberID = header(resp.ResponseHeader)
+	if op := a.Grant(ctx, ttl); op.Outcome == history.OK {
+		return op.Resp.LeaseID
 	}
-	a.record(&op, err, r)
-	if err != nil {
-		return 0
-	}
-	return int64(resp.ID)
+	return 0
 }
 
-func (a *leaseActor) put(ctx context.Context, key string, lease int64) history.Outcome {
-	op := a.newOp(history.Put, key)
-	op.Value = uniqueValue(a.rec, a.id, op.ID)
-	op.Lease = lease
-	octx, cancel := a.opCtx(ctx)
-	op.Call = a.rec.Now()
-	resp, err := a.cli.Put(octx, key, op.Value, clientv3.WithLease(clientv3.LeaseID(lease)))
-	cancel()
-	var r *history.Response
-	if err == nil {
-		r = &history.Response{}
-		r.Revision, r.MemberID = header(resp.Header)
-	}
-	a.record(&op, err, r)
-	return op.Outcome
-}
-
-// get reads key linearizably and reports whether the read succeeded and
+// exists reads key linearizably and reports whether the read succeeded and
 // whether the key exists.
-func (a *leaseActor) get(ctx context.Context, key string) (ok, exists bool) {
-	op := a.newOp(history.Get, key)
-	octx, cancel := a.opCtx(ctx)
-	op.Call = a.rec.Now()
-	resp, err := a.cli.Get(octx, key)
-	cancel()
-	var r *history.Response
-	if err == nil {
-		r = &history.Response{KVs: convKVs(resp.Kvs), Count: resp.Count}
-		r.Revision, r.MemberID = header(resp.Header)
-	}
-	a.record(&op, err, r)
-	return err == nil, err == nil && len(resp.Kvs) > 0
-}
-
-func (a *leaseActor) keepAlive(ctx context.Context, lease int64) history.Outcome {
-	op := a.newOp(history.LeaseKeepAlive, "")
-	op.Lease = lease
-	octx, cancel := a.opCtx(ctx)
-	op.Call = a.rec.Now()
-	resp, err := a.cli.KeepAliveOnce(octx, clientv3.LeaseID(lease))
-	cancel()
-	var r *history.Response
-	if err == nil {
-		r = &history.Response{LeaseID: int64(resp.ID), TTL: resp.TTL}
-		r.Revision, r.MemberID = header(resp.ResponseHeader)
-	}
-	a.record(&op, err, r)
-	return op.Outcome
-}
-
-func (a *leaseActor) revoke(ctx context.Context, lease int64) {
-	op := a.newOp(history.LeaseRevoke, "")
-	op.Lease = lease
-	octx, cancel := a.opCtx(ctx)
-	op.Call = a.rec.Now()
-	resp, err := a.cli.Revoke(octx, clientv3.LeaseID(lease))
-	cancel()
-	var r *history.Response
-	if err == nil {
-		r = &history.Response{}
-		r.Revision, r.MemberID = header(resp.Header)
-	}
-	a.record(&op, err, r)
+func (a *leaseActor) exists(ctx context.Context, key string) (ok, exists bool) {
+	op := a.Get(ctx, key, false)
+	return op.Outcome == history.OK, op.Outcome == history.OK && len(op.Resp.KVs) > 0
 }
 
 // sleep waits d or until ctx is done, and reports whether ctx is still live.
@@ -242,15 +158,15 @@ func (a *leaseActor) runExpire(ctx context.Context) {
 			sleep(ctx, a.cfg.PollEvery)
 			continue
 		}
-		key := fmt.Sprintf("%sc%d-%d", LeaseExpirePrefix, a.id, lease)
-		if a.put(ctx, key, lease) == history.Fail {
+		key := fmt.Sprintf("%sc%d-%d", keyspace.LeaseExpirePrefix, a.id, lease)
+		if a.Put(ctx, key, lease).Outcome == history.Fail {
 			// The lease is already gone (for example, it expired while the
 			// put waited out an election): nothing to watch expire.
 			continue
 		}
 		deadline := time.Now().Add(time.Duration(a.cfg.ExpireTTL)*time.Second + a.cfg.ExpireGrace)
 		for sleep(ctx, a.cfg.PollEvery) && time.Now().Before(deadline) {
-			if ok, exists := a.get(ctx, key); ok && !exists {
+			if ok, exists := a.exists(ctx, key); ok && !exists {
 				break
 			}
 		}
@@ -264,11 +180,11 @@ func (a *leaseActor) runKeep(ctx context.Context) {
 			sleep(ctx, a.cfg.PollEvery)
 			continue
 		}
-		key := fmt.Sprintf("%sc%d-%d", LeaseKeepPrefix, a.id, lease)
+		key := fmt.Sprintf("%sc%d-%d", keyspace.LeaseKeepPrefix, a.id, lease)
 		if a.keep(ctx, key, lease) {
 			// The run is over: revoke so no kept lease outlives it. A lease
 			// that was lost needs no revoke; the next round grants anew.
-			a.revoke(ctx, lease)
+			a.Revoke(ctx, lease)
 		}
 	}
 }
@@ -276,19 +192,19 @@ func (a *leaseActor) runKeep(ctx context.Context) {
 // keep puts key on lease and renews the lease until ctx ends (it returns
 // true) or a request proves the lease is gone (false).
 func (a *leaseActor) keep(ctx context.Context, key string, lease int64) bool {
-	if a.put(ctx, key, lease) == history.Fail {
+	if a.Put(ctx, key, lease).Outcome == history.Fail {
 		return false
 	}
 	nextRenew := time.Now().Add(a.cfg.KeepAliveEvery)
 	for sleep(ctx, min(a.cfg.PollEvery, time.Until(nextRenew))) {
 		if !time.Now().Before(nextRenew) {
-			if a.keepAlive(ctx, lease) == history.Fail {
+			if a.KeepAliveOnce(ctx, lease).Outcome == history.Fail {
 				return false
 			}
 			nextRenew = time.Now().Add(a.cfg.KeepAliveEvery)
 			continue
 		}
-		a.get(ctx, key)
+		a.Get(ctx, key, false)
 	}
 	return true
 }

@@ -14,12 +14,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
-)
-
-// Keys of the lock counter.
-const (
-	LockName       = LockPrefix + "counter"
-	LockCounterKey = LockPrefix + "value"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // LockConfig configures the lock counter. Zero fields take the defaults.
@@ -111,8 +106,9 @@ func RunLockCounter(ctx context.Context, c cluster.Cluster, rec *history.Recorde
 		if err != nil {
 			return LockResult{}, err
 		}
-		lockers[i] = &locker{cfg: cfg, rec: rec, cli: cli, id: LockClientBase + i,
-			rnd: rand.New(rand.NewSource(cfg.Seed*1000003 + int64(LockClientBase+i)))}
+		lockers[i] = &locker{cfg: cfg,
+			client: &client{cli: cli, rec: rec, id: LockClientBase + i, timeout: cfg.OpTimeout, detach: true},
+			rnd:    rand.New(rand.NewSource(cfg.Seed*1000003 + int64(LockClientBase+i)))}
 	}
 	runAll(lockers, func(_ int, l *locker) { l.run(ctx) })
 
@@ -133,16 +129,14 @@ func RunLockCounter(ctx context.Context, c cluster.Cluster, rec *history.Recorde
 			return res, nil
 		}
 		if !sleep(fctx, 200*time.Millisecond) {
-			return res, fmt.Errorf("workload: read the final lock counter %s: %v (is the cluster healthy?)", LockCounterKey, err)
+			return res, fmt.Errorf("workload: read the final lock counter %s: %v (is the cluster healthy?)", keyspace.LockCounterKey, err)
 		}
 	}
 }
 
 type locker struct {
+	*client
 	cfg                      LockConfig
-	rec                      *history.Recorder
-	cli                      *clientv3.Client
-	id                       int
 	rnd                      *rand.Rand
 	acked, unknown, rejected int64
 }
@@ -180,7 +174,7 @@ func (l *locker) run(ctx context.Context) {
 }
 
 func (l *locker) incrementOnce(ctx context.Context, sess *concurrency.Session) {
-	m := concurrency.NewMutex(sess, LockName)
+	m := concurrency.NewMutex(sess, keyspace.LockName)
 	lctx, cancel := context.WithTimeout(ctx, 5*l.cfg.OpTimeout)
 	err := m.Lock(lctx)
 	cancel()
@@ -196,38 +190,12 @@ func (l *locker) incrementOnce(ctx context.Context, sess *concurrency.Session) {
 	if !ok {
 		return
 	}
-	op := history.Operation{ID: l.rec.NextID(), ClientID: l.id, Kind: history.Txn, Key: LockCounterKey, ExpectModRev: modRev}
-	op.Value = fmt.Sprintf("%d:%s", count+1, uniqueValue(l.rec, l.id, op.ID))
-	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.OpTimeout)
-	op.Call = l.rec.Now()
-	resp, err := l.cli.Txn(octx).
-		If(m.IsOwner(), clientv3.Compare(clientv3.ModRevision(LockCounterKey), "=", modRev)).
-		Then(clientv3.OpPut(LockCounterKey, op.Value)).
-		Else(clientv3.OpGet(LockCounterKey)).
-		Commit()
-	cancel()
-	var r *history.Response
-	if err == nil {
-		r = &history.Response{Succeeded: resp.Succeeded}
-		r.Revision, r.MemberID = header(resp.Header)
-		if !resp.Succeeded && len(resp.Responses) > 0 {
-			if rr := resp.Responses[0].GetResponseRange(); rr != nil {
-				r.KVs = convKVs(rr.Kvs)
-			}
-		}
-		if !resp.Succeeded && counterModRev(r.KVs) == modRev {
-			// The counter did not move, so the txn failed only because
-			// the lock was lost. Recorded as a txn, it would claim the
-			// compare on the counter failed, which is false; what the
-			// client did learn is the counter's value: a read.
-			op.Kind, op.Value, op.ExpectModRev = history.Get, "", 0
-		}
-	}
-	finish(l.rec, &op, err, r)
+	op := l.CompareAndPut(ctx, CAS{Key: keyspace.LockCounterKey, ExpectModRev: modRev,
+		ValuePrefix: strconv.FormatInt(count+1, 10) + ":", Guards: []clientv3.Cmp{m.IsOwner()}})
 	switch {
 	case op.Outcome == history.Unknown:
 		l.unknown++
-	case op.Outcome == history.OK && resp.Succeeded:
+	case op.Outcome == history.OK && op.Resp.Succeeded:
 		l.acked++
 	default:
 		l.rejected++
@@ -238,42 +206,25 @@ func (l *locker) incrementOnce(ctx context.Context, sess *concurrency.Session) {
 // revision (0, 0 when absent). ok is false when the read did not succeed or
 // the value is not a counter.
 func (l *locker) read(ctx context.Context) (count, modRev int64, ok bool, err error) {
-	op := history.Operation{ID: l.rec.NextID(), ClientID: l.id, Kind: history.Get, Key: LockCounterKey}
-	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.OpTimeout)
-	op.Call = l.rec.Now()
-	resp, err := l.cli.Get(octx, LockCounterKey)
-	cancel()
-	var r *history.Response
-	if err == nil {
-		r = &history.Response{KVs: convKVs(resp.Kvs), Count: resp.Count}
-		r.Revision, r.MemberID = header(resp.Header)
+	op := l.Get(ctx, keyspace.LockCounterKey, false)
+	if op.Outcome != history.OK {
+		return 0, 0, false, errors.New(op.Error)
 	}
-	finish(l.rec, &op, err, r)
-	if err != nil {
-		return 0, 0, false, err
-	}
-	if len(resp.Kvs) == 0 {
+	if len(op.Resp.KVs) == 0 {
 		return 0, 0, true, nil
 	}
-	count, perr := parseCounter(string(resp.Kvs[0].Value))
+	count, perr := parseCounter(op.Resp.KVs[0].Value)
 	if perr != nil {
 		return 0, 0, false, perr
 	}
-	return count, resp.Kvs[0].ModRevision, true, nil
-}
-
-func counterModRev(kvs []history.KV) int64 {
-	if len(kvs) == 0 {
-		return 0
-	}
-	return kvs[0].ModRevision
+	return count, op.Resp.KVs[0].ModRevision, true, nil
 }
 
 // parseCounter reads "<count>:<unique>".
 func parseCounter(v string) (int64, error) {
 	n, _, found := strings.Cut(v, ":")
 	if !found {
-		return 0, fmt.Errorf("lock counter value %q is not <count>:<id>; was %s written by something else?", v, LockCounterKey)
+		return 0, fmt.Errorf("lock counter value %q is not <count>:<id>; was %s written by something else?", v, keyspace.LockCounterKey)
 	}
 	return strconv.ParseInt(n, 10, 64)
 }

@@ -5,6 +5,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 )
@@ -40,24 +41,27 @@ func convKV(kv *mvccpb.KeyValue) history.KV {
 	}
 }
 
-func header(h *etcdserverpb.ResponseHeader) (rev int64, member uint64) {
-	if h == nil {
-		return 0, 0
+// headerOnly is the response of a request that returns nothing but its
+// header.
+func headerOnly(h *etcdserverpb.ResponseHeader) *history.Response {
+	r := &history.Response{}
+	if h != nil {
+		r.Revision, r.MemberID = h.Revision, h.MemberId
 	}
-	return h.Revision, h.MemberId
+	return r
 }
 
-// finish fills the outcome of op from err and records it. resp is only kept
-// for outcome OK, because checkers must not read meaning into a response the
-// client did not get.
-func finish(rec *history.Recorder, op *history.Operation, err error, resp *history.Response) {
-	op.Return = rec.Now()
-	op.Outcome = Classify(err)
-	if err != nil {
-		op.Error = err.Error()
-		op.Resp = nil
-	} else {
-		op.Resp = resp
+func rangeResponse(resp *clientv3.GetResponse) *history.Response {
+	r := headerOnly(resp.Header)
+	r.KVs, r.Count = convKVs(resp.Kvs), resp.Count
+	return r
+}
+
+// firstModRev is the mod revision of the first of kvs, 0 when there is none
+// (the key is absent).
+func firstModRev(kvs []history.KV) int64 {
+	if len(kvs) == 0 {
+		return 0
 	}
-	rec.AddOperation(*op)
+	return kvs[0].ModRevision
 }

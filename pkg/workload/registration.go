@@ -11,6 +11,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // RegConfig configures a registration.
@@ -28,13 +29,14 @@ type RegConfig struct {
 // a lease the client library keeps alive. When the owner dies, etcd must
 // remove the key within the lease TTL.
 type Registration struct {
-	cfg      RegConfig
-	rec      *history.Recorder
-	key      string
-	lease    int64
-	owner    *clientv3.Client
-	observer *clientv3.Client
-	ownerID  int
+	cfg   RegConfig
+	rec   *history.Recorder
+	key   string
+	lease int64
+	// owner writes and keeps the registration alive; observer polls it
+	// from a client of its own.
+	owner    *client
+	observer *client
 
 	mu       sync.Mutex
 	killedAt int64 // recorder time; 0 while the owner lives
@@ -61,15 +63,19 @@ func RunRegistration(ctx context.Context, c cluster.Cluster, rec *history.Record
 	if cfg.Name == "" {
 		cfg.Name = fmt.Sprintf("svc-%d", n)
 	}
-	r := &Registration{cfg: cfg, rec: rec, key: RegistryPrefix + cfg.Name, ownerID: RegistryClientBase + int(n%50)}
-	var err error
-	if r.owner, err = openClient(ctx, c, ""); err != nil {
+	r := &Registration{cfg: cfg, rec: rec, key: keyspace.RegistryPrefix + cfg.Name}
+	ownerID := RegistryClientBase + int(n%50)
+	owner, err := openClient(ctx, c, "")
+	if err != nil {
 		return nil, err
 	}
-	if r.observer, err = openClient(ctx, c, ""); err != nil {
-		r.owner.Close()
+	observer, err := openClient(ctx, c, "")
+	if err != nil {
+		owner.Close()
 		return nil, err
 	}
+	r.owner = &client{cli: owner, rec: rec, id: ownerID, timeout: cfg.OpTimeout}
+	r.observer = &client{cli: observer, rec: rec, id: ownerID + 50, timeout: cfg.OpTimeout}
 	if err := r.register(ctx); err != nil {
 		r.Close()
 		return nil, err
@@ -78,41 +84,18 @@ func RunRegistration(ctx context.Context, c cluster.Cluster, rec *history.Record
 }
 
 func (r *Registration) register(ctx context.Context) error {
-	grant := history.Operation{ID: r.rec.NextID(), ClientID: r.ownerID, Kind: history.LeaseGrant, TTL: r.cfg.TTL}
-	octx, cancel := context.WithTimeout(ctx, r.cfg.OpTimeout)
-	grant.Call = r.rec.Now()
-	gresp, err := r.owner.Grant(octx, r.cfg.TTL)
-	cancel()
-	var gr *history.Response
-	if err == nil {
-		gr = &history.Response{LeaseID: int64(gresp.ID), TTL: gresp.TTL}
-		gr.Revision, gr.MemberID = header(gresp.ResponseHeader)
+	grant := r.owner.Grant(ctx, r.cfg.TTL)
+	if grant.Outcome != history.OK {
+		return fmt.Errorf("workload: register %s: grant lease: %s (is the cluster healthy?)", r.key, grant.Error)
 	}
-	finish(r.rec, &grant, err, gr)
-	if err != nil {
-		return fmt.Errorf("workload: register %s: grant lease: %w (is the cluster healthy?)", r.key, err)
-	}
-	r.lease = int64(gresp.ID)
-
-	put := history.Operation{ID: r.rec.NextID(), ClientID: r.ownerID, Kind: history.Put, Key: r.key, Lease: r.lease}
-	put.Value = uniqueValue(r.rec, r.ownerID, put.ID)
-	octx, cancel = context.WithTimeout(ctx, r.cfg.OpTimeout)
-	put.Call = r.rec.Now()
-	presp, err := r.owner.Put(octx, r.key, put.Value, clientv3.WithLease(gresp.ID))
-	cancel()
-	var pr *history.Response
-	if err == nil {
-		pr = &history.Response{}
-		pr.Revision, pr.MemberID = header(presp.Header)
-	}
-	finish(r.rec, &put, err, pr)
-	if err != nil {
-		return fmt.Errorf("workload: register %s: put: %w (is the cluster healthy?)", r.key, err)
+	r.lease = grant.Resp.LeaseID
+	if put := r.owner.Put(ctx, r.key, r.lease); put.Outcome != history.OK {
+		return fmt.Errorf("workload: register %s: put: %s (is the cluster healthy?)", r.key, put.Error)
 	}
 
 	// The keep-alive lives as long as the owner's client: KillOwner ends it
 	// by closing that client, as a crashed process would.
-	ka, err := r.owner.KeepAlive(context.WithoutCancel(ctx), gresp.ID)
+	ka, err := r.owner.cli.KeepAlive(context.WithoutCancel(ctx), clientv3.LeaseID(r.lease))
 	if err != nil {
 		return fmt.Errorf("workload: register %s: start keep-alive: %w", r.key, err)
 	}
@@ -138,7 +121,7 @@ func (r *Registration) KillOwner() error {
 		return errors.New("workload: registration owner already killed")
 	}
 	r.killedAt = r.rec.Now()
-	return r.owner.Close()
+	return r.owner.cli.Close()
 }
 
 // WaitGone polls the key with recorded linearizable gets until it is gone
@@ -154,19 +137,9 @@ func (r *Registration) WaitGone(ctx context.Context, tolerance time.Duration) (t
 	}
 	limit := time.Duration(r.cfg.TTL)*time.Second + tolerance
 	for {
-		op := history.Operation{ID: r.rec.NextID(), ClientID: r.ownerID + 50, Kind: history.Get, Key: r.key}
-		octx, cancel := context.WithTimeout(ctx, r.cfg.OpTimeout)
-		op.Call = r.rec.Now()
-		resp, err := r.observer.Get(octx, r.key)
-		cancel()
-		var gr *history.Response
-		if err == nil {
-			gr = &history.Response{KVs: convKVs(resp.Kvs), Count: resp.Count}
-			gr.Revision, gr.MemberID = header(resp.Header)
-		}
-		finish(r.rec, &op, err, gr)
+		op := r.observer.Get(ctx, r.key, false)
 		since := time.Duration(op.Return - killed)
-		if err == nil && len(resp.Kvs) == 0 {
+		if op.Outcome == history.OK && len(op.Resp.KVs) == 0 {
 			if since > limit {
 				return since, fmt.Errorf("registration %s vanished %s after its owner died, later than TTL %ds + tolerance %s", r.key, since.Round(time.Millisecond), r.cfg.TTL, tolerance)
 			}
@@ -191,7 +164,7 @@ func (r *Registration) Close() {
 	}
 	r.closed = true
 	if r.killedAt == 0 {
-		r.owner.Close()
+		r.owner.cli.Close()
 	}
-	r.observer.Close()
+	r.observer.cli.Close()
 }

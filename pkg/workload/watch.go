@@ -17,6 +17,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // WatchConfig configures watch traffic. Zero fields take the documented
@@ -74,7 +75,7 @@ func (cfg WatchConfig) withDefaults() (WatchConfig, error) {
 		return cfg, fmt.Errorf("workload: WatchConfig Pinned=%d exceeds Watchers=%d; pin at most every watcher", cfg.Pinned, cfg.Watchers)
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = KVPrefix
+		cfg.Prefix = keyspace.KVPrefix
 	}
 	if cfg.ProgressInterval == 0 {
 		cfg.ProgressInterval = 100 * time.Millisecond

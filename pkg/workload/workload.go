@@ -10,9 +10,8 @@
 // each other, each client issues one request at a time, and an error is only
 // called a failure when etcd proves the request did not apply.
 //
-// Key space (checkers rely on it): /kv/ for key-value traffic,
-// /lease-expire/ and /lease-keep/ for lease traffic, /lock/ for the lock
-// counter, /registry/ for registrations.
+// The key layout (which prefix holds which traffic) is pkg/keyspace, which
+// the checkers import too.
 //
 // Not every change to the store is a recorded operation, so checkers must not
 // assume recorded writes account for every revision: lease expiries delete
@@ -34,15 +33,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
-)
-
-// Key prefixes of the traffic.
-const (
-	KVPrefix          = "/kv/"
-	LeaseExpirePrefix = "/lease-expire/"
-	LeaseKeepPrefix   = "/lease-keep/"
-	LockPrefix        = "/lock/"
-	RegistryPrefix    = "/registry/"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // KVLeaseTTL is the TTL of leases granted by KV traffic: long enough that
@@ -109,8 +100,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Serializable < 0 || cfg.Serializable > 1 {
 		return cfg, fmt.Errorf("workload: Serializable is a fraction of gets, want 0..1, got %g", cfg.Serializable)
 	}
-	if cfg.Keys > 1000 {
-		return cfg, fmt.Errorf("workload: Keys=%d is more than the 1000 names /kv/k000../kv/k999 allow; use at most 1000", cfg.Keys)
+	if cfg.Keys > keyspace.MaxKVKeys {
+		return cfg, fmt.Errorf("workload: Keys=%d is more than the key pool's %d names; use at most %[2]d", cfg.Keys, keyspace.MaxKVKeys)
 	}
 	if cfg.Clients >= WatchClientBase {
 		return cfg, fmt.Errorf("workload: Clients=%d is too many; use at most %d", cfg.Clients, WatchClientBase-1)
@@ -135,9 +126,6 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	return cfg, nil
 }
-
-// Key returns the i-th key of the KV pool.
-func Key(i int) string { return fmt.Sprintf("%sk%03d", KVPrefix, i) }
 
 // Stats counts what a run did.
 type Stats struct {
@@ -231,7 +219,7 @@ func probe(ctx context.Context, c cluster.Cluster) error {
 	defer cli.Close()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := cli.Get(pctx, KVPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithSerializable()); err != nil {
+	if _, err := cli.Get(pctx, keyspace.KVPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithSerializable()); err != nil {
 		return fmt.Errorf("workload: no etcd member answers on %v: %w (is the cluster up?)", c.Endpoints(), err)
 	}
 	return nil
@@ -281,11 +269,11 @@ func Run(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg Conf
 		// A burst of one spreads requests evenly instead of in clumps.
 		limiter = rate.NewLimiter(rate.Limit(cfg.Rate), 1)
 	}
-	shared := &kvShared{cfg: cfg, rec: rec, limiter: limiter,
+	shared := &kvShared{cfg: cfg, limiter: limiter,
 		deletes: make(chan struct{}, 1), revokes: make(chan struct{}, 1),
 		keys: make([]string, cfg.Keys), keyIndex: make(map[string]int, cfg.Keys)}
 	for i := range shared.keys {
-		shared.keys[i] = Key(i)
+		shared.keys[i] = keyspace.KVKey(i)
 		shared.keyIndex[shared.keys[i]] = i
 	}
 	for i := range clients {
@@ -296,9 +284,7 @@ func Run(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg Conf
 		}
 		clients[i] = &kvClient{
 			kvShared: shared,
-			id:       i,
-			cli:      cli,
-			endpoint: ep,
+			client:   &client{cli: cli, rec: rec, id: i, endpoint: ep, timeout: cfg.OpTimeout, detach: true},
 			rnd:      rand.New(rand.NewSource(cfg.Seed*1000003 + int64(i))),
 			seen:     make([]int64, cfg.Keys),
 		}
@@ -314,7 +300,6 @@ func Run(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg Conf
 // kvShared is what KV clients share.
 type kvShared struct {
 	cfg     Config
-	rec     *history.Recorder
 	limiter *rate.Limiter
 	// deletes and revokes are semaphores of one: at most one non-unique
 	// write of each kind is in flight across all clients.
@@ -327,15 +312,12 @@ type kvShared struct {
 
 type kvClient struct {
 	*kvShared
-	id       int
-	cli      *clientv3.Client
-	endpoint string
-	rnd      *rand.Rand
+	*client
+	rnd *rand.Rand
 	// seen is the last mod revision this client observed per key (0: absent
 	// or never seen); txn compares against it.
 	seen   []int64
 	leases []int64
-	stats  Stats
 }
 
 func (kc *kvClient) run(ctx context.Context) {
@@ -362,29 +344,6 @@ func (kc *kvClient) run(ctx context.Context) {
 			return
 		}
 	}
-}
-
-// opCtx bounds one request. It is detached from the run's ctx so that the end
-// of the run does not cancel requests in flight: a canceled write would be
-// recorded unknown and make the last moments of every history expensive to
-// check for no reason.
-func (kc *kvClient) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), kc.cfg.OpTimeout)
-}
-
-func (kc *kvClient) newOp(kind history.Kind, key string) history.Operation {
-	return history.Operation{
-		ID:       kc.rec.NextID(),
-		ClientID: kc.id,
-		Kind:     kind,
-		Key:      key,
-		Endpoint: kc.endpoint,
-	}
-}
-
-func (kc *kvClient) done(op *history.Operation, err error, resp *history.Response) {
-	finish(kc.rec, op, err, resp)
-	kc.stats.add(op)
 }
 
 // step issues one request chosen by the mix.
@@ -433,119 +392,48 @@ func (kc *kvClient) step(ctx context.Context) {
 }
 
 func (kc *kvClient) get(ctx context.Context, k int) {
-	op := kc.newOp(history.Get, kc.keys[k])
-	var opts []clientv3.OpOption
-	if kc.cfg.Serializable > 0 && kc.rnd.Float64() < kc.cfg.Serializable {
-		op.Serializable = true
-		opts = append(opts, clientv3.WithSerializable())
+	serializable := kc.cfg.Serializable > 0 && kc.rnd.Float64() < kc.cfg.Serializable
+	op := kc.Get(ctx, kc.keys[k], serializable)
+	// A serializable read may be stale; do not let it steer txns.
+	if op.Outcome == history.OK && !serializable {
+		kc.seen[k] = firstModRev(op.Resp.KVs)
 	}
-	octx, cancel := kc.opCtx(ctx)
-	op.Call = kc.rec.Now()
-	resp, err := kc.cli.Get(octx, op.Key, opts...)
-	cancel()
-	var r *history.Response
-	if err == nil {
-		r = &history.Response{KVs: convKVs(resp.Kvs), Count: resp.Count}
-		r.Revision, r.MemberID = header(resp.Header)
-		// A serializable read may be stale; do not let it steer txns.
-		if !op.Serializable {
-			kc.seen[k] = 0
-			if len(resp.Kvs) > 0 {
-				kc.seen[k] = resp.Kvs[0].ModRevision
-			}
-		}
-	}
-	kc.done(&op, err, r)
 }
 
 func (kc *kvClient) rangeAll(ctx context.Context) {
-	op := kc.newOp(history.Range, KVPrefix)
-	op.End = clientv3.GetPrefixRangeEnd(KVPrefix)
-	octx, cancel := kc.opCtx(ctx)
-	op.Call = kc.rec.Now()
-	resp, err := kc.cli.Get(octx, op.Key, clientv3.WithRange(op.End))
-	cancel()
-	var r *history.Response
-	if err == nil {
-		r = &history.Response{KVs: convKVs(resp.Kvs), Count: resp.Count}
-		r.Revision, r.MemberID = header(resp.Header)
+	op := kc.Range(ctx, keyspace.KVPrefix, keyspace.PrefixEnd(keyspace.KVPrefix), 0)
+	if op.Outcome == history.OK {
 		clear(kc.seen)
-		for _, kv := range resp.Kvs {
-			if i, ok := kc.keyIndex[string(kv.Key)]; ok {
+		for _, kv := range op.Resp.KVs {
+			if i, ok := kc.keyIndex[kv.Key]; ok {
 				kc.seen[i] = kv.ModRevision
 			}
 		}
 	}
-	kc.done(&op, err, r)
 }
 
 func (kc *kvClient) put(ctx context.Context, k int, lease int64) {
-	op := kc.newOp(history.Put, kc.keys[k])
-	op.Value = uniqueValue(kc.rec, kc.id, op.ID)
-	op.Lease = lease
-	var opts []clientv3.OpOption
-	if lease != 0 {
-		opts = append(opts, clientv3.WithLease(clientv3.LeaseID(lease)))
+	if op := kc.Put(ctx, kc.keys[k], lease); op.Outcome == history.OK {
+		kc.seen[k] = op.Resp.Revision
 	}
-	octx, cancel := kc.opCtx(ctx)
-	op.Call = kc.rec.Now()
-	resp, err := kc.cli.Put(octx, op.Key, op.Value, opts...)
-	cancel()
-	var r *history.Response
-	if err == nil {
-		r = &history.Response{}
-		r.Revision, r.MemberID = header(resp.Header)
-		kc.seen[k] = r.Revision
-	}
-	kc.done(&op, err, r)
 }
 
 func (kc *kvClient) txn(ctx context.Context, k int) {
-	op := kc.newOp(history.Txn, kc.keys[k])
-	op.Value = uniqueValue(kc.rec, kc.id, op.ID)
-	op.ExpectModRev = kc.seen[k]
-	octx, cancel := kc.opCtx(ctx)
-	op.Call = kc.rec.Now()
-	resp, err := kc.cli.Txn(octx).
-		If(clientv3.Compare(clientv3.ModRevision(op.Key), "=", op.ExpectModRev)).
-		Then(clientv3.OpPut(op.Key, op.Value)).
-		Else(clientv3.OpGet(op.Key)).
-		Commit()
-	cancel()
-	var r *history.Response
-	if err == nil {
-		r = &history.Response{Succeeded: resp.Succeeded}
-		r.Revision, r.MemberID = header(resp.Header)
-		if resp.Succeeded {
-			kc.seen[k] = r.Revision
-		} else {
-			kc.seen[k] = 0
-			if len(resp.Responses) > 0 {
-				if rr := resp.Responses[0].GetResponseRange(); rr != nil {
-					r.KVs = convKVs(rr.Kvs)
-					if len(rr.Kvs) > 0 {
-						kc.seen[k] = rr.Kvs[0].ModRevision
-					}
-				}
-			}
-		}
+	op := kc.CompareAndPut(ctx, CAS{Key: kc.keys[k], ExpectModRev: kc.seen[k]})
+	if op.Outcome != history.OK {
+		return
 	}
-	kc.done(&op, err, r)
+	if op.Resp.Succeeded {
+		kc.seen[k] = op.Resp.Revision
+	} else {
+		kc.seen[k] = firstModRev(op.Resp.KVs)
+	}
 }
 
 func (kc *kvClient) delete(ctx context.Context, k int) {
-	op := kc.newOp(history.Delete, kc.keys[k])
-	octx, cancel := kc.opCtx(ctx)
-	op.Call = kc.rec.Now()
-	resp, err := kc.cli.Delete(octx, op.Key)
-	cancel()
-	var r *history.Response
-	if err == nil {
-		r = &history.Response{Deleted: resp.Deleted}
-		r.Revision, r.MemberID = header(resp.Header)
+	if op := kc.Delete(ctx, kc.keys[k]); op.Outcome == history.OK {
 		kc.seen[k] = 0
 	}
-	kc.done(&op, err, r)
 }
 
 // leasePut grants a long lease (or reuses one once the client holds enough)
@@ -555,43 +443,21 @@ func (kc *kvClient) leasePut(ctx context.Context, k int) {
 		kc.put(ctx, k, kc.leases[kc.rnd.Intn(len(kc.leases))])
 		return
 	}
-	op := kc.newOp(history.LeaseGrant, "")
-	op.TTL = KVLeaseTTL
-	octx, cancel := kc.opCtx(ctx)
-	op.Call = kc.rec.Now()
-	resp, err := kc.cli.Grant(octx, KVLeaseTTL)
-	cancel()
-	var r *history.Response
-	if err == nil {
-		r = &history.Response{LeaseID: int64(resp.ID), TTL: resp.TTL}
-		r.Revision, r.MemberID = header(resp.ResponseHeader)
-	}
-	kc.done(&op, err, r)
-	if err != nil {
+	op := kc.Grant(ctx, KVLeaseTTL)
+	if op.Outcome != history.OK {
 		return
 	}
-	kc.leases = append(kc.leases, int64(resp.ID))
-	kc.put(ctx, k, int64(resp.ID))
+	kc.leases = append(kc.leases, op.Resp.LeaseID)
+	kc.put(ctx, k, op.Resp.LeaseID)
 }
 
 // revoke revokes one of this client's leases. The lease is forgotten whatever
 // the outcome: after an unknown revoke, putting with it again could fail for
-// reasons the checker cannot see.
+// reasons the checker cannot see. Keys on the lease are gone; the next txn
+// will learn their state.
 func (kc *kvClient) revoke(ctx context.Context) {
 	i := kc.rnd.Intn(len(kc.leases))
 	lease := kc.leases[i]
 	kc.leases = append(kc.leases[:i], kc.leases[i+1:]...)
-	op := kc.newOp(history.LeaseRevoke, "")
-	op.Lease = lease
-	octx, cancel := kc.opCtx(ctx)
-	op.Call = kc.rec.Now()
-	resp, err := kc.cli.Revoke(octx, clientv3.LeaseID(lease))
-	cancel()
-	var r *history.Response
-	if err == nil {
-		r = &history.Response{}
-		r.Revision, r.MemberID = header(resp.Header)
-		// Keys on the lease are gone; the next txn will learn their state.
-	}
-	kc.done(&op, err, r)
+	kc.Revoke(ctx, lease)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -73,7 +74,7 @@ func TestWatchConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Watchers != 4 || cfg.Pinned != 2 || cfg.Prefix != KVPrefix || cfg.ProgressInterval != 100*time.Millisecond ||
+	if cfg.Watchers != 4 || cfg.Pinned != 2 || cfg.Prefix != keyspace.KVPrefix || cfg.ProgressInterval != 100*time.Millisecond ||
 		!cfg.PrevKV || cfg.ReplayWatchers != 2 || cfg.ReplayAfter != time.Second {
 		t.Errorf("defaults = %+v", cfg)
 	}
@@ -121,12 +122,6 @@ func TestUniqueValues(t *testing.T) {
 			}
 			seen[v] = true
 		}
-	}
-}
-
-func TestKeyNames(t *testing.T) {
-	if Key(0) != "/kv/k000" || Key(42) != "/kv/k042" || Key(999) != "/kv/k999" {
-		t.Errorf("Key = %q %q %q", Key(0), Key(42), Key(999))
 	}
 }
 

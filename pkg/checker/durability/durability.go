@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
@@ -69,7 +70,7 @@ func Check(h *history.History) verdict.Check {
 			got[kv.Key] = kv
 		}
 		for key, ws := range writes {
-			if !inRange(key, f.Key, f.End) {
+			if !keyspace.InRange(key, f.Key, f.End) {
 				continue
 			}
 			checked++
@@ -313,7 +314,7 @@ func finalReads(h *history.History) []*history.Operation {
 		after := true
 		for i := range h.Operations {
 			w := &h.Operations[i]
-			if w.Kind.IsWrite() && w.Outcome != history.Unknown && inRange(w.Key, f.Key, f.End) && w.Return > f.Call {
+			if w.Kind.IsWrite() && w.Outcome != history.Unknown && keyspace.InRange(w.Key, f.Key, f.End) && w.Return > f.Call {
 				after = false
 				break
 			}
@@ -366,22 +367,12 @@ func keyWrites(h *history.History) map[string][]write {
 	// revision is unknown.
 	for _, op := range ranged {
 		for key := range out {
-			if inRange(key, op.Key, op.End) {
+			if keyspace.InRange(key, op.Key, op.End) {
 				out[key] = append(out[key], write{op: op, deletes: true})
 			}
 		}
 	}
 	return out
-}
-
-func inRange(key, start, end string) bool {
-	if end == "" {
-		return key == start
-	}
-	if end == "\x00" {
-		return key >= start
-	}
-	return key >= start && key < end
 }
 
 func abbreviate(xs []string, n int) string {

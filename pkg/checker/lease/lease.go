@@ -16,6 +16,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/revlog"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
@@ -24,12 +25,6 @@ const (
 	Revoke    = "lease/revoke"
 	Expiry    = "lease/expiry"
 	KeepAlive = "lease/keepalive"
-)
-
-// Key prefixes the workload uses for lease traffic.
-const (
-	ExpirePrefix = "/lease-expire/"
-	KeepPrefix   = "/lease-keep/"
 )
 
 // Options tune the timing checks.
@@ -131,7 +126,7 @@ func newIndex(h *history.History) *index {
 				}
 			}
 		}
-		if isLinearizableRead(op) {
+		if keyspace.LinearizableRead(op) {
 			x.reads = append(x.reads, op)
 		}
 	}
@@ -159,19 +154,6 @@ func newIndex(h *history.History) *index {
 	return x
 }
 
-func isLinearizableRead(op *history.Operation) bool {
-	if op.Outcome != history.OK || op.Resp == nil || op.Serializable {
-		return false
-	}
-	switch op.Kind {
-	case history.Get, history.Range:
-		return true
-	case history.Txn:
-		return !op.Resp.Succeeded
-	}
-	return false
-}
-
 // covers reports whether a read tells the whole truth about key: a get of
 // it, an unlimited range over it, or a txn's else-branch get.
 func covers(op *history.Operation, key string) bool {
@@ -179,7 +161,7 @@ func covers(op *history.Operation, key string) bool {
 	case history.Get, history.Txn:
 		return op.Key == key && op.End == ""
 	case history.Range:
-		return op.Limit == 0 && revlog.Match(op.Key, op.End, key)
+		return op.Limit == 0 && keyspace.InRange(key, op.Key, op.End)
 	}
 	return false
 }
@@ -389,7 +371,7 @@ func (x *index) checkExpiry(opts Options) verdict.Check {
 	var sinceGrant, margin []time.Duration
 	var minTTL, maxTTL time.Duration
 	keys, keptAlive, unobserved, extendedByFaults := 0, 0, 0, 0
-	for _, lp := range x.leasedPuts(ExpirePrefix) {
+	for _, lp := range x.leasedPuts(keyspace.LeaseExpirePrefix) {
 		if len(x.keepalives[lp.put.Lease]) > 0 {
 			// Not the workload's contract for this prefix; judging it would
 			// need the keep-alive check's rules.
@@ -451,7 +433,7 @@ func (x *index) checkExpiry(opts Options) verdict.Check {
 	}
 	if keys == 0 {
 		ck.Status = verdict.Skipped
-		ck.Summary = fmt.Sprintf("no keys under %s attached to a lease that was never kept alive", ExpirePrefix)
+		ck.Summary = fmt.Sprintf("no keys under %s attached to a lease that was never kept alive", keyspace.LeaseExpirePrefix)
 		return ck
 	}
 	// Say what is measured, against which deadline, and what fails: a
@@ -514,7 +496,7 @@ func (x *index) checkKeepAlive(opts Options) verdict.Check {
 	ck := verdict.Check{Name: KeepAlive, Status: verdict.Pass}
 	keys, reads, missing := 0, 0, 0
 	tol := int64(opts.ExpiryTolerance)
-	for _, lp := range x.leasedPuts(KeepPrefix) {
+	for _, lp := range x.leasedPuts(keyspace.LeaseKeepPrefix) {
 		p, g := lp.put, lp.grant
 		kas := x.keepalives[p.Lease]
 		keys++
@@ -598,7 +580,7 @@ func (x *index) checkKeepAlive(opts Options) verdict.Check {
 	}
 	if keys == 0 {
 		ck.Status = verdict.Skipped
-		ck.Summary = fmt.Sprintf("no keys under %s attached to a granted lease", KeepPrefix)
+		ck.Summary = fmt.Sprintf("no keys under %s attached to a granted lease", keyspace.LeaseKeepPrefix)
 		return ck
 	}
 	ck.Summary = fmt.Sprintf("%d kept-alive keys, %d reads of them, %d found the key missing", keys, reads, missing)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
@@ -235,19 +236,19 @@ func BenchmarkCheck(b *testing.B) {
 	bl := &builder{}
 	for l := int64(1); l <= 2000; l++ {
 		start := float64(l % 60)
-		prefix := KeepPrefix
+		prefix := keyspace.LeaseKeepPrefix
 		if l%2 == 0 {
-			prefix = ExpirePrefix
+			prefix = keyspace.LeaseExpirePrefix
 		}
 		key := fmt.Sprintf("%sk%d", prefix, l)
 		bl.grant(start, l, 5)
 		bl.put(start+0.1, key, fmt.Sprintf("v%d", l), l, l+1)
 		for s := 1; s <= 60; s++ {
-			if prefix == KeepPrefix {
+			if prefix == keyspace.LeaseKeepPrefix {
 				bl.keepalive(start+float64(s), l, 5, history.OK, "")
 			}
 			if s%2 == 0 {
-				if prefix == KeepPrefix || s < 5 {
+				if prefix == keyspace.LeaseKeepPrefix || s < 5 {
 					bl.get(start+float64(s)+0.5, key, l+1, kv(key, fmt.Sprintf("v%d", l), l+1, l))
 				} else {
 					bl.get(start+float64(s)+0.5, key, l+1)

@@ -4,6 +4,7 @@ import (
 	"sort"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // keyEvent is one pinned operation touching a key, for lookahead.
@@ -258,23 +259,13 @@ func (f *fast) claim(i int32, rev int64) {
 	*o = i
 }
 
-func inRange(k, key, end string) bool {
-	switch end {
-	case "":
-		return k == key
-	case "\x00":
-		return k >= key
-	}
-	return k >= key && k < end
-}
-
 // addEvents records operation i at position pos on every key it shows.
 func (f *fast) addEvents(i int32, pos int64) {
 	op := f.ops[i]
 	switch op.Kind {
 	case history.Range:
 		lo := sort.SearchStrings(f.st.keys, op.Key)
-		for k := lo; k < len(f.st.keys) && inRange(f.st.keys[k], op.Key, op.End); k++ {
+		for k := lo; k < len(f.st.keys) && keyspace.InRange(f.st.keys[k], op.Key, op.End); k++ {
 			f.st.ks[k].events = append(f.st.ks[k].events, keyEvent{pos, i})
 		}
 	case history.LeaseGrant, history.LeaseRevoke:

@@ -40,13 +40,13 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/anishathalye/porcupine"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/model"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
@@ -73,8 +73,8 @@ type Options struct {
 	// recorded operation shows, so that the store revision may advance with
 	// no recorded write claiming it (etcd's concurrency.Mutex and the
 	// client's session keys do this). It is switched on automatically when
-	// the history has an operation on a key under LockPrefix or
-	// RegistryPrefix.
+	// the history has an operation on a key with foreign writers
+	// (keyspace.HasForeignWriters).
 	ForeignWrites bool
 	// MemoryLimit abandons porcupine's search (verdict Unknown) when it
 	// grows the Go heap by more than this many bytes. Zero means
@@ -111,21 +111,11 @@ type InitialState struct {
 // Options.MemoryLimit is zero.
 const DefaultMemoryLimit = 2 << 30
 
-// The workload's lock counter and registration use etcd's client-side
-// concurrency and lease helpers, whose own puts and deletes are not
-// recorded. These mirror workload.LockPrefix and workload.RegistryPrefix;
-// they are repeated here so the checker does not depend on the workload.
-const (
-	LockPrefix     = "/lock/"
-	RegistryPrefix = "/registry/"
-)
-
 // hasForeignWriters reports whether h uses keys whose helpers write
 // unrecorded keys.
 func hasForeignWriters(h *history.History) bool {
 	for i := range h.Operations {
-		k := h.Operations[i].Key
-		if strings.HasPrefix(k, LockPrefix) || strings.HasPrefix(k, RegistryPrefix) {
+		if keyspace.HasForeignWriters(h.Operations[i].Key) {
 			return true
 		}
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/model"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // replay rebuilds the store revision by revision: at each revision the
@@ -337,7 +338,7 @@ func (f *fast) checkRead(p int32, rev int64) {
 	}
 	lo := sort.SearchStrings(f.st.keys, op.Key)
 	gi := 0
-	for k := lo; k < len(f.st.keys) && inRange(f.st.keys[k], op.Key, op.End); k++ {
+	for k := lo; k < len(f.st.keys) && keyspace.InRange(f.st.keys[k], op.Key, op.End); k++ {
 		s := &f.st.ks[k]
 		inGot := gi < len(got) && got[gi].Key == f.st.keys[k]
 		within := op.Limit == 0 || gi < int(op.Limit)

@@ -4,6 +4,7 @@ import (
 	"sort"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/model"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // keyState is one key as the replay holds it.
@@ -47,7 +48,7 @@ func (st *kvStore) Get(key string) (model.KeyValue, bool) {
 
 func (st *kvStore) Range(key, end string, limit int64) []model.KeyValue {
 	var out []model.KeyValue
-	for k := sort.SearchStrings(st.keys, key); k < len(st.keys) && inRange(st.keys[k], key, end) && (limit == 0 || int64(len(out)) < limit); k++ {
+	for k := sort.SearchStrings(st.keys, key); k < len(st.keys) && keyspace.InRange(st.keys[k], key, end) && (limit == 0 || int64(len(out)) < limit); k++ {
 		if kv, ok := st.ks[k].kv(st.keys[k]); ok {
 			out = append(out, kv)
 		}

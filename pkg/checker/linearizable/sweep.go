@@ -8,6 +8,7 @@ import (
 	"sort"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // opRet is an operation and its return.
@@ -94,7 +95,7 @@ func (f *fast) missedWrite(rd int32, returned []opRet) string {
 	for _, r := range returned {
 		i := r.op
 		o := f.ops[i]
-		if f.role[i] != roleWrite || f.rev[i] <= f.rev[rd] || !inRange(o.Key, op.Key, op.End) {
+		if f.role[i] != roleWrite || f.rev[i] <= f.rev[rd] || !keyspace.InRange(o.Key, op.Key, op.End) {
 			continue
 		}
 		if o.Kind != history.Put && o.Kind != history.Txn && o.Kind != history.Delete {

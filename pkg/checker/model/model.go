@@ -25,6 +25,7 @@ import (
 	"strings"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
 
 // InitialRevision is the revision of a fresh etcd cluster: the first write
@@ -259,24 +260,12 @@ func (s *State) Revoke(id int64) bool {
 	return deleted
 }
 
-// inRange interprets an operation's range: end "" is the single key key,
-// end "\x00" is every key >= key.
-func inRange(k, key, end string) bool {
-	switch end {
-	case "":
-		return k == key
-	case "\x00":
-		return k >= key
-	}
-	return k >= key && k < end
-}
-
 // Range returns the live keys in [key, end) in key order, at most limit of
 // them (0: no limit).
 func (s State) Range(key, end string, limit int64) []KeyValue {
 	var kvs []KeyValue
 	i := sort.Search(len(s.kvs), func(i int) bool { return s.kvs[i].Key >= key })
-	for ; i < len(s.kvs) && inRange(s.kvs[i].Key, key, end) && (limit == 0 || int64(len(kvs)) < limit); i++ {
+	for ; i < len(s.kvs) && keyspace.InRange(s.kvs[i].Key, key, end) && (limit == 0 || int64(len(kvs)) < limit); i++ {
 		kvs = append(kvs, s.kvs[i])
 	}
 	return kvs

@@ -1,6 +1,10 @@
 package model
 
-import "sort"
+import (
+	"sort"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
+)
 
 // Replay is a Store that changes in place, for one linear replay of a
 // linearization (the certificate check): a write costs O(1) on a key it
@@ -76,7 +80,7 @@ func (r *Replay) Range(key, end string, limit int64) []KeyValue {
 		r.buf = out
 		return out
 	}
-	for i := sort.SearchStrings(r.keys, key); i < len(r.keys) && inRange(r.keys[i], key, end) && (limit == 0 || int64(len(out)) < limit); i++ {
+	for i := sort.SearchStrings(r.keys, key); i < len(r.keys) && keyspace.InRange(r.keys[i], key, end) && (limit == 0 || int64(len(out)) < limit); i++ {
 		if r.live[i] {
 			out = append(out, r.kvs[i])
 		}

@@ -24,6 +24,7 @@ import (
 	"sync"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
@@ -65,19 +66,6 @@ func (e *Event) String() string {
 		return fmt.Sprintf("delete %q@%d", e.Key, e.ModRevision)
 	}
 	return fmt.Sprintf("put %q=%q@%d", e.Key, e.Value, e.ModRevision)
-}
-
-// Match reports whether k falls in the watch or range request [key, end):
-// an empty end means the single key, "\x00" means every key >= key, as in
-// etcd's API.
-func Match(key, end, k string) bool {
-	switch end {
-	case "":
-		return k == key
-	case "\x00":
-		return k >= key
-	}
-	return k >= key && k < end
 }
 
 type revision struct {
@@ -540,7 +528,7 @@ func (l *Log) Range(fromRev, toRev int64, key, end string) []Event {
 	i := sort.Search(len(l.order), func(i int) bool { return l.order[i] >= fromRev })
 	for ; i < len(l.order) && l.order[i] <= toRev; i++ {
 		for _, e := range l.EventsAt(l.order[i]) {
-			if Match(key, end, e.Key) {
+			if keyspace.InRange(e.Key, key, end) {
 				out = append(out, e)
 			}
 		}
@@ -581,7 +569,7 @@ func (l *Log) KnownFor(rev int64, key string) bool {
 		return true
 	}
 	for i := range l.spans {
-		if g := &l.spans[i]; Match(g.key, g.end, key) && g.covers(rev) {
+		if g := &l.spans[i]; keyspace.InRange(key, g.key, g.end) && g.covers(rev) {
 			return true
 		}
 	}
@@ -652,7 +640,7 @@ func (l *Log) holesFor(key string) []int64 {
 	var sig []byte
 	var covering []*spanGroup
 	for i := range l.spans {
-		if g := &l.spans[i]; Match(g.key, g.end, key) {
+		if g := &l.spans[i]; keyspace.InRange(key, g.key, g.end) {
 			sig = binary.AppendUvarint(sig, uint64(i))
 			covering = append(covering, g)
 		}

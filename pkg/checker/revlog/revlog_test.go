@@ -183,25 +183,6 @@ func TestConflicts(t *testing.T) {
 	})
 }
 
-func TestMatch(t *testing.T) {
-	for _, c := range []struct {
-		key, end, k string
-		want        bool
-	}{
-		{"/a", "", "/a", true},
-		{"/a", "", "/ab", false},
-		{"/kv/", "/kv0", "/kv/k001", true},
-		{"/kv/", "/kv0", "/kv0", false},
-		{"/kv/", "/kv0", "/kv", false},
-		{"/kv/", "\x00", "/zzz", true},
-		{"", "\x00", "", true},
-	} {
-		if got := Match(c.key, c.end, c.k); got != c.want {
-			t.Errorf("Match(%q, %q, %q) = %v, want %v", c.key, c.end, c.k, got, c.want)
-		}
-	}
-}
-
 // Issue 17: a contradiction no watch is party to (a phantom value, a
 // flipped txn) is reported as kv/consistent, not as a watch failure.
 func TestCheckReportsOnlyContradictionsWithoutWatches(t *testing.T) {

@@ -33,6 +33,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/revlog"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
@@ -206,7 +207,7 @@ func (x *checker) absent(rd *history.Operation) {
 	case rd.Kind == history.Get && rd.End == "":
 		keys = []string{rd.Key}
 	case rd.Limit == 0:
-		for i := sort.SearchStrings(x.keys, rd.Key); i < len(x.keys) && revlog.Match(rd.Key, rd.End, x.keys[i]); i++ {
+		for i := sort.SearchStrings(x.keys, rd.Key); i < len(x.keys) && keyspace.InRange(x.keys[i], rd.Key, rd.End); i++ {
 			keys = append(keys, x.keys[i])
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/revlog"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
@@ -292,7 +293,7 @@ func (c *checker) atomic(ck *verdict.Check, w *history.Watch) {
 			}
 			var missing []string
 			for _, e := range c.log.EventsAt(rev) {
-				if revlog.Match(w.Key, w.End, e.Key) && !keys[e.Key] {
+				if keyspace.InRange(e.Key, w.Key, w.End) && !keys[e.Key] {
 					missing = append(missing, fmt.Sprintf("%q", e.Key))
 				}
 			}
@@ -551,7 +552,7 @@ func kvDiff(got, want history.KV) string {
 func (c *checker) filter(ck *verdict.Check, w *history.Watch) {
 	for _, r := range w.Responses {
 		for _, e := range r.Events {
-			if !revlog.Match(w.Key, w.End, e.Key) {
+			if !keyspace.InRange(e.Key, w.Key, w.End) {
 				ck.Violate("%s: event on %q at revision %d is outside the watched range", describe(w), e.Key, e.ModRevision)
 			}
 			if e.PrevKV != nil && e.PrevKV.Key != e.Key {

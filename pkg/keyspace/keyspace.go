@@ -1,0 +1,91 @@
+// Package keyspace is the key layout the workload writes and the checkers
+// read: which prefix holds which traffic, how an operation's range is
+// matched, and which reads promise linearizability. The workload and the
+// checkers both import it, so a change to the layout is made once.
+package keyspace
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+)
+
+// Key prefixes of the traffic.
+const (
+	// KVPrefix holds key-value traffic: the key pool KVKey(0..).
+	KVPrefix = "/kv/"
+	// LeaseExpirePrefix holds keys on leases left to expire.
+	LeaseExpirePrefix = "/lease-expire/"
+	// LeaseKeepPrefix holds keys on leases kept alive.
+	LeaseKeepPrefix = "/lease-keep/"
+	// LockPrefix holds the lock counter: etcd's concurrency.Mutex writes
+	// its own unrecorded keys under LockName.
+	LockPrefix = "/lock/"
+	// RegistryPrefix holds registrations, each on a lease the client
+	// library keeps alive without recorded requests.
+	RegistryPrefix = "/registry/"
+)
+
+// Keys of the lock counter.
+const (
+	LockName       = LockPrefix + "counter"
+	LockCounterKey = LockPrefix + "value"
+)
+
+// MaxKVKeys is how many names the key pool has.
+const MaxKVKeys = 1000
+
+// KVKey returns the i-th key of the KV pool (0 <= i < MaxKVKeys).
+func KVKey(i int) string { return fmt.Sprintf("%sk%03d", KVPrefix, i) }
+
+// PrefixEnd is the range end that covers every key starting with prefix,
+// as clientv3.GetPrefixRangeEnd computes it.
+func PrefixEnd(prefix string) string {
+	end := []byte(prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return string(end[:i+1])
+		}
+	}
+	// Every byte is 0xff: the range runs to the end of the key space.
+	return "\x00"
+}
+
+// InRange reports whether k lies in the range an operation or watch names
+// with key and end: end "" is the single key, end "\x00" every key >= key,
+// else [key, end).
+func InRange(k, key, end string) bool {
+	switch end {
+	case "":
+		return k == key
+	case "\x00":
+		return k >= key
+	}
+	return k >= key && k < end
+}
+
+// HasForeignWriters reports whether key lies where etcd's client-side
+// helpers (concurrency.Mutex, a library KeepAlive) write or delete keys the
+// history does not record, so that recorded writes alone do not account
+// for the key's revisions.
+func HasForeignWriters(key string) bool {
+	return strings.HasPrefix(key, LockPrefix) || strings.HasPrefix(key, RegistryPrefix)
+}
+
+// LinearizableRead reports whether op is an answered read that promises
+// linearizability: a get or range not sent serializable, or a txn whose
+// else branch read its key.
+func LinearizableRead(op *history.Operation) bool {
+	if op.Outcome != history.OK || op.Resp == nil || op.Serializable {
+		return false
+	}
+	switch op.Kind {
+	case history.Get, history.Range:
+		return true
+	case history.Txn:
+		return !op.Resp.Succeeded
+	}
+	return false
+}

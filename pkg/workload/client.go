@@ -1,0 +1,223 @@
+package workload
+
+import (
+	"context"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+)
+
+// client is the only place a request becomes a recorded operation: it hands
+// out the operation's ID, takes the call time, makes the clientv3 request
+// under the request timeout, classifies the error, copies the response and
+// records the return. Actors only choose requests.
+//
+// Many clients may share one clientv3.Client (the two actors of a lease
+// client do); each is one sequential actor with its own ClientID.
+type client struct {
+	cli *clientv3.Client
+	rec *history.Recorder
+	// id and endpoint are recorded with every operation.
+	id       int
+	endpoint string
+	// timeout bounds one request. A request that times out is recorded
+	// unknown.
+	timeout time.Duration
+	// detach makes requests outlive the caller's ctx: the end of a run
+	// must not cancel requests in flight, because a canceled write is
+	// recorded unknown and makes the last moments of every history
+	// expensive to check for no reason. Clients that make a bounded number
+	// of requests after the traffic (final read, registration) leave it off
+	// so their caller's deadline holds.
+	detach bool
+	stats  Stats
+}
+
+// do records op around call. op needs its Kind and request fields; do fills
+// the ID (unless set), Call, Return, Outcome, Error and Resp. The response
+// call returns is kept only for outcome OK, because checkers must not read
+// meaning into a response the client did not get. call may relabel op from
+// what it learned (see CAS.Guards). New kinds of request are one typed
+// method on client that builds op and calls do.
+func (c *client) do(ctx context.Context, op history.Operation, call func(context.Context, *history.Operation) (*history.Response, error)) history.Operation {
+	if op.ID == 0 {
+		op.ID = c.rec.NextID()
+	}
+	op.ClientID, op.Endpoint = c.id, c.endpoint
+	if c.detach {
+		ctx = context.WithoutCancel(ctx)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	op.Call = c.rec.Now()
+	resp, err := call(ctx, &op)
+	cancel()
+	c.finish(&op, err, resp)
+	return op
+}
+
+// finish records op's return and outcome.
+func (c *client) finish(op *history.Operation, err error, resp *history.Response) {
+	op.Return = c.rec.Now()
+	op.Outcome = Classify(err)
+	if err != nil {
+		op.Error = err.Error()
+		op.Resp = nil
+	} else {
+		op.Resp = resp
+	}
+	c.rec.AddOperation(*op)
+	c.stats.add(op)
+}
+
+// newWrite starts a write whose value is unique to the run: prefix followed
+// by a string naming the operation.
+func (c *client) newWrite(kind history.Kind, key, prefix string) history.Operation {
+	op := history.Operation{ID: c.rec.NextID(), Kind: kind, Key: key}
+	op.Value = prefix + uniqueValue(c.rec, c.id, op.ID)
+	return op
+}
+
+// Get reads key, linearizably unless serializable.
+func (c *client) Get(ctx context.Context, key string, serializable bool) history.Operation {
+	op := history.Operation{Kind: history.Get, Key: key, Serializable: serializable}
+	var opts []clientv3.OpOption
+	if serializable {
+		opts = append(opts, clientv3.WithSerializable())
+	}
+	return c.do(ctx, op, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Get(ctx, key, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return rangeResponse(resp), nil
+	})
+}
+
+// Range reads the keys in [key, end) linearizably, at most limit of them (0:
+// all).
+func (c *client) Range(ctx context.Context, key, end string, limit int64) history.Operation {
+	op := history.Operation{Kind: history.Range, Key: key, End: end, Limit: limit}
+	opts := []clientv3.OpOption{clientv3.WithRange(end)}
+	if limit > 0 {
+		opts = append(opts, clientv3.WithLimit(limit))
+	}
+	return c.do(ctx, op, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Get(ctx, key, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return rangeResponse(resp), nil
+	})
+}
+
+// Put writes a value unique to the run to key, attached to lease unless it
+// is 0.
+func (c *client) Put(ctx context.Context, key string, lease int64) history.Operation {
+	op := c.newWrite(history.Put, key, "")
+	op.Lease = lease
+	var opts []clientv3.OpOption
+	if lease != 0 {
+		opts = append(opts, clientv3.WithLease(clientv3.LeaseID(lease)))
+	}
+	return c.do(ctx, op, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Put(ctx, key, op.Value, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return headerOnly(resp.Header), nil
+	})
+}
+
+// Delete deletes key.
+func (c *client) Delete(ctx context.Context, key string) history.Operation {
+	return c.do(ctx, history.Operation{Kind: history.Delete, Key: key}, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Delete(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		r := headerOnly(resp.Header)
+		r.Deleted = resp.Deleted
+		return r, nil
+	})
+}
+
+// CAS is a compare-and-set: if key's mod revision is ExpectModRev (0: the key
+// is absent), put a value unique to the run, else get key.
+type CAS struct {
+	Key          string
+	ExpectModRev int64
+	// ValuePrefix starts the written value; the rest is unique to the run.
+	ValuePrefix string
+	// Guards are further compares the history cannot express (a lock's
+	// ownership). When the txn fails although the recorded compare held,
+	// a guard failed, and what the client learned is only the key's
+	// value: the operation is recorded as the get of its else branch,
+	// because recorded as a txn it would claim the compare failed.
+	Guards []clientv3.Cmp
+}
+
+// CompareAndPut runs req as one txn.
+func (c *client) CompareAndPut(ctx context.Context, req CAS) history.Operation {
+	op := c.newWrite(history.Txn, req.Key, req.ValuePrefix)
+	op.ExpectModRev = req.ExpectModRev
+	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(req.Key), "=", req.ExpectModRev)}, req.Guards...)
+	return c.do(ctx, op, func(ctx context.Context, op *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Txn(ctx).If(cmps...).
+			Then(clientv3.OpPut(req.Key, op.Value)).
+			Else(clientv3.OpGet(req.Key)).
+			Commit()
+		if err != nil {
+			return nil, err
+		}
+		r := headerOnly(resp.Header)
+		r.Succeeded = resp.Succeeded
+		if !resp.Succeeded && len(resp.Responses) > 0 {
+			if rr := resp.Responses[0].GetResponseRange(); rr != nil {
+				r.KVs = convKVs(rr.Kvs)
+			}
+		}
+		if !resp.Succeeded && len(req.Guards) > 0 && firstModRev(r.KVs) == req.ExpectModRev {
+			op.Kind, op.Value, op.ExpectModRev = history.Get, "", 0
+		}
+		return r, nil
+	})
+}
+
+// Grant grants a lease of ttl seconds.
+func (c *client) Grant(ctx context.Context, ttl int64) history.Operation {
+	return c.do(ctx, history.Operation{Kind: history.LeaseGrant, TTL: ttl}, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Grant(ctx, ttl)
+		if err != nil {
+			return nil, err
+		}
+		r := headerOnly(resp.ResponseHeader)
+		r.LeaseID, r.TTL = int64(resp.ID), resp.TTL
+		return r, nil
+	})
+}
+
+// KeepAliveOnce renews lease once.
+func (c *client) KeepAliveOnce(ctx context.Context, lease int64) history.Operation {
+	return c.do(ctx, history.Operation{Kind: history.LeaseKeepAlive, Lease: lease}, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.KeepAliveOnce(ctx, clientv3.LeaseID(lease))
+		if err != nil {
+			return nil, err
+		}
+		r := headerOnly(resp.ResponseHeader)
+		r.LeaseID, r.TTL = int64(resp.ID), resp.TTL
+		return r, nil
+	})
+}
+
+// Revoke revokes lease.
+func (c *client) Revoke(ctx context.Context, lease int64) history.Operation {
+	return c.do(ctx, history.Operation{Kind: history.LeaseRevoke, Lease: lease}, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Revoke(ctx, clientv3.LeaseID(lease))
+		if err != nil {
+			return nil, err
+		}
+		return headerOnly(resp.Header), nil
+	})
+}
