@@ -30,3 +30,14 @@ func TestPrevKVMissingAboveCompactionRejected(t *testing.T) {
 	b.watch(2, "/kv/", prefixEnd, 4, true, rs...)
 	expectOnly(t, Check(&b.h), "watch/consistent")
 }
+
+// An unrecorded compaction (a nemesis's) is known from the compact revision
+// etcd refused a watch with.
+func TestPrevKVMissingBelowUnrecordedCompactionAccepted(t *testing.T) {
+	b := base()
+	b.watch(3, "/kv/", prefixEnd, 2, true, history.WatchResponse{Revision: 9, Canceled: true, CompactRevision: 4})
+	rs := goodEvents()[2:]
+	rs[0].Events[0].PrevKV = nil
+	b.watch(3, "/kv/", prefixEnd, 4, true, rs...)
+	expectOnly(t, Check(&b.h))
+}

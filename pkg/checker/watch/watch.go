@@ -69,6 +69,13 @@ func CheckLog(h *history.History, log *revlog.Log, conflicts []string) []verdict
 			c.compacted = max(c.compacted, op.Revision)
 		}
 	}
+	// Compactions the history did not record (a nemesis's, an apiserver's)
+	// show in the compact revisions etcd refused watches with.
+	for i := range h.Watches {
+		for _, r := range h.Watches[i].Responses {
+			c.compacted = max(c.compacted, r.CompactRevision)
+		}
+	}
 	for i := range h.Watches {
 		c.events += countEvents(&h.Watches[i])
 	}
@@ -121,7 +128,7 @@ type checker struct {
 	chains [][]*history.Watch
 	events int
 	// compacted is the highest revision a compact that may have applied
-	// (outcome not fail) asked for: an event at or below it may lack its
+	// (outcome not fail) asked for, or a watch was refused at: an event at or below it may lack its
 	// prev_kv, which that compaction removed.
 	compacted int64
 }
