@@ -39,6 +39,9 @@ type Options struct {
 
 // Check runs every check on h.
 func Check(ctx context.Context, h *history.History, opts Options) []verdict.Check {
+	if h.Meta.NoRevisions {
+		return checkValues(ctx, h, opts)
+	}
 	// The revision log rebuilt from all the evidence is shared by the
 	// checks that compare against it; building it is the costly part.
 	log, conflicts := revlog.Build(h)
@@ -51,6 +54,29 @@ func Check(ctx context.Context, h *history.History, opts Options) []verdict.Chec
 	out = append(out, watch.CheckLog(h, log, conflicts)...)
 	out = append(out, lease.Check(h, opts.Lease)...)
 	out = append(out, lock.Check(h)...)
+	if h.Meta.Interrupted != "" {
+		out = append(out, interrupted(h))
+	}
+	return out
+}
+
+// NoRevisionsReason is why a check that needs revisions is skipped on a
+// history that carries none.
+const NoRevisionsReason = "the history carries no revisions (meta no_revisions), and this check needs them"
+
+// checkValues judges a history without revisions: linearizability on
+// values alone, and every check that needs revisions skipped with the
+// reason, so the report says what was not checked rather than leaving it out.
+func checkValues(ctx context.Context, h *history.History, opts Options) []verdict.Check {
+	out := []verdict.Check{
+		linearizable.CheckValues(ctx, h, linearizable.Options{Timeout: opts.Timeout, ArtifactDir: opts.ArtifactDir}),
+	}
+	names := []string{serializable.Name, durability.Name, revlog.ConsistentName}
+	names = append(names, watch.Names...)
+	names = append(names, lease.Revoke, lease.Expiry, lease.KeepAlive)
+	for _, n := range names {
+		out = append(out, verdict.Check{Name: n, Status: verdict.Skipped, Summary: NoRevisionsReason})
+	}
 	if h.Meta.Interrupted != "" {
 		out = append(out, interrupted(h))
 	}
