@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/etcd-chaos/etcd-chaos/pkg/checker/compaction"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/durability"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/lease"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/linearizable"
@@ -50,6 +51,7 @@ func Check(ctx context.Context, h *history.History, opts Options) []verdict.Chec
 		serializable.CheckLog(h, log),
 		durability.Check(h),
 		revlog.Check(conflicts, log.MaxRevision()),
+		compaction.Check(h),
 	}
 	out = append(out, watch.CheckLog(h, log, conflicts)...)
 	out = append(out, lease.Check(h, opts.Lease)...)

@@ -32,6 +32,13 @@ const (
 	LeaseGrant     Kind = "lease-grant"
 	LeaseRevoke    Kind = "lease-revoke"
 	LeaseKeepAlive Kind = "lease-keepalive"
+	// Compact compacts the store's history at Revision. It changes neither
+	// the key-value state nor the revision, so the linearizability model
+	// leaves it out; the compaction check uses it.
+	Compact Kind = "compact"
+	// Defragment defragments the backend of the member at Endpoint. It
+	// changes no state at all.
+	Defragment Kind = "defragment"
 )
 
 // IsWrite reports whether an operation of this kind can change the store.
@@ -114,6 +121,8 @@ type Operation struct {
 	ExpectValue *string `json:"expect_value,omitempty"`
 	// Limit bounds a range; 0 means no limit.
 	Limit int64 `json:"limit,omitempty"`
+	// Revision is the revision a compact compacts at.
+	Revision int64 `json:"rev,omitempty"`
 	// Serializable marks a read served by one member without consensus. It is
 	// recorded so the checker can tell which reads promise linearizability.
 	Serializable bool `json:"serializable,omitempty"`

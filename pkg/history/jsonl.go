@@ -238,7 +238,7 @@ func strictUnmarshal(line []byte, v any) error {
 
 func validateOp(op *Operation, noRevisions bool) error {
 	switch op.Kind {
-	case Get, Put, Delete, Txn, Range, LeaseGrant, LeaseRevoke, LeaseKeepAlive:
+	case Get, Put, Delete, Txn, Range, LeaseGrant, LeaseRevoke, LeaseKeepAlive, Compact, Defragment:
 	case "":
 		return errors.New("operation has no kind")
 	default:

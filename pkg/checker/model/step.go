@@ -319,6 +319,12 @@ func boolInt(b bool) int64 {
 // information; serializable reads promise no linearizability and are left out
 // unless includeSerializable is set.
 func Included(op *history.Operation, includeSerializable bool) bool {
+	if op.Kind == history.Compact || op.Kind == history.Defragment {
+		// Neither changes the key-value state or the revision, and a
+		// compact's header revision is read after it applied, not at its
+		// linearization point: they carry nothing for the model.
+		return false
+	}
 	switch op.Outcome {
 	case history.Fail:
 		return false
