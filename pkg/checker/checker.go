@@ -1,7 +1,7 @@
 // Package checker runs every check that applies to a recorded history:
 // linearizability of the key-value and lease operations, what serializable
 // reads promise, the watch guarantees, lease revoke, expiry and keep-alive,
-// and that no acknowledged write was lost. Each property lives in its own subpackage; this package
+// the lock counter, and that no acknowledged write was lost. Each property lives in its own subpackage; this package
 // only composes them, so `etcd-chaos check` and the suites judge a history
 // the same way.
 package checker
@@ -15,6 +15,7 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/durability"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/lease"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/linearizable"
+	"github.com/etcd-chaos/etcd-chaos/pkg/checker/lock"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/revlog"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/serializable"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/watch"
@@ -54,6 +55,7 @@ func Check(ctx context.Context, h *history.History, opts Options) []verdict.Chec
 	}
 	out = append(out, watch.CheckLog(h, log, conflicts)...)
 	out = append(out, lease.Check(h, opts.Lease)...)
+	out = append(out, lock.Check(h)...)
 	if h.Meta.Interrupted != "" {
 		out = append(out, interrupted(h))
 	}
