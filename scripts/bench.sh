@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bench="${BENCH:-.}"
 benchtime="${BENCHTIME:-1x}"
-pkgs=(./pkg/checker/linearizable ./pkg/workload ./pkg/cluster/local ./pkg/faultproxy ./pkg/snapshot)
+pkgs=(./pkg/checker ./pkg/checker/linearizable ./pkg/workload ./pkg/cluster/local ./pkg/faultproxy ./pkg/snapshot)
 echo "bench: $(go version), $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)"
 for p in "${pkgs[@]}"; do
   [ -d "$p" ] || continue

@@ -23,7 +23,16 @@ func init() {
 	}
 }
 
-const checkSynopsis = "check [--out DIR] [--timeout 5m] HISTORY.jsonl[.gz]"
+const checkSynopsis = "check [--out DIR] [--timeout 5m] [--format jsonl|jepsen] HISTORY.jsonl[.gz] | JEPSEN.log"
+
+// checkFormats says what --format reads, for --help.
+var checkFormats = `Formats:
+  jsonl   (default) an etcd-chaos history.jsonl, or .jsonl.gz
+          (docs/history-format.md)
+  jepsen  ` + strings.ReplaceAll(history.JepsenFormat, "\n", "\n          ") + `
+          It is checked as a history without revisions: linearizability on
+          values alone, every check that needs revisions skipped.
+`
 
 // runCheck re-runs every checker on a saved history, so a failure found at
 // night can be re-examined (or re-checked by a newer build) without touching
@@ -32,6 +41,12 @@ func runCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("check", checkSynopsis, stdout)
 	out := fs.String("out", "", "write the report into `DIR` (default: <history dir>/check-<timestamp>)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "bound on the linearizability search; when it runs out the verdict is unknown, never pass")
+	format := fs.String("format", "jsonl", "what the input is: `jsonl` (an etcd-chaos history) or jepsen (a Jepsen register log); see below")
+	usage := fs.Usage
+	fs.Usage = func() {
+		usage()
+		fmt.Fprint(stdout, "\n"+checkFormats)
+	}
 	// Flags may come before or after the file, as people type them both ways.
 	var files []string
 	for {
@@ -53,12 +68,20 @@ func runCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	if *timeout <= 0 {
 		return usageErr("--timeout must be positive, got %s", *timeout)
 	}
+	load := history.Load
+	switch *format {
+	case "jsonl":
+	case "jepsen":
+		load = history.LoadJepsen
+	default:
+		return usageErr("--format %q is not jsonl or jepsen", *format)
+	}
 	in := files[0]
 
 	start := time.Now()
-	h, err := history.Load(in)
+	h, err := load(in)
 	if err != nil {
-		return fmt.Errorf("cannot read history: %s", oneLineErr(err))
+		return fmt.Errorf("cannot read %s: %s", formatName(*format), oneLineErr(err))
 	}
 	dir := *out
 	if dir == "" {
@@ -96,6 +119,13 @@ func runCheck(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: verdict %s, see %s", errChecksFailed, strings.ToUpper(string(v)), paths.HTML)
 	}
 	return nil
+}
+
+func formatName(format string) string {
+	if format == "jepsen" {
+		return "Jepsen log"
+	}
+	return "history"
 }
 
 // defaultCheckDir puts the report next to the history, in a directory named

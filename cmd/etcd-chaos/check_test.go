@@ -212,3 +212,125 @@ func TestCheckGzipHistory(t *testing.T) {
 		t.Fatalf("a truncated .gz: exit %d, want 1 and one line naming gzip; stderr %q", code, stderr)
 	}
 }
+
+// writeFile writes content to dir/name and returns the path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// onlyDir returns the one check-* directory check made next to its input.
+func onlyDir(t *testing.T, dir string) string {
+	t.Helper()
+	dirs, _ := filepath.Glob(filepath.Join(dir, "check-*"))
+	if len(dirs) != 1 {
+		t.Fatalf("want one report dir, got %v", dirs)
+	}
+	return dirs[0]
+}
+
+// A violation found by check leaves porcupine's visualisation in the
+// report dir, the default one too: the dir exists before the checks run.
+func TestCheckWritesVisualisationIntoDefaultDir(t *testing.T) {
+	dir := t.TempDir()
+	h := &history.History{
+		Meta: history.Meta{Scenario: "kv", Seed: 1},
+		Operations: []history.Operation{
+			{ID: 1, ClientID: 1, Kind: history.Put, Key: "/kv/k000", Value: "v1", Call: 1e6, Return: 2e6, Outcome: history.OK, Resp: &history.Response{Revision: 2}},
+			{ID: 2, ClientID: 2, Kind: history.Get, Key: "/kv/k000", Call: 3e6, Return: 4e6, Outcome: history.OK, Resp: &history.Response{Revision: 2}},
+		},
+	}
+	in := filepath.Join(dir, "history.jsonl")
+	if err := history.Save(in, h); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := checkCLI(in)
+	if code != 1 || !strings.Contains(stdout, "FAIL    linearizable") {
+		t.Fatalf("exit %d, want 1 with a linearizability failure; stdout:\n%s\nstderr: %s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(onlyDir(t, dir), "linearizability.html")); err != nil {
+		t.Fatalf("no visualisation in the default report dir: %v", err)
+	}
+}
+
+// The terminal says how many serializable reads the linearizability check
+// left out, not only summary.json.
+func TestCheckSaysSerializableReadsAreLeftOut(t *testing.T) {
+	dir := t.TempDir()
+	in := goodHistory(t, dir)
+	h, err := history.Load(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Operations = append(h.Operations, history.Operation{ID: 3, ClientID: 3, Kind: history.Get, Key: "/kv/k000", Serializable: true,
+		Call: 5e6, Return: 6e6, Outcome: history.OK, Resp: &history.Response{Revision: 2, KVs: []history.KV{{Key: "/kv/k000", Value: "v1", ModRevision: 2}}}})
+	if err := history.Save(in, h); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := checkCLI("--out", filepath.Join(dir, "report"), in)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr %s", code, stderr)
+	}
+	if !strings.Contains(stdout, "1 serializable read left out of the linearizability check") {
+		t.Fatalf("stdout does not mention the left-out read:\n%s", stdout)
+	}
+}
+
+const jepsenBad = `INFO  jepsen.util - 0	:invoke	:write	1
+INFO  jepsen.util - 0	:ok	:write	1
+INFO  jepsen.util - 1	:invoke	:read	nil
+INFO  jepsen.util - 2	:invoke	:cas	[1 2]
+INFO  jepsen.util - 2	:info	:cas	:timed-out
+INFO  jepsen.util - 1	:ok	:read	nil
+`
+
+func TestCheckJepsenLog(t *testing.T) {
+	dir := t.TempDir()
+	// A read of nothing after the write of 1 returned: not linearizable.
+	in := writeFile(t, dir, "etcd.log", jepsenBad)
+	code, stdout, stderr := checkCLI("--format", "jepsen", in)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stdout:\n%s\nstderr: %s", code, stdout, stderr)
+	}
+	for _, want := range []string{
+		"FAIL    linearizable: not linearizable (decided by porcupine on values only",
+		`op 3 (client 1, get(register) -> nothing) cannot be linearized`,
+		"SKIPPED serializable, durability, kv/consistent",
+		"no revisions: the history carries none",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, stdout)
+		}
+	}
+	out := onlyDir(t, dir)
+	if _, err := os.Stat(filepath.Join(out, "linearizability.html")); err != nil {
+		t.Errorf("no visualisation: %v", err)
+	}
+	// The report's copy is a history.jsonl that says it has no revisions
+	// and checks the same again.
+	code2, stdout2, _ := checkCLI("--out", filepath.Join(dir, "again"), filepath.Join(out, report.HistoryFile))
+	if code2 != 1 || !strings.Contains(stdout2, "not linearizable (decided by porcupine on values only") {
+		t.Errorf("re-checking the converted history: exit %d\n%s", code2, stdout2)
+	}
+
+	// The same log where the read saw the write passes.
+	ok := writeFile(t, dir, "ok.log", strings.Replace(jepsenBad, ":ok	:read	nil", ":ok	:read	1", 1))
+	if code, stdout, stderr := checkCLI("--format", "jepsen", "--out", filepath.Join(dir, "ok"), ok); code != 0 {
+		t.Fatalf("exit %d, want 0; stdout:\n%s\nstderr: %s", code, stdout, stderr)
+	}
+
+	// Anything else is refused with the line number, on one line.
+	bad := writeFile(t, dir, "bad.log", strings.Replace(jepsenBad, ":cas	[1 2]", ":append	[1 2]", 1))
+	code, _, stderr = checkCLI("--format", "jepsen", "--out", filepath.Join(dir, "bad"), bad)
+	if code != 1 || !strings.Contains(stderr, "line 4: operation \":append\" is not supported") || strings.Count(stderr, "\n") != 1 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	code, _, stderr = checkCLI("--format", "edn", in)
+	if code != 2 || !strings.Contains(stderr, `--format "edn" is not jsonl or jepsen`) {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}

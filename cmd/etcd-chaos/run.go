@@ -60,6 +60,9 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	rate := fs.Float64("rate", 0, "total KV requests per second (0: as fast as the cluster answers)")
 	clients := fs.Int("clients", 6, "concurrent KV clients")
 	keys := fs.Int("keys", 10, "size of the key pool")
+	compactEvery := fs.Duration("compact-interval", 0, "compact about this often during traffic, a few revisions below the current one (0: never); watches from older revisions then meet ErrCompacted")
+	compactKeep := fs.Int64("compact-keep", workload.DefaultCompactKeep, "revisions below the current one a compaction keeps")
+	defragEvery := fs.Duration("defrag-interval", 0, "defragment one member about this often during traffic, round robin (0: never)")
 	seed := fs.Int64("seed", 0, "seed for traffic and fault schedule (0: pick one and print it)")
 	out := fs.String("out", "", "artifact dir (default artifacts/run-<time>)")
 	watch := fs.Bool("watch", true, "run watchers and check watch guarantees")
@@ -155,17 +158,24 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	if *faultDuration > 0 {
 		rerun += fmt.Sprintf(" --fault-duration %v", *faultDuration)
 	}
+	if *compactEvery > 0 {
+		rerun += fmt.Sprintf(" --compact-interval %v --compact-keep %d", *compactEvery, *compactKeep)
+	}
+	if *defragEvery > 0 {
+		rerun += fmt.Sprintf(" --defrag-interval %v", *defragEvery)
+	}
 	if *backend == "local" {
 		rerun += " --etcd-version " + c.Version() + settingsArgs(settings, *failpoints)
 	}
 	prog := report.NewProgress(os.Stderr, *duration)
 	var running sync.Once
 	cfg := scenario.Config{
-		Name:         "run-" + *nemesis,
-		Nemesis:      *nemesis,
-		Duration:     *duration,
-		Seed:         *seed,
-		Traffic:      workload.Config{Clients: *clients, Rate: *rate, Keys: *keys},
+		Name:     "run-" + *nemesis,
+		Nemesis:  *nemesis,
+		Duration: *duration,
+		Seed:     *seed,
+		Traffic: workload.Config{Clients: *clients, Rate: *rate, Keys: *keys,
+			CompactInterval: *compactEvery, CompactKeep: *compactKeep, DefragInterval: *defragEvery},
 		ArtifactDir:  dir,
 		CheckTimeout: *checkTimeout,
 		Rerun:        rerun,

@@ -114,10 +114,18 @@ func TestBlackholeUntilSnapshotOnLocalEtcd(t *testing.T) {
 	}
 }
 
-// failpointBinary returns the cached failpoint build, skipping when it has
-// not been built: building it takes minutes (`etcd-chaos failpoints`).
+// failpointBinary returns the failpoint build of the default version. It
+// takes minutes to build, so a test run builds it only when asked
+// (ETCD_CHAOS_TEST_FAILPOINTS=1) and otherwise skips unless it is cached.
 func failpointBinary(t *testing.T) string {
 	t.Helper()
+	cached, err := etcdbin.FailpointsPath(etcdbin.DefaultVersion, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cached); err != nil && os.Getenv("ETCD_CHAOS_TEST_FAILPOINTS") != "1" {
+		t.Skipf("the failpoint build of %s is not cached: build it with `etcd-chaos failpoints --etcd-version %s` or set ETCD_CHAOS_TEST_FAILPOINTS=1", etcdbin.DefaultVersion, etcdbin.DefaultVersion)
+	}
 	p, err := etcdbin.EnsureFailpoints(context.Background(), "", "", os.Stderr)
 	if err != nil {
 		t.Fatal(err)

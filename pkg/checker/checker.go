@@ -1,7 +1,7 @@
 // Package checker runs every check that applies to a recorded history:
 // linearizability of the key-value and lease operations, what serializable
 // reads promise, the watch guarantees, lease revoke, expiry and keep-alive,
-// and that no acknowledged write was lost. Each property lives in its own subpackage; this package
+// the lock counter, and that no acknowledged write was lost. Each property lives in its own subpackage; this package
 // only composes them, so `etcd-chaos check` and the suites judge a history
 // the same way.
 package checker
@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/etcd-chaos/etcd-chaos/pkg/checker/compaction"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/durability"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/lease"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/linearizable"
+	"github.com/etcd-chaos/etcd-chaos/pkg/checker/lock"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/revlog"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/serializable"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/watch"
@@ -38,6 +40,9 @@ type Options struct {
 
 // Check runs every check on h.
 func Check(ctx context.Context, h *history.History, opts Options) []verdict.Check {
+	if h.Meta.NoRevisions {
+		return checkValues(ctx, h, opts)
+	}
 	// The revision log rebuilt from all the evidence is shared by the
 	// checks that compare against it; building it is the costly part.
 	log, conflicts := revlog.Build(h)
@@ -46,9 +51,34 @@ func Check(ctx context.Context, h *history.History, opts Options) []verdict.Chec
 		serializable.CheckLog(h, log),
 		durability.Check(h),
 		revlog.Check(conflicts, log.MaxRevision()),
+		compaction.Check(h),
 	}
 	out = append(out, watch.CheckLog(h, log, conflicts)...)
 	out = append(out, lease.Check(h, opts.Lease)...)
+	out = append(out, lock.Check(h)...)
+	if h.Meta.Interrupted != "" {
+		out = append(out, interrupted(h))
+	}
+	return out
+}
+
+// NoRevisionsReason is why a check that needs revisions is skipped on a
+// history that carries none.
+const NoRevisionsReason = "the history carries no revisions (meta no_revisions), and this check needs them"
+
+// checkValues judges a history without revisions: linearizability on
+// values alone, and every check that needs revisions skipped with the
+// reason, so the report says what was not checked rather than leaving it out.
+func checkValues(ctx context.Context, h *history.History, opts Options) []verdict.Check {
+	out := []verdict.Check{
+		linearizable.CheckValues(ctx, h, linearizable.Options{Timeout: opts.Timeout, ArtifactDir: opts.ArtifactDir}),
+	}
+	names := []string{serializable.Name, durability.Name, revlog.ConsistentName}
+	names = append(names, watch.Names...)
+	names = append(names, lease.Revoke, lease.Expiry, lease.KeepAlive)
+	for _, n := range names {
+		out = append(out, verdict.Check{Name: n, Status: verdict.Skipped, Summary: NoRevisionsReason})
+	}
 	if h.Meta.Interrupted != "" {
 		out = append(out, interrupted(h))
 	}

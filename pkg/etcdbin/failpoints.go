@@ -40,12 +40,12 @@ func EnsureFailpoints(ctx context.Context, version, cacheDir string, progress io
 		version = DefaultVersion
 	}
 	version = NormalizeVersion(version)
-	root, err := cacheRoot(cacheDir)
+	out, err := FailpointsPath(version, cacheDir)
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(root, "etcd-failpoints", version)
-	if out := filepath.Join(dir, "etcd"); isExecutable(out) {
+	dir := filepath.Dir(out)
+	if isExecutable(out) {
 		return out, nil
 	}
 	gofail, err := EnsureTool(ctx, GofailModule, GofailModule, GofailVersion, cacheDir, progress)
@@ -61,6 +61,16 @@ func EnsureFailpoints(ctx context.Context, version, cacheDir string, progress io
 		bin:     "etcd",
 		gofail:  gofail,
 	}, progress)
+}
+
+// FailpointsPath returns where the failpoint build of version lives in the
+// cache, whether or not it has been built yet.
+func FailpointsPath(version, cacheDir string) (string, error) {
+	root, err := cacheRoot(cacheDir)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "etcd-failpoints", NormalizeVersion(version), "etcd"), nil
 }
 
 // Failpoints returns the failpoints of the failpoint build at bin, sorted,

@@ -27,11 +27,18 @@ const (
 	Get            Kind = "get"    // linearizable (or serializable) get of Key
 	Put            Kind = "put"    // put Key=Value, with Lease when non-zero
 	Delete         Kind = "delete" // delete Key
-	Txn            Kind = "txn"    // if mod_revision(Key)==ExpectModRev then put Key=Value else get Key
+	Txn            Kind = "txn"    // compare-and-put; see Operation.ExpectModRev and Operation.ExpectValue
 	Range          Kind = "range"  // range [Key, End)
 	LeaseGrant     Kind = "lease-grant"
 	LeaseRevoke    Kind = "lease-revoke"
 	LeaseKeepAlive Kind = "lease-keepalive"
+	// Compact compacts the store's history at Revision. It changes neither
+	// the key-value state nor the revision, so the linearizability model
+	// leaves it out; the compaction check uses it.
+	Compact Kind = "compact"
+	// Defragment defragments the backend of the member at Endpoint. It
+	// changes no state at all.
+	Defragment Kind = "defragment"
 )
 
 // IsWrite reports whether an operation of this kind can change the store.
@@ -102,10 +109,20 @@ type Operation struct {
 	Lease int64 `json:"lease,omitempty"`
 	// TTL is the requested TTL of a grant, in seconds.
 	TTL int64 `json:"ttl,omitempty"`
-	// ExpectModRev is a txn's compare: 0 means "key does not exist".
+	// ExpectModRev is a txn's revision compare, used when ExpectValue is
+	// nil: if mod_revision(Key)==ExpectModRev then put Key=Value else get
+	// Key. 0 means "key does not exist".
 	ExpectModRev int64 `json:"expect_mod_rev,omitempty"`
+	// ExpectValue, when set, makes a txn a compare-and-set on the value:
+	// if value(Key)==*ExpectValue then put Key=Value, else nothing (the
+	// txn has no else branch, so a failed one returns no keys). As in
+	// etcd, a value compare on a missing key fails. A pointer, because
+	// comparing against the empty value is a different compare from none.
+	ExpectValue *string `json:"expect_value,omitempty"`
 	// Limit bounds a range; 0 means no limit.
 	Limit int64 `json:"limit,omitempty"`
+	// Revision is the revision a compact compacts at.
+	Revision int64 `json:"rev,omitempty"`
 	// Serializable marks a read served by one member without consensus. It is
 	// recorded so the checker can tell which reads promise linearizability.
 	Serializable bool `json:"serializable,omitempty"`
@@ -193,6 +210,12 @@ type Meta struct {
 	// history is what was recorded until then, and its verdict is never
 	// pass.
 	Interrupted string `json:"interrupted,omitempty"`
+	// NoRevisions says the history carries no revisions: its responses
+	// have no header or mod revisions (a Jepsen log, a client log that
+	// did not keep them). The checkers then judge values only and skip
+	// every check that needs revisions, saying so. A history without it
+	// must carry the header revision of every ok key-value operation.
+	NoRevisions bool `json:"no_revisions,omitempty"`
 }
 
 // History is everything one run recorded.

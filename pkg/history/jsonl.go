@@ -203,7 +203,7 @@ func decodeLine(h *History, line []byte, n int, sawMeta *bool) error {
 		if err := strictUnmarshal(line, &o); err != nil {
 			return err
 		}
-		if err := validateOp(&o.Operation); err != nil {
+		if err := validateOp(&o.Operation, h.Meta.NoRevisions); err != nil {
 			return err
 		}
 		h.Operations = append(h.Operations, o.Operation)
@@ -236,9 +236,9 @@ func strictUnmarshal(line []byte, v any) error {
 	return nil
 }
 
-func validateOp(op *Operation) error {
+func validateOp(op *Operation, noRevisions bool) error {
 	switch op.Kind {
-	case Get, Put, Delete, Txn, Range, LeaseGrant, LeaseRevoke, LeaseKeepAlive:
+	case Get, Put, Delete, Txn, Range, LeaseGrant, LeaseRevoke, LeaseKeepAlive, Compact, Defragment:
 	case "":
 		return errors.New("operation has no kind")
 	default:
@@ -255,6 +255,32 @@ func validateOp(op *Operation) error {
 	}
 	if op.Return < op.Call {
 		return fmt.Errorf("operation %d: returns (%d) before it is called (%d)", op.ID, op.Return, op.Call)
+	}
+	if op.ExpectValue != nil {
+		if op.Kind != Txn {
+			return fmt.Errorf("operation %d: expect_value on a %s; only a txn compares", op.ID, op.Kind)
+		}
+		if op.ExpectModRev != 0 {
+			return fmt.Errorf("operation %d: a txn compares either expect_value or expect_mod_rev, not both", op.ID)
+		}
+		if op.Outcome == OK && !op.Resp.Succeeded && len(op.Resp.KVs) > 0 {
+			return fmt.Errorf("operation %d: a failed value-compare txn returns no keys (it has no else branch)", op.ID)
+		}
+	}
+	if noRevisions {
+		// Without revisions only absence can be compared by revision.
+		if op.Kind == Txn && op.ExpectValue == nil && op.ExpectModRev != 0 {
+			return fmt.Errorf("operation %d: a txn comparing mod revision %d in a history with no_revisions; compare expect_value, or expect_mod_rev 0 (key absent)", op.ID, op.ExpectModRev)
+		}
+		return nil
+	}
+	// A checker given a revision-less response in a history that claims
+	// revisions would call it impossible; the file is wrong, not etcd.
+	if op.Outcome == OK && op.Resp.Revision == 0 {
+		switch op.Kind {
+		case Get, Put, Delete, Txn, Range:
+			return fmt.Errorf("operation %d: ok %s without a header revision (resp.rev); a history that carries no revisions must say so with \"no_revisions\": true in its meta line", op.ID, op.Kind)
+		}
 	}
 	return nil
 }

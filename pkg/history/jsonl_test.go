@@ -71,6 +71,12 @@ func TestReadRejectsBadInput(t *testing.T) {
 		{"no meta first", lines[1], "line 1: first line must be the meta line"},
 		{"future format", `{"type":"meta","format":99,"seed":1,"started":"2026-01-01T00:00:00Z"}` + "\n", "format 99 is not supported"},
 		{"truncated", good.String()[:len(good.String())-20], "truncated"},
+		{"ok put without revision", lines[0] + `{"type":"op","id":7,"kind":"put","key":"k","value":"v","call":1,"return":2,"outcome":"ok","resp":{}}` + "\n", `line 2: operation 7: ok put without a header revision`},
+		{"ok get without revision", lines[0] + `{"type":"op","id":8,"kind":"get","key":"k","call":1,"return":2,"outcome":"ok","resp":{"kvs":[{"key":"k","value":"v","mod_rev":0}]}}` + "\n", `line 2: operation 8: ok get without a header revision`},
+		{"value compare on a put", lines[0] + `{"type":"op","id":1,"kind":"put","key":"k","value":"v","expect_value":"a","call":1,"return":2,"outcome":"fail"}` + "\n", "line 2: operation 1: expect_value on a put"},
+		{"two compares", lines[0] + `{"type":"op","id":1,"kind":"txn","key":"k","value":"v","expect_value":"a","expect_mod_rev":3,"call":1,"return":2,"outcome":"fail"}` + "\n", "line 2: operation 1: a txn compares either"},
+		{"failed value txn with keys", lines[0] + `{"type":"op","id":1,"kind":"txn","key":"k","value":"v","expect_value":"a","call":1,"return":2,"outcome":"ok","resp":{"rev":3,"kvs":[{"key":"k","value":"b","mod_rev":2}]}}` + "\n", "line 2: operation 1: a failed value-compare txn returns no keys"},
+		{"mod revision compare without revisions", `{"type":"meta","format":1,"seed":1,"started":"2026-01-01T00:00:00Z","no_revisions":true}` + "\n" + `{"type":"op","id":1,"kind":"txn","key":"k","value":"v","expect_mod_rev":3,"call":1,"return":2,"outcome":"fail"}` + "\n", "line 2: operation 1: a txn comparing mod revision 3 in a history with no_revisions"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,6 +92,42 @@ func TestReadRejectsBadInput(t *testing.T) {
 				t.Fatalf("want a LineError, got %T", err)
 			}
 		})
+	}
+}
+
+// A history that says it has no revisions loads ok operations without
+// them, and a value-compare txn survives the round trip, including a
+// compare against the empty value.
+func TestNoRevisionsAndValueCompareRoundTrip(t *testing.T) {
+	empty, one := "", "1"
+	h := &History{
+		Meta: Meta{Format: FormatVersion, Scenario: "client log", NoRevisions: true},
+		Operations: []Operation{
+			{ID: 1, Kind: Put, Key: "k", Value: "1", Call: 1, Return: 2, Outcome: OK, Resp: &Response{}},
+			{ID: 2, Kind: Txn, Key: "k", Value: "2", ExpectValue: &one, Call: 3, Return: 4, Outcome: OK, Resp: &Response{Succeeded: true}},
+			{ID: 3, Kind: Txn, Key: "k", Value: "3", ExpectValue: &empty, Call: 5, Return: 6, Outcome: OK, Resp: &Response{}},
+			{ID: 4, Kind: Get, Key: "k", Call: 7, Return: 8, Outcome: OK, Resp: &Response{KVs: []KV{{Key: "k", Value: "2"}}}},
+		},
+	}
+	var buf bytes.Buffer
+	if err := Write(&buf, h); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), `"no_revisions":true`) || !strings.Contains(buf.String(), `"expect_value":""`) {
+		t.Fatalf("written history lacks no_revisions or the empty value compare:\n%s", buf.String())
+	}
+	got, err := Read(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Meta.NoRevisions {
+		t.Fatal("no_revisions lost")
+	}
+	if ev := got.Operations[2].ExpectValue; ev == nil || *ev != "" {
+		t.Fatalf("the compare against the empty value became %v", ev)
+	}
+	if ev := got.Operations[1].ExpectValue; ev == nil || *ev != "1" {
+		t.Fatalf("the compare against 1 became %v", ev)
 	}
 }
 

@@ -6,6 +6,7 @@ package keyspace
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
@@ -32,6 +33,19 @@ const (
 	LockName       = LockPrefix + "counter"
 	LockCounterKey = LockPrefix + "value"
 )
+
+// ParseCounter reads the lock counter's value, "<count>:<unique>".
+func ParseCounter(v string) (int64, error) {
+	n, _, found := strings.Cut(v, ":")
+	if !found {
+		return 0, fmt.Errorf("lock counter value %q is not <count>:<id>; was %s written by something else?", v, LockCounterKey)
+	}
+	c, err := strconv.ParseInt(n, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("lock counter value %q does not start with a count: %w", v, err)
+	}
+	return c, nil
+}
 
 // MaxKVKeys is how many names the key pool has.
 const MaxKVKeys = 1000

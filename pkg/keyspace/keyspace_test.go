@@ -68,3 +68,14 @@ func TestLinearizableRead(t *testing.T) {
 		}
 	}
 }
+
+func TestParseCounter(t *testing.T) {
+	if n, err := ParseCounter("12:c300-77"); err != nil || n != 12 {
+		t.Errorf("ParseCounter = %d, %v", n, err)
+	}
+	for _, bad := range []string{"", "12", "x:c1-1"} {
+		if _, err := ParseCounter(bad); err == nil {
+			t.Errorf("ParseCounter(%q) accepted", bad)
+		}
+	}
+}

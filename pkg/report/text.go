@@ -66,6 +66,10 @@ func writeText(w io.Writer, run Run, st OpStats, html string) {
 	} else {
 		fmt.Fprintf(w, "checks:     %d passed, %d failed, %d unknown, %d skipped\n", pass, fail, unk, skip)
 	}
+	if h != nil && h.Meta.NoRevisions {
+		fmt.Fprintln(w, "no revisions: the history carries none, so linearizability is decided on values alone (revision fast path skipped)")
+		writeSkipped(w, run.Checks)
+	}
 	for _, c := range verdict.Failed(run.Checks) {
 		fmt.Fprintf(w, "  %-7s %s: %s\n", strings.ToUpper(string(c.Status)), c.Name, oneLine(c.Summary))
 		for i, viol := range c.Violations {
@@ -79,6 +83,9 @@ func writeText(w io.Writer, run Run, st OpStats, html string) {
 		}
 	}
 
+	if n := leftOutReads(h); n > 0 {
+		fmt.Fprintf(w, "note:       %d serializable %s left out of the linearizability check (they promise no linearizability; the serializable check judges them)\n", n, plural(n, "read"))
+	}
 	fmt.Fprintf(w, "operations: %d (ok %d, failed %d, unknown %d)", st.Total, st.OK, st.Failed, st.Unknown)
 	if st.Total > 0 {
 		fmt.Fprintf(w, " in %s: %.0f ok ops/s, latency p50 %s p99 %s", fmtDuration(st.Span), st.Throughput, fmtDuration(st.P50), fmtDuration(st.P99))
@@ -105,6 +112,42 @@ func writeText(w io.Writer, run Run, st OpStats, html string) {
 		}
 		fmt.Fprintf(w, "report:     %s\n", html)
 	}
+}
+
+// writeSkipped lists skipped checks with their reason, one line per
+// reason: on a history without revisions most checks are skipped, and a
+// reader must see what was not checked, not only what passed.
+func writeSkipped(w io.Writer, checks []verdict.Check) {
+	var reasons []string
+	names := map[string][]string{}
+	for _, c := range checks {
+		if c.Status != verdict.Skipped {
+			continue
+		}
+		if names[c.Summary] == nil {
+			reasons = append(reasons, c.Summary)
+		}
+		names[c.Summary] = append(names[c.Summary], c.Name)
+	}
+	for _, r := range reasons {
+		fmt.Fprintf(w, "  SKIPPED %s: %s\n", strings.Join(names[r], ", "), oneLine(r))
+	}
+}
+
+// leftOutReads counts the acknowledged serializable reads, which the
+// linearizability check leaves out: they promise no linearizability.
+func leftOutReads(h *history.History) int {
+	if h == nil {
+		return 0
+	}
+	n := 0
+	for i := range h.Operations {
+		op := &h.Operations[i]
+		if op.Serializable && op.Outcome == history.OK && (op.Kind == history.Get || op.Kind == history.Range) {
+			n++
+		}
+	}
+	return n
 }
 
 func plural(n int, word string) string {

@@ -221,3 +221,29 @@ func (c *client) Revoke(ctx context.Context, lease int64) history.Operation {
 		return headerOnly(resp.Header), nil
 	})
 }
+
+// Compact compacts the store's history at rev. It is recorded with the
+// revision it asked for; the response header is the serving member's
+// revision read after it applied the compaction.
+func (c *client) Compact(ctx context.Context, rev int64) history.Operation {
+	return c.do(ctx, history.Operation{Kind: history.Compact, Revision: rev}, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Compact(ctx, rev)
+		if err != nil {
+			return nil, err
+		}
+		return headerOnly(resp.Header), nil
+	})
+}
+
+// Defragment defragments the backend of the member at endpoint, recorded
+// with that endpoint.
+func (c *client) Defragment(ctx context.Context, endpoint string) history.Operation {
+	c.endpoint = endpoint
+	return c.do(ctx, history.Operation{Kind: history.Defragment}, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Defragment(ctx, endpoint)
+		if err != nil {
+			return nil, err
+		}
+		return headerOnly(resp.Header), nil
+	})
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand"
 	"strconv"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -64,27 +63,13 @@ type LockResult struct {
 	Final int64
 }
 
-// Check reports a lost or phantom update: with mutual exclusion every
-// acknowledged increment is in the final counter, and nothing else is except
-// increments whose outcome is unknown.
-func (r LockResult) Check() error {
-	if r.Final < r.Acked {
-		return fmt.Errorf("lock counter lost updates: final value %d but %d increments were acknowledged (%d unknown); the lock did not give mutual exclusion or an acknowledged write was lost",
-			r.Final, r.Acked, r.Unknown)
-	}
-	if r.Final > r.Acked+r.Unknown {
-		return fmt.Errorf("lock counter has phantom updates: final value %d exceeds %d acknowledged + %d unknown increments; a rejected or failed write was applied",
-			r.Final, r.Acked, r.Unknown)
-	}
-	return nil
-}
-
 // RunLockCounter has Clients clients increment a counter under one etcd
 // mutex (concurrency.Mutex on /lock/counter) until ctx is done, then reads
 // the final counter. Each increment reads /lock/value and writes
 // "<count+1>:<unique>" with a txn that only applies if the client still owns
 // the lock and the counter did not move, so a lost lock can only reject
-// increments, never lose them. The reads and txns are recorded.
+// increments, never lose them. The reads and txns are recorded, and the
+// lock/counter check (pkg/checker/lock) judges them from the history.
 func RunLockCounter(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg LockConfig) (LockResult, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -213,18 +198,9 @@ func (l *locker) read(ctx context.Context) (count, modRev int64, ok bool, err er
 	if len(op.Resp.KVs) == 0 {
 		return 0, 0, true, nil
 	}
-	count, perr := parseCounter(op.Resp.KVs[0].Value)
+	count, perr := keyspace.ParseCounter(op.Resp.KVs[0].Value)
 	if perr != nil {
 		return 0, 0, false, perr
 	}
 	return count, op.Resp.KVs[0].ModRevision, true, nil
-}
-
-// parseCounter reads "<count>:<unique>".
-func parseCounter(v string) (int64, error) {
-	n, _, found := strings.Cut(v, ":")
-	if !found {
-		return 0, fmt.Errorf("lock counter value %q is not <count>:<id>; was %s written by something else?", v, keyspace.LockCounterKey)
-	}
-	return strconv.ParseInt(n, 10, 64)
 }

@@ -132,6 +132,10 @@ type watcher struct {
 	// seen is the highest revision this watcher has proven it saw: the
 	// largest event mod revision or progress-notify revision.
 	seen atomic.Int64
+	// compacted is the highest compact revision a stream of this watcher
+	// was refused with: the next stream starts there, since no earlier
+	// revision can be served any more.
+	compacted atomic.Int64
 	// streams counts the streams this watcher opened, resumed those after
 	// its first; stalled, those it gave up after StallTimeout of silence;
 	// ended, those the server or the client library ended (canceled, no
@@ -295,6 +299,7 @@ func (wt *watcher) run(ctx context.Context, start int64) {
 		if s := wt.seen.Load(); s > 0 {
 			next = s + 1
 		}
+		next = max(next, wt.compacted.Load())
 		if wt.watchOnce(ctx, next) {
 			backoff = 50 * time.Millisecond
 			continue
@@ -397,6 +402,9 @@ func (wt *watcher) watchOnce(ctx context.Context, rev int64) (progressed bool) {
 			progressed = true
 		}
 		heard.Store(r.Time)
+		if resp.CompactRevision > wt.compacted.Load() {
+			wt.compacted.Store(resp.CompactRevision)
+		}
 		rec.Responses = append(rec.Responses, r)
 		if resp.Canceled || resp.Err() != nil {
 			if sctx.Err() == nil {

@@ -84,6 +84,17 @@ type Config struct {
 	// Serializable is the fraction (0..1) of gets sent serializable and
 	// recorded with Serializable=true (default 0).
 	Serializable float64
+	// CompactInterval, when positive, compacts the store about this often
+	// during traffic at CompactKeep revisions below the current one; each
+	// compact is a recorded operation. Watches from older revisions then
+	// meet ErrCompacted and resume at the compacted revision.
+	CompactInterval time.Duration
+	// CompactKeep is how many revisions a compaction keeps below the
+	// current one (default DefaultCompactKeep).
+	CompactKeep int64
+	// DefragInterval, when positive, defragments one member about this
+	// often during traffic, round robin; each defragmentation is recorded.
+	DefragInterval time.Duration
 }
 
 // withDefaults returns cfg with defaults filled in, or an error naming the
@@ -96,6 +107,13 @@ func (cfg Config) withDefaults() (Config, error) {
 	m := cfg.Mix
 	if m.Put < 0 || m.Get < 0 || m.Range < 0 || m.Txn < 0 || m.Delete < 0 || m.LeasePut < 0 || m.Revoke < 0 {
 		return cfg, fmt.Errorf("workload: Mix weights must not be negative (got %+v)", m)
+	}
+	if cfg.CompactInterval < 0 || cfg.CompactKeep < 0 || cfg.DefragInterval < 0 {
+		return cfg, fmt.Errorf("workload: CompactInterval, CompactKeep and DefragInterval must not be negative (got %s, %d, %s)",
+			cfg.CompactInterval, cfg.CompactKeep, cfg.DefragInterval)
+	}
+	if cfg.CompactKeep == 0 {
+		cfg.CompactKeep = DefaultCompactKeep
 	}
 	if cfg.Serializable < 0 || cfg.Serializable > 1 {
 		return cfg, fmt.Errorf("workload: Serializable is a fraction of gets, want 0..1, got %g", cfg.Serializable)
@@ -289,7 +307,17 @@ func Run(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg Conf
 			seen:     make([]int64, cfg.Keys),
 		}
 	}
+	var maint sync.WaitGroup
+	if cfg.CompactInterval > 0 {
+		maint.Add(1)
+		go func() { defer maint.Done(); compactor(ctx, c, rec, cfg) }()
+	}
+	if cfg.DefragInterval > 0 {
+		maint.Add(1)
+		go func() { defer maint.Done(); defragmenter(ctx, c, rec, cfg) }()
+	}
 	runAll(clients, func(_ int, kc *kvClient) { kc.run(ctx) })
+	maint.Wait()
 	var st Stats
 	for _, kc := range clients {
 		st.merge(kc.stats)

@@ -124,37 +124,3 @@ func TestUniqueValues(t *testing.T) {
 		}
 	}
 }
-
-func TestLockResultCheck(t *testing.T) {
-	for _, tc := range []struct {
-		r    LockResult
-		fail string
-	}{
-		{LockResult{Acked: 10, Final: 10}, ""},
-		{LockResult{Acked: 10, Unknown: 2, Final: 11}, ""},
-		{LockResult{Acked: 10, Unknown: 2, Final: 12}, ""},
-		{LockResult{Acked: 0, Final: 0}, ""},
-		{LockResult{Acked: 10, Unknown: 2, Final: 9}, "lost updates"},
-		{LockResult{Acked: 10, Final: 11}, "phantom"},
-		{LockResult{Acked: 10, Unknown: 1, Rejected: 5, Final: 12}, "phantom"},
-	} {
-		err := tc.r.Check()
-		switch {
-		case tc.fail == "" && err != nil:
-			t.Errorf("%+v: unexpected error %v", tc.r, err)
-		case tc.fail != "" && (err == nil || !strings.Contains(err.Error(), tc.fail)):
-			t.Errorf("%+v: err = %v, want %q", tc.r, err, tc.fail)
-		}
-	}
-}
-
-func TestParseCounter(t *testing.T) {
-	if n, err := parseCounter("12:c300-77"); err != nil || n != 12 {
-		t.Errorf("parseCounter = %d, %v", n, err)
-	}
-	for _, bad := range []string{"", "12", "x:c1-1"} {
-		if _, err := parseCounter(bad); err == nil {
-			t.Errorf("parseCounter(%q) accepted", bad)
-		}
-	}
-}

@@ -290,8 +290,8 @@ func (f *fast) processReads(rev int64) {
 		case history.Txn:
 			k := f.st.keyIdx[op.Key]
 			if f.compares(k, op) {
-				f.stateViolation(k, len(op.Resp.KVs) == 0, "%s failed its compare at revision %d, but %s's mod revision was %d, as expected", f.desc(p), rev, op.Key, f.st.ks[k].mod)
-			} else {
+				f.stateViolation(k, len(op.Resp.KVs) == 0, "%s failed its compare at revision %d, but %s's mod revision was %d and value %q, as expected", f.desc(p), rev, op.Key, f.st.ks[k].mod, f.st.ks[k].value)
+			} else if op.ExpectValue == nil { // a value compare has no else branch to read
 				f.compareKey(p, k, op.Resp.KVs, rev)
 			}
 		case history.Delete:

@@ -323,7 +323,7 @@ func Describe(op *history.Operation, resp *history.Response) string {
 	case history.Delete:
 		fmt.Fprintf(&b, "delete(%s)", op.Key)
 	case history.Txn:
-		fmt.Fprintf(&b, "txn(if mod(%s)==%d then put %q)", op.Key, op.ExpectModRev, op.Value)
+		fmt.Fprintf(&b, "txn(if %s then put %q)", compareText(op), op.Value)
 	case history.LeaseGrant:
 		fmt.Fprintf(&b, "lease-grant(ttl %d)", op.TTL)
 	case history.LeaseRevoke:
@@ -344,9 +344,12 @@ func Describe(op *history.Operation, resp *history.Response) string {
 	case history.Delete:
 		fmt.Fprintf(&b, "deleted %d", resp.Deleted)
 	case history.Txn:
-		if resp.Succeeded {
+		switch {
+		case resp.Succeeded:
 			b.WriteString("succeeded")
-		} else {
+		case op.ExpectValue != nil:
+			b.WriteString("failed")
+		default:
 			b.WriteString("failed, got " + descGot(resp.KVs))
 		}
 	case history.LeaseGrant:

@@ -141,6 +141,10 @@ func Apply(st Store, op *history.Operation, resp *history.Response, rule Rule) s
 			}
 			return rule.write(st, op, resp, "txn returned")
 		}
+		if op.ExpectValue != nil {
+			// A value-compare txn has no else branch: it read nothing.
+			return rule.advance(st, st.Rev(), resp, "txn header")
+		}
 		var want []KeyValue
 		if exists {
 			want = []KeyValue{cur}
@@ -193,6 +197,10 @@ func Apply(st Store, op *history.Operation, resp *history.Response, rule Rule) s
 // key an unknown-outcome write made under ForeignWrites, whose mod revision
 // no read has shown yet, compared against a revision other than 0.
 func TxnCompare(cur KeyValue, exists bool, op *history.Operation) (succeed, known bool) {
+	if op.ExpectValue != nil {
+		// etcd fails a value compare on a missing key.
+		return exists && cur.Value == *op.ExpectValue, true
+	}
 	if !exists {
 		return op.ExpectModRev == 0, true
 	}
@@ -204,6 +212,9 @@ func TxnCompare(cur KeyValue, exists bool, op *history.Operation) (succeed, know
 }
 
 func compareText(op *history.Operation) string {
+	if op.ExpectValue != nil {
+		return fmt.Sprintf("value(%s)==%q", op.Key, *op.ExpectValue)
+	}
 	return fmt.Sprintf("mod(%s)==%d", op.Key, op.ExpectModRev)
 }
 
@@ -308,6 +319,12 @@ func boolInt(b bool) int64 {
 // information; serializable reads promise no linearizability and are left out
 // unless includeSerializable is set.
 func Included(op *history.Operation, includeSerializable bool) bool {
+	if op.Kind == history.Compact || op.Kind == history.Defragment {
+		// Neither changes the key-value state or the revision, and a
+		// compact's header revision is read after it applied, not at its
+		// linearization point: they carry nothing for the model.
+		return false
+	}
 	switch op.Outcome {
 	case history.Fail:
 		return false

@@ -64,6 +64,18 @@ func CheckLog(h *history.History, log *revlog.Log, conflicts []string) []verdict
 		return checks
 	}
 	c := &checker{h: h, log: log}
+	for i := range h.Operations {
+		if op := &h.Operations[i]; op.Kind == history.Compact && op.Outcome != history.Fail {
+			c.compacted = max(c.compacted, op.Revision)
+		}
+	}
+	// Compactions the history did not record (a nemesis's, an apiserver's)
+	// show in the compact revisions etcd refused watches with.
+	for i := range h.Watches {
+		for _, r := range h.Watches[i].Responses {
+			c.compacted = max(c.compacted, r.CompactRevision)
+		}
+	}
 	for i := range h.Watches {
 		c.events += countEvents(&h.Watches[i])
 	}
@@ -115,6 +127,10 @@ type checker struct {
 	log    *revlog.Log
 	chains [][]*history.Watch
 	events int
+	// compacted is the highest revision a compact that may have applied
+	// (outcome not fail) asked for, or a watch was refused at: an event at or below it may lack its
+	// prev_kv, which that compaction removed.
+	compacted int64
 }
 
 func countEvents(w *history.Watch) int {
@@ -508,7 +524,9 @@ func (c *checker) eventProblems(w *history.Watch, e *history.Event) []string {
 	}
 	switch {
 	case e.PrevKV == nil:
-		if certain && exists {
+		// A compaction at C removes every version superseded at or
+		// before C, so an event at or below C may have lost its prev_kv.
+		if certain && exists && e.ModRevision > c.compacted {
 			bad("prev_kv missing; the key held %q (mod revision %d)", prev.Value, prev.ModRevision)
 		}
 	case certain && !exists:

@@ -126,6 +126,7 @@ failSwapOn: false
 clusterDNS: [%s]
 clusterDomain: %s
 resolvConf: %s
+podLogsDirectory: %s
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard:
@@ -142,7 +143,7 @@ rotateCertificates: false
 serverTLSBootstrap: false
 maxPods: 60
 `, HostIP, kubeletPort, c.pki.path("ca.crt"), c.pki.path("kubelet.crt"), c.pki.path("kubelet.key"),
-		c.sock, cgroupRootName, HostIP, clusterDomain, resolv)
+		c.sock, cgroupRootName, HostIP, clusterDomain, resolv, filepath.Join(c.dir, "pod-logs"))
 	path := filepath.Join(c.dir, "kubelet.yaml")
 	return path, os.WriteFile(path, []byte(cfg), 0o600)
 }

@@ -157,7 +157,7 @@ func (p *Provider) Create(ctx context.Context) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	before, err := snapshotHost()
+	before, err := snapshotHost(ctx)
 	if err != nil {
 		unlock()
 		return nil, err
@@ -257,35 +257,7 @@ func checkFree() error {
 }
 
 func (c *Cluster) boot(ctx context.Context, etcd string, images []string) error {
-	for _, d := range []string{c.logDir, filepath.Join(c.dir, "cni", "ipam")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-	}
-	// The bridge first, so that the apiserver, kubelet and CoreDNS can
-	// bind to its address before any pod exists.
-	if out, err := run(ctx, "ip", "link", "add", Bridge, "type", "bridge"); err != nil {
-		return fmt.Errorf("create bridge %s: %v: %s", Bridge, err, out)
-	}
-	if out, err := run(ctx, "ip", "addr", "add", HostIP+"/24", "dev", Bridge); err != nil {
-		return fmt.Errorf("address bridge %s: %v: %s", Bridge, err, out)
-	}
-	if out, err := run(ctx, "ip", "link", "set", Bridge, "up"); err != nil {
-		return fmt.Errorf("bring up bridge %s: %v: %s", Bridge, err, out)
-	}
-	if err := makeCgroupRoot(); err != nil {
-		return err
-	}
-
-	// containerd, and the images, while the control plane starts.
-	if err := c.writeCNIConfig(); err != nil {
-		return err
-	}
-	ccfg, err := c.writeContainerdConfig()
-	if err != nil {
-		return err
-	}
-	if _, err := c.start("containerd", "containerd", "--config", ccfg); err != nil {
+	if err := c.startRuntime(ctx); err != nil {
 		return err
 	}
 
@@ -359,7 +331,6 @@ func (c *Cluster) boot(ctx context.Context, etcd string, images []string) error 
 		"--bind-address", "127.0.0.1", "--leader-elect=false",
 		"--service-account-private-key-file", pki.path("sa.key"), "--root-ca-file", pki.path("ca.crt"),
 		"--use-service-account-credentials=false", "--service-cluster-ip-range", serviceSubnet,
-		"--controllers", "*,-bootstrap-signer-controller,-token-cleaner-controller",
 	); err != nil {
 		return err
 	}
@@ -385,16 +356,8 @@ func (c *Cluster) boot(ctx context.Context, etcd string, images []string) error 
 		return err
 	}
 
-	if err := c.waitFor(ctx, "containerd to answer on "+c.sock, func() bool {
-		_, err := run(ctx, "ctr", "--address", c.sock, "version")
-		return err == nil
-	}); err != nil {
+	if err := c.importImages(ctx, images); err != nil {
 		return err
-	}
-	for _, img := range images {
-		if out, err := run(ctx, "ctr", "--address", c.sock, "-n", "k8s.io", "images", "import", img); err != nil {
-			return fmt.Errorf("import image %s into containerd: %v: %s", img, err, oneLine(out))
-		}
 	}
 	kcfg, err := c.writeKubeletConfig()
 	if err != nil {
@@ -427,6 +390,55 @@ func (c *Cluster) boot(ctx context.Context, etcd string, images []string) error 
 		_, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
 		return err == nil
 	})
+}
+
+// startRuntime makes the bridge, the cgroup root and the CNI config, and
+// starts containerd. The bridge comes first so that the apiserver, kubelet
+// and CoreDNS can bind to its address before any pod exists.
+func (c *Cluster) startRuntime(ctx context.Context) error {
+	for _, d := range []string{c.logDir, filepath.Join(c.dir, "cni", "ipam")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if out, err := run(ctx, "ip", "link", "add", Bridge, "type", "bridge"); err != nil {
+		return fmt.Errorf("create bridge %s: %v: %s", Bridge, err, out)
+	}
+	if out, err := run(ctx, "ip", "addr", "add", HostIP+"/24", "dev", Bridge); err != nil {
+		return fmt.Errorf("address bridge %s: %v: %s", Bridge, err, out)
+	}
+	if out, err := run(ctx, "ip", "link", "set", Bridge, "up"); err != nil {
+		return fmt.Errorf("bring up bridge %s: %v: %s", Bridge, err, out)
+	}
+	if err := makeCgroupRoot(); err != nil {
+		return err
+	}
+	if err := c.writeCNIConfig(); err != nil {
+		return err
+	}
+	ccfg, err := c.writeContainerdConfig()
+	if err != nil {
+		return err
+	}
+	_, err = c.start("containerd", "containerd", "--config", ccfg)
+	return err
+}
+
+// importImages waits for containerd and imports the image tarballs into
+// the namespace the CRI plugin uses.
+func (c *Cluster) importImages(ctx context.Context, images []string) error {
+	if err := c.waitFor(ctx, "containerd to answer on "+c.sock, func() bool {
+		_, err := run(ctx, "ctr", "--address", c.sock, "version")
+		return err == nil
+	}); err != nil {
+		return err
+	}
+	for _, img := range images {
+		if out, err := run(ctx, "ctr", "--address", c.sock, "-n", "k8s.io", "images", "import", img); err != nil {
+			return fmt.Errorf("import image %s into containerd: %v: %s", img, err, oneLine(out))
+		}
+	}
+	return nil
 }
 
 func (c *Cluster) clientset() (kubernetes.Interface, error) {

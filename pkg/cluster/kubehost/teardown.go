@@ -67,6 +67,10 @@ func (c *Cluster) teardown(ctx context.Context) error {
 		note(unmountUnder(c.dir))
 	}
 	note(c.removeNewNetns())
+	note(c.removeNewChains(ctx))
+	if c.dir != "" {
+		note(removeLinksInto(containerLogLinks, c.dir))
+	}
 	if _, err := os.Stat("/sys/class/net/" + Bridge); err == nil {
 		if out, err := run(ctx, "ip", "link", "del", Bridge); err != nil {
 			note(fmt.Errorf("delete bridge %s: %v: %s", Bridge, err, oneLine(out)))
@@ -217,10 +221,12 @@ const netnsDir = "/var/run/netns"
 // the run added where names are not the run's own.
 type hostState struct {
 	netns map[string]bool
+	// chains are "<tool> <table> <chain>" of KUBE-* and CNI-* chains.
+	chains map[string]bool
 }
 
-func snapshotHost() (hostState, error) {
-	s := hostState{netns: map[string]bool{}}
+func snapshotHost(ctx context.Context) (hostState, error) {
+	s := hostState{netns: map[string]bool{}, chains: map[string]bool{}}
 	ents, err := os.ReadDir(netnsDir)
 	if err != nil && !os.IsNotExist(err) {
 		return s, err
@@ -228,7 +234,139 @@ func snapshotHost() (hostState, error) {
 	for _, e := range ents {
 		s.netns[e.Name()] = true
 	}
+	for _, ch := range listChains(ctx) {
+		s.chains[ch.key()] = true
+	}
 	return s, nil
+}
+
+// containerLogLinks is where the kubelet links every container's log
+// (a fixed path, unlike podLogsDirectory).
+const containerLogLinks = "/var/log/containers"
+
+// removeLinksInto removes the symlinks in dir that point under target.
+func removeLinksInto(dir, target string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if dest, err := os.Readlink(p); err == nil && strings.HasPrefix(dest, target+"/") {
+			if err := os.Remove(p); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type chain struct{ tool, table, name string }
+
+func (c chain) key() string { return c.tool + " " + c.table + " " + c.name }
+
+// listChains lists the KUBE-* and CNI-* chains of iptables and ip6tables.
+func listChains(ctx context.Context) []chain {
+	var out []chain
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		for _, table := range []string{"filter", "nat", "mangle"} {
+			b, err := run(ctx, tool, "-w", "5", "-t", table, "-S")
+			if err != nil {
+				continue
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				f := strings.Fields(l)
+				if len(f) == 2 && f[0] == "-N" && (strings.HasPrefix(f[1], "KUBE-") || strings.HasPrefix(f[1], "CNI-")) {
+					out = append(out, chain{tool, table, f[1]})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// removeNewChains deletes the KUBE-* and CNI-* chains that appeared during
+// the run and survived kube-proxy --cleanup (the kubelet's own, for
+// example): first the rules that jump to them, then the chains.
+func (c *Cluster) removeNewChains(ctx context.Context) error {
+	var errs []error
+	byTable := map[[2]string][]string{}
+	for _, ch := range listChains(ctx) {
+		if !c.before.chains[ch.key()] {
+			byTable[[2]string{ch.tool, ch.table}] = append(byTable[[2]string{ch.tool, ch.table}], ch.name)
+		}
+	}
+	for tt, names := range byTable {
+		tool, table := tt[0], tt[1]
+		isNew := map[string]bool{}
+		for _, n := range names {
+			isNew[n] = true
+		}
+		b, err := run(ctx, tool, "-w", "5", "-t", table, "-S")
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s -t %s -S: %v", tool, table, err))
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			args := splitRule(l)
+			if len(args) < 2 || args[0] != "-A" || isNew[args[1]] {
+				continue
+			}
+			for i := 2; i+1 < len(args); i++ {
+				if (args[i] == "-j" || args[i] == "-g") && isNew[args[i+1]] {
+					del := append([]string{"-w", "5", "-t", table, "-D"}, args[1:]...)
+					if out, err := run(ctx, tool, del...); err != nil {
+						errs = append(errs, fmt.Errorf("%s %s: %v: %s", tool, strings.Join(del, " "), err, oneLine(out)))
+					}
+					break
+				}
+			}
+		}
+		for _, n := range names {
+			_, _ = run(ctx, tool, "-w", "5", "-t", table, "-F", n)
+		}
+		for _, n := range names {
+			if out, err := run(ctx, tool, "-w", "5", "-t", table, "-X", n); err != nil {
+				errs = append(errs, fmt.Errorf("%s -t %s -X %s: %v: %s", tool, table, n, err, oneLine(out)))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// splitRule splits an `iptables -S` line into arguments; comments are in
+// double quotes.
+func splitRule(line string) []string {
+	var args []string
+	var cur strings.Builder
+	inQuote, have := false, false
+	for i := 0; i < len(line); i++ {
+		ch := line[i]
+		switch {
+		case ch == '\\' && inQuote && i+1 < len(line):
+			i++
+			cur.WriteByte(line[i])
+		case ch == '"':
+			inQuote, have = !inQuote, true
+		case (ch == ' ' || ch == '\t') && !inQuote:
+			if have {
+				args = append(args, cur.String())
+				cur.Reset()
+				have = false
+			}
+		default:
+			cur.WriteByte(ch)
+			have = true
+		}
+	}
+	if have {
+		args = append(args, cur.String())
+	}
+	return args
 }
 
 // removeNewNetns unmounts and removes the CRI's netns files ("cni-*") that
@@ -304,6 +442,18 @@ func removeCgroupRoot() error {
 		return err
 	}
 	var errs []error
+	// Any process still in the subtree (a container whose shim was
+	// killed before it) would keep its cgroup busy: kill it first.
+	for i := 0; i < 20; i++ {
+		pids := pidsInCgroups(mps)
+		if len(pids) == 0 {
+			break
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	for _, mp := range mps {
 		root := filepath.Join(mp, cgroupRootName)
 		var dirs []string
@@ -329,6 +479,30 @@ func removeCgroupRoot() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// pidsInCgroups lists the processes in the cgroupRoot subtree of any
+// hierarchy.
+func pidsInCgroups(mps []string) []int {
+	seen := map[int]bool{}
+	var pids []int
+	for _, mp := range mps {
+		_ = filepath.WalkDir(filepath.Join(mp, cgroupRootName), func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
+				return nil
+			}
+			b, _ := os.ReadFile(p)
+			for _, f := range strings.Fields(string(b)) {
+				var pid int
+				if _, err := fmt.Sscanf(f, "%d", &pid); err == nil && pid > 0 && !seen[pid] {
+					seen[pid] = true
+					pids = append(pids, pid)
+				}
+			}
+			return nil
+		})
+	}
+	return pids
 }
 
 // hostLockPath serialises kube-host clusters on a host: they share the
