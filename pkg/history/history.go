@@ -288,9 +288,6 @@ func (r *Recorder) RunTag() string {
 	return strconv.FormatInt(r.start.UnixNano()/1000%(36*36*36*36*36), 36)
 }
 
-// Start returns the wall time the run started.
-func (r *Recorder) Start() time.Time { return r.start }
-
 // NextID hands out an ID unique within the run; operations and watches share
 // the sequence so that values derived from IDs stay unique.
 func (r *Recorder) NextID() int64 {
@@ -343,22 +340,6 @@ func (r *Recorder) Counts() (ops int64, faults int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return int64(len(r.ops)), len(r.faults)
-}
-
-// SetMeta replaces the run's metadata, keeping the format and start time.
-func (r *Recorder) SetMeta(m Meta) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	m.Format = FormatVersion
-	m.Started = r.meta.Started
-	r.meta = m
-}
-
-// Meta returns a copy of the run's metadata.
-func (r *Recorder) Meta() Meta {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.meta
 }
 
 // History returns a sorted copy of everything recorded so far. Faults still

@@ -28,18 +28,6 @@ type restoreConfig struct {
 	flags       []string
 }
 
-// WithClusterToken sets the restored cluster's token. By default every
-// restore gets a fresh random token, so the restored cluster has a new
-// cluster ID and its members can never be confused with the original's.
-func WithClusterToken(token string) RestoreOption {
-	return func(c *restoreConfig) { c.token = token }
-}
-
-// WithLogger receives etcdutl's restore log; by default it is discarded.
-func WithLogger(lg *zap.Logger) RestoreOption {
-	return func(c *restoreConfig) { c.logger = lg }
-}
-
 // WithEtcdVersion picks the etcd version Restore runs (built and cached by
 // pkg/etcdbin).
 func WithEtcdVersion(v string) RestoreOption {
@@ -64,11 +52,6 @@ func WithProgress(w io.Writer) RestoreOption {
 // WithArtifactDir keeps the restored cluster's logs in dir.
 func WithArtifactDir(dir string) RestoreOption {
 	return func(c *restoreConfig) { c.artifactDir = dir }
-}
-
-// WithFlags passes extra flags to every restored member.
-func WithFlags(flags ...string) RestoreOption {
-	return func(c *restoreConfig) { c.flags = append(c.flags, flags...) }
 }
 
 func newRestoreConfig(opts []RestoreOption) *restoreConfig {

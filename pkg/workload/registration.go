@@ -109,9 +109,6 @@ func (r *Registration) register(ctx context.Context) error {
 // Key is the registered key.
 func (r *Registration) Key() string { return r.key }
 
-// Lease is the registration's lease.
-func (r *Registration) Lease() int64 { return r.lease }
-
 // KillOwner makes the owner die: its client closes at once, without revoking
 // the lease, so keep-alives simply stop.
 func (r *Registration) KillOwner() error {

@@ -173,19 +173,6 @@ func (s StreamStats) String() string {
 		s.Streams, s.Resumed, s.Stalled, s.Ended)
 }
 
-// RunWatch runs watch traffic until ctx is done and records every stream.
-// Callers that need the watchers to catch up with the final revision before
-// stopping use StartWatch and Drain instead.
-func RunWatch(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg WatchConfig) error {
-	w, err := StartWatch(ctx, c, rec, cfg)
-	if err != nil {
-		return err
-	}
-	<-ctx.Done()
-	w.Stop()
-	return nil
-}
-
 // StartWatch opens the watchers and returns at once; they run until ctx is
 // done, Stop or Drain. Every watcher starts from the revision current when
 // StartWatch was called, plus one; the replaying ones start later from that
@@ -240,9 +227,6 @@ func StartWatch(ctx context.Context, c cluster.Cluster, rec *history.Recorder, c
 	}
 	return w, nil
 }
-
-// StartRevision is the revision every watcher's first watch starts from.
-func (w *Watchers) StartRevision() int64 { return w.startRev }
 
 // Stop ends every watcher and records the streams still open. It is safe to
 // call more than once.

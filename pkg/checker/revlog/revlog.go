@@ -706,12 +706,3 @@ func (l *Log) Writer(value string) (*history.Operation, bool) {
 	op, ok := l.writers[value]
 	return op, ok
 }
-
-// KeyEvents returns every known event on key, by revision.
-func (l *Log) KeyEvents(key string) []Event {
-	out := make([]Event, 0, len(l.byKey[key]))
-	for _, e := range l.byKey[key] {
-		out = append(out, *e)
-	}
-	return out
-}

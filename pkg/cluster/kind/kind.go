@@ -49,15 +49,6 @@ func WithNodeImage(img string) Option { return func(p *Provider) { p.nodeImage =
 // (kube.WithKeep, kube.Cluster.KeepRelease).
 func WithKeepCluster(keep bool) Option { return func(p *Provider) { p.keep = keep } }
 
-// WithKubeconfigPath writes the cluster's kubeconfig there instead of a
-// file of its own in the temp dir; ~/.kube/config is never touched unless
-// named here.
-func WithKubeconfigPath(path string) Option { return func(p *Provider) { p.kubeconfig = path } }
-
-// WithWorkers adds worker nodes so that members can land on different nodes
-// (default 0: the control-plane node runs everything).
-func WithWorkers(n int) Option { return func(p *Provider) { p.workers = n } }
-
 // WithLogf receives progress lines.
 func WithLogf(f func(string, ...any)) Option { return func(p *Provider) { p.logf = f } }
 

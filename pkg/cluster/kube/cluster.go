@@ -14,7 +14,6 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/chart"
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -182,16 +181,7 @@ func (c *Cluster) Client(ctx context.Context, endpoints ...string) (*clientv3.Cl
 	if len(endpoints) == 0 {
 		endpoints = c.Endpoints()
 	}
-	return clientv3.New(clientv3.Config{
-		Endpoints:            endpoints,
-		Username:             c.creds.Username,
-		Password:             c.creds.Password,
-		TLS:                  c.creds.TLS,
-		DialTimeout:          5 * time.Second,
-		DialKeepAliveTime:    5 * time.Second,
-		DialKeepAliveTimeout: 5 * time.Second,
-		Logger:               zap.NewNop(),
-	})
+	return clientv3.New(cluster.ClientConfig(endpoints, c.creds))
 }
 
 // Leader is the member a majority names as leader.

@@ -34,8 +34,3 @@ func InstallOptionsFromEnv(namespace, release string) InstallOptions {
 	}
 	return o
 }
-
-// ProviderOptionsFromEnv reads KUBECONFIG and KEEP_CLUSTER=1.
-func ProviderOptionsFromEnv() []Option {
-	return []Option{WithKubeconfig(os.Getenv("KUBECONFIG")), WithKeep(os.Getenv("KEEP_CLUSTER") == "1")}
-}

@@ -59,13 +59,6 @@ type Provider struct {
 // Option configures a Provider.
 type Option func(*Provider)
 
-// WithKubernetesVersion selects the Kubernetes release (default
-// k8sbin.DefaultVersion).
-func WithKubernetesVersion(v string) Option { return func(p *Provider) { p.version = v } }
-
-// WithCacheDir overrides pkg/etcdbin's cache root for every binary and image.
-func WithCacheDir(d string) Option { return func(p *Provider) { p.cacheDir = d } }
-
 // WithLogDir receives one log file per process (default: inside the temp
 // dir, deleted on Close).
 func WithLogDir(d string) Option { return func(p *Provider) { p.logDir = d } }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/faultproxy"
@@ -86,17 +85,10 @@ func (c *Cluster) Client(ctx context.Context, endpoints ...string) (*clientv3.Cl
 	return clientv3.New(clientConfig(endpoints))
 }
 
-// clientConfig is the client configuration Client uses.
+// clientConfig is the client configuration Client uses: the shared one, as
+// local members have no credentials.
 func clientConfig(endpoints []string) clientv3.Config {
-	return clientv3.Config{
-		Endpoints:   endpoints,
-		DialTimeout: 2 * time.Second,
-		// gRPC raises anything below 10s to 10s, and etcd's server rejects
-		// pings more often than every 5s.
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: 3 * time.Second,
-		Logger:               zap.NewNop(),
-	}
+	return cluster.ClientConfig(endpoints, cluster.Credentials{})
 }
 
 // Leader returns the member a majority names as leader.

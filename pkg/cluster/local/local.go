@@ -105,10 +105,6 @@ func CreateWithArtifactDir(dir string) CreateOption {
 	return func(c *createConfig) { c.artifactDir = dir }
 }
 
-// CreateWithKeepData keeps the data dirs (and the temp dir holding them)
-// after Close, for post-mortem inspection.
-func CreateWithKeepData() CreateOption { return func(c *createConfig) { c.keepData = true } }
-
 // CreateWithSeeder runs s before the members start; they then start from
 // the data dirs it wrote.
 func CreateWithSeeder(s Seeder) CreateOption { return func(c *createConfig) { c.seeder = s } }
@@ -129,11 +125,6 @@ func CreateWithSettings(s Settings) CreateOption {
 // and its members cannot be confused with the original's.
 func CreateWithClusterToken(tok string) CreateOption {
 	return func(c *createConfig) { c.token = tok }
-}
-
-// CreateWithFaultSeed seeds the proxies' loss decisions (default 1).
-func CreateWithFaultSeed(seed int64) CreateOption {
-	return func(c *createConfig) { c.faultSeed = seed }
 }
 
 // Create starts a cluster and returns once every member serves and they
