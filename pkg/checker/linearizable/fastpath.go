@@ -80,6 +80,7 @@ type progress struct {
 	gaps       []int64           // revisions no certain write owns, ascending
 	minRet     []int64           // per revision - base: earliest return of an op at or after it
 	deletes    map[int32][]int32 // per key: unknown deletes of it
+	revokes    map[int64][]int32 // per lease: its possible expiries and unknown revokes
 	revoked    map[int64]bool    // leases removed by a filler (uncertain)
 	lastFill   []fillAt          // per key: the latest filler that touched it
 	lastFiller fillAt

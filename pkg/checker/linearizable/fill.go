@@ -96,6 +96,13 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 	switch {
 	case quiet >= 0 && later(quietDue) <= 0:
 		return quiet // an optional write that fits only here
+	case quiet >= 0 && len(jobs) > 0 && later(jobs[len(jobs)-1].due)+1 > len(jobs):
+		// More gaps come before the last deadline than there are
+		// mandatory writes (expiries among them, which fit any gap
+		// until their deadline), so some gap there needs an optional
+		// write anyway: take one that fits now, as it may fit no later
+		// gap once a mandatory write (a delete, say) has gone first.
+		return quiet
 	case len(jobs) > 0:
 		return jobs[0].c
 	}
@@ -117,9 +124,10 @@ func (f *fast) fits(w int32, rev int64) (fits bool, due int64, needed bool, key 
 		}
 		after := keyState{present: true, value: op.Value, mod: rev, lease: op.Lease}
 		ok, due, need := f.agrees(k, &after, rev)
-		if !ok && f.deletableBefore(k, rev, due) {
-			// Unseen if an unknown delete of the key follows it: a last
-			// resort, so it ranks below every write that fits alone.
+		if !ok && f.deletableBefore(k, rev, due, op.Lease) {
+			// Unseen if an unknown delete of the key, or an expiry or
+			// unknown revoke of its lease, follows it: a last resort,
+			// so it ranks below every write that fits alone.
 			return true, math.MaxInt64, false, k
 		}
 		return ok, due, need, k
@@ -160,10 +168,11 @@ func (f *fast) fits(w int32, rev int64) (fits bool, due int64, needed bool, key 
 	return false, 0, false, 0
 }
 
-// deletableBefore reports whether an unused unknown delete of key k could
-// fill a gap after rev and before position due, and the operation at due
-// agrees with k being absent.
-func (f *fast) deletableBefore(k int32, rev, due int64) bool {
+// deletableBefore reports whether an unused unknown delete of key k, or an
+// unused expiry or unknown revoke of lease (the one the write would attach
+// k to, or 0), could fill a gap after rev and before position due, and the
+// operation at due agrees with k being absent.
+func (f *fast) deletableBefore(k int32, rev, due, lease int64) bool {
 	if due == math.MaxInt64 {
 		return false
 	}
@@ -174,16 +183,49 @@ func (f *fast) deletableBefore(k int32, rev, due int64) bool {
 	if ok, _ := f.consistent(k, &keyState{}, f.st.ks[k].events[e]); !ok {
 		return false
 	}
-	g := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > rev })
-	if g == len(f.gaps) || 2*f.gaps[g] >= due {
+	gap := f.nextUnowned(rev)
+	if gap < 0 || 2*gap >= due {
 		return false
 	}
+	by := f.minRet[gap-f.base]
 	for _, c := range f.deletes[k] {
-		if f.role[c] == roleCand && f.ops[c].Call <= f.minRet[f.gaps[g]-f.base] {
+		if f.role[c] == roleCand && f.ops[c].Call <= by {
+			return true
+		}
+	}
+	if lease == 0 {
+		return false
+	}
+	// A lease's expiry removes its keys at a revision of its own, never a
+	// recorded client operation, so a put attached to a lease that later
+	// expired is unseen when the expiry fills a gap before due.
+	for _, c := range f.revokes[lease] {
+		if f.role[c] == roleCand && f.ops[c].Call <= by {
 			return true
 		}
 	}
 	return false
+}
+
+// nextUnowned returns the first revision after rev that no write owns yet,
+// or -1: a gap, or a revision an acknowledged revoke may leave to a filler
+// (f.gaps leaves those out).
+func (f *fast) nextUnowned(rev int64) int64 {
+	g := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > rev })
+	limit := f.maxRev
+	if g < len(f.gaps) {
+		limit = f.gaps[g]
+	}
+	// Bounded: revisions with a pending revoke are rare.
+	for r := rev + 1; r < limit && r <= rev+4096; r++ {
+		if f.owner[r-f.base] < 0 {
+			return r
+		}
+	}
+	if g < len(f.gaps) {
+		return f.gaps[g]
+	}
+	return -1
 }
 
 // leaseUsedLater reports whether a certain operation after rev needs lease l.

@@ -104,10 +104,14 @@ func (f *fast) prepareReplay() *candidates {
 	}
 	f.minRet = minRet
 	f.deletes = map[int32][]int32{}
+	f.revokes = map[int64][]int32{}
 	for _, i := range cs.list {
-		if f.ops[i].Kind == history.Delete {
-			k := f.st.keyIdx[f.ops[i].Key]
+		switch op := f.ops[i]; op.Kind {
+		case history.Delete:
+			k := f.st.keyIdx[op.Key]
 			f.deletes[k] = append(f.deletes[k], i)
+		case history.LeaseRevoke:
+			f.revokes[op.Lease] = append(f.revokes[op.Lease], i)
 		}
 	}
 	f.lastFill = make([]fillAt, len(f.st.ks))

@@ -1,0 +1,83 @@
+package linearizable
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
+)
+
+// unseenLeasePut is the shape of a pause-leader soak run: an unknown put
+// attached to a 2 s lease took revision 3 during the pause, nobody read
+// it, and the lease's expiry took revision 4 and deleted it before a read
+// saw the key absent, at readAt. Neither revision has a recorded write.
+func unseenLeasePut(readAt int64) *history.History {
+	b := &builder{}
+	b.grantTTL(1, 0, 10, 7, 2, 1)
+	b.put(2, 100, 110, "/kv/x", "x1", 2)
+	b.add(history.Operation{ClientID: 1, Kind: history.Put, Key: "/lease-expire/a", Value: "a1", Lease: 7, Call: 20, Return: 3 * sec, Outcome: history.Unknown})
+	b.put(2, readAt-100, readAt-90, "/kv/x", "x2", 5)
+	b.get(3, readAt-50, readAt, "/lease-expire/a", 5)
+	return b.history()
+}
+
+// TestExpiryDeletesUnseenLeasePut: the put fits gap 3 only because the
+// expiry of its lease can delete it at gap 4 before the read; the fast
+// path must see that, as it sees an unknown delete doing the same.
+func TestExpiryDeletesUnseenLeasePut(t *testing.T) {
+	bothAgree(t, unseenLeasePut(2500*sec/1000), verdict.Pass)
+}
+
+// TestUnfillableGapBeforeExpiryRejected: the same history read at 1 s,
+// before the lease can expire: nothing can make revision 4 (the put alone
+// fills one gap, and the read sees it absent), so it must not pass.
+func TestUnfillableGapBeforeExpiryRejected(t *testing.T) {
+	h := unseenLeasePut(sec)
+	if c := Check(context.Background(), h, Options{mode: modeFastOnly}); c.Status == verdict.Pass {
+		t.Fatalf("fast path passed a gap nothing can fill: %s", c.Summary)
+	}
+	if c := Check(context.Background(), h, Options{Timeout: time.Minute}); c.Status != verdict.Fail {
+		t.Fatalf("got %s, want fail: %s", c.Status, c.Summary)
+	}
+}
+
+// spareGap is the shape of a pause-random soak run: three gaps (4, 5, 6)
+// and three fillers: a txn on /kv/y that holds only until an unknown
+// delete of /kv/y goes, that delete (a read needs it), and a 2 s lease's
+// expiry (a read needs it too). Giving gap 4 to the delete, the earliest
+// mandatory write, strands the txn and leaves the last gap empty.
+func spareGap(expiryRead bool) *history.History {
+	b := &builder{}
+	b.grantTTL(1, 0, 10, 7, 2, 1)
+	b.putLease(1, 20, 30, "/lease-expire/a", "a1", 7, 2)
+	b.put(2, 100, 110, "/kv/y", "y1", 3)
+	b.add(history.Operation{ClientID: 3, Kind: history.Txn, Key: "/kv/y", Value: "y2", ExpectModRev: 3, Call: 200, Return: 3 * sec, Outcome: history.Unknown})
+	b.add(history.Operation{ClientID: 4, Kind: history.Delete, Key: "/kv/y", Call: 300, Return: 3 * sec, Outcome: history.Unknown})
+	b.get(2, 2500*sec/1000, 2600*sec/1000, "/kv/y", 6)
+	if expiryRead {
+		b.get(1, 2500*sec/1000, 2600*sec/1000, "/lease-expire/a", 6)
+	} else {
+		// The lease's key is still there: nothing may make gap 6.
+		b.get(1, 2500*sec/1000, 2600*sec/1000, "/lease-expire/a", 6, history.KV{Key: "/lease-expire/a", Value: "a1", ModRevision: 2, Lease: 7})
+	}
+	return b.history()
+}
+
+// TestSpareGapTakesOptionalWrite: with more gaps before the reads than
+// writes the reads need, the fast path gives a gap to the optional txn
+// while it still fits, and decides in one replay; with the lease's key
+// still present the last gap has no filler and must not pass.
+func TestSpareGapTakesOptionalWrite(t *testing.T) {
+	h := spareGap(true)
+	bothAgree(t, h, verdict.Pass)
+	ops, _ := selectOps(h, false)
+	fr, _ := fastRun(context.Background(), ops, config{}, newHints(), 1, 0)
+	if fr.undecided != "" || len(fr.definite) > 0 {
+		t.Fatalf("one replay did not decide: undecided %q, violations %v", fr.undecided, fr.definite)
+	}
+	if c := Check(context.Background(), spareGap(false), Options{mode: modeFastOnly}); c.Status == verdict.Pass {
+		t.Fatalf("fast path passed a gap nothing can fill: %s", c.Summary)
+	}
+}
