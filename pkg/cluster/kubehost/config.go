@@ -29,6 +29,14 @@ const (
 	NodeName = "kube-host"
 )
 
+// writeContainerdConfig sets restrict_oom_score_adj because a pod sandbox
+// asks for oom_score_adj -998 (and the kubelet asks for negative values for
+// Guaranteed pods), and lowering oom_score_adj below the parent's needs
+// CAP_SYS_RESOURCE: where root lacks it (sandboxed VMs such as the
+// project's machines), runc's init fails to write it and dies, seen only as
+// "can't get final child's PID from pipe: EOF". The option clamps every
+// container's value to no less than containerd's own, which needs no
+// capability; OOM ordering between pods is all this harness loses.
 func (c *Cluster) writeContainerdConfig() (string, error) {
 	d := c.dir
 	cfg := fmt.Sprintf(`version = 2
@@ -48,6 +56,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %q
   enable_selinux = false
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
