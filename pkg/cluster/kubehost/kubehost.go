@@ -300,6 +300,9 @@ func (c *Cluster) boot(ctx context.Context, etcd string, images []string) error 
 		"--tls-cert-file", pki.path("apiserver.crt"), "--tls-private-key-file", pki.path("apiserver.key"),
 		"--client-ca-file", pki.path("ca.crt"),
 		"--kubelet-client-certificate", pki.path("kubelet-client.crt"), "--kubelet-client-key", pki.path("kubelet-client.key"),
+		// The node's name resolves nowhere (no DNS for it on the host), so
+		// port-forward, exec and logs must reach the kubelet at its IP.
+		"--kubelet-preferred-address-types", "InternalIP",
 		"--service-cluster-ip-range", serviceSubnet,
 		"--service-account-issuer", "https://kubernetes.default.svc."+clusterDomain,
 		"--service-account-key-file", pki.path("sa.pub"), "--service-account-signing-key-file", pki.path("sa.key"),
