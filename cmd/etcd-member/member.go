@@ -466,9 +466,9 @@ func (m *member) waitLeader(ctx context.Context, exited <-chan error) error {
 		}
 		select {
 		case werr := <-exited:
-			return fmt.Errorf("etcd exited: %v", werr)
+			return fmt.Errorf("etcd exited: %w", werr)
 		case <-ctx.Done():
-			return fmt.Errorf("no leader within %v (last: %v)", m.bootstrapTimeout, err)
+			return fmt.Errorf("no leader within %v (last: %w)", m.bootstrapTimeout, err)
 		case <-time.After(time.Second):
 		}
 	}

@@ -81,16 +81,16 @@ func (e *Env) setup() (*action.Configuration, *cli.EnvSettings, error) {
 	if cfg == nil {
 		cfg = new(action.Configuration)
 		if err := cfg.Init(settings.RESTClientGetter(), e.namespace(), "secret", func(f string, a ...any) { logf(f, a...) }); err != nil {
-			return nil, nil, fmt.Errorf("helm: cannot use kubeconfig %q: %v", settings.KubeConfig, err)
+			return nil, nil, fmt.Errorf("helm: cannot use kubeconfig %q: %w", settings.KubeConfig, err)
 		}
 		if e.Clientset == nil {
 			rc, err := settings.RESTClientGetter().ToRESTConfig()
 			if err != nil {
-				return nil, nil, fmt.Errorf("kubeconfig %q: %v", settings.KubeConfig, err)
+				return nil, nil, fmt.Errorf("kubeconfig %q: %w", settings.KubeConfig, err)
 			}
 			cs, err := kubernetes.NewForConfig(rc)
 			if err != nil {
-				return nil, nil, fmt.Errorf("kubeconfig %q: %v", settings.KubeConfig, err)
+				return nil, nil, fmt.Errorf("kubeconfig %q: %w", settings.KubeConfig, err)
 			}
 			e.Clientset = cs
 		}
@@ -102,7 +102,7 @@ func (e *Env) setup() (*action.Configuration, *cli.EnvSettings, error) {
 			registry.ClientOptEnableCache(true),
 		)
 		if err != nil {
-			return nil, nil, fmt.Errorf("helm registry client: %v", err)
+			return nil, nil, fmt.Errorf("helm registry client: %w", err)
 		}
 		cfg.RegistryClient = rc
 	}
@@ -133,13 +133,13 @@ func loadChart(opts *action.ChartPathOptions, settings *cli.EnvSettings, ref, ve
 	}
 	if err != nil {
 		if local {
-			return nil, fmt.Errorf("chart %s: %v", ref, err)
+			return nil, fmt.Errorf("chart %s: %w", ref, err)
 		}
-		return nil, fmt.Errorf("pull chart %s version %s: %v (offline? pass a local chart dir or .tgz as the chart ref)", ref, version, err)
+		return nil, fmt.Errorf("pull chart %s version %s: %w (offline? pass a local chart dir or .tgz as the chart ref)", ref, version, err)
 	}
 	ch, err := loader.Load(path)
 	if err != nil {
-		return nil, fmt.Errorf("load chart %s: %v", path, err)
+		return nil, fmt.Errorf("load chart %s: %w", path, err)
 	}
 	return &loadedChart{ch: ch, path: path}, nil
 }
@@ -292,7 +292,7 @@ func ReadRootPassword(ctx context.Context, cs kubernetes.Interface, namespace, r
 		return "", fmt.Errorf("secret %s/%s not found: is release %q installed with auth.rbac.create=true?", namespace, name, release)
 	}
 	if err != nil {
-		return "", fmt.Errorf("read secret %s/%s: %v", namespace, name, err)
+		return "", fmt.Errorf("read secret %s/%s: %w", namespace, name, err)
 	}
 	pw, ok := sec.Data[RootPasswordKey]
 	if !ok || len(pw) == 0 {
@@ -331,13 +331,13 @@ func passwordFromManifest(manifest, name string) (string, bool) {
 func (e *Env) explain(ctx context.Context, what, release string, err error) error {
 	msg := err.Error()
 	if e.Clientset == nil || !isWaitFailure(msg) {
-		return fmt.Errorf("helm %s: %v", what, err)
+		return fmt.Errorf("helm %s: %w", what, err)
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	diag := NotReady(dctx, e.Clientset, e.namespace(), release)
 	if diag == "" {
-		return fmt.Errorf("helm %s: %v", what, err)
+		return fmt.Errorf("helm %s: %w", what, err)
 	}
 	return fmt.Errorf("helm %s: %v; not ready: %s", what, err, diag)
 }

@@ -33,7 +33,7 @@ func resolveLocal(ref, version string) (string, error) {
 	for _, p := range pkgs {
 		ch, err := loader.LoadFile(p)
 		if err != nil {
-			return "", fmt.Errorf("chart %s: %v", p, err)
+			return "", fmt.Errorf("chart %s: %w", p, err)
 		}
 		if ch.Metadata.Version == version {
 			return p, nil

@@ -87,7 +87,7 @@ func (v Values) Merge() (map[string]any, error) {
 		}
 		vals, err := chartutil.ReadValuesFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("values file %s: %v", path, err)
+			return nil, fmt.Errorf("values file %s: %w", path, err)
 		}
 		out = mergeMaps(out, vals)
 	}
@@ -96,7 +96,7 @@ func (v Values) Merge() (map[string]any, error) {
 	}
 	for _, s := range v.Set {
 		if err := strvals.ParseInto(s, out); err != nil {
-			return nil, fmt.Errorf("--set %q: %v (use key.sub=value, comma-separated)", s, err)
+			return nil, fmt.Errorf("--set %q: %w (use key.sub=value, comma-separated)", s, err)
 		}
 	}
 	return out, nil
@@ -105,7 +105,7 @@ func (v Values) Merge() (map[string]any, error) {
 func (v Values) resolve(name string) (string, error) {
 	if filepath.IsAbs(name) || strings.ContainsRune(name, filepath.Separator) {
 		if _, err := os.Stat(name); err != nil {
-			return "", fmt.Errorf("values file %s: %v", name, err)
+			return "", fmt.Errorf("values file %s: %w", name, err)
 		}
 		return name, nil
 	}

@@ -158,7 +158,7 @@ func (n *Network) ListenClient(member, listenAddr, target string) (*Proxy, error
 func (n *Network) listen(kind Kind, member, listenAddr, target string) (*Proxy, error) {
 	ln, err := net.Listen("tcp", listenAddr)
 	if err != nil {
-		return nil, fmt.Errorf("%s proxy for %s cannot listen on %s: %v", kind, member, listenAddr, err)
+		return nil, fmt.Errorf("%s proxy for %s cannot listen on %s: %w", kind, member, listenAddr, err)
 	}
 	p := &Proxy{n: n, member: member, kind: kind, ln: ln, target: target}
 	n.mu.Lock()

@@ -179,7 +179,7 @@ func decodeLine(h *History, line []byte, n int, sawMeta *bool) error {
 		Type string `json:"type"`
 	}
 	if err := json.Unmarshal(line, &head); err != nil {
-		return fmt.Errorf("not valid JSON: %v", err)
+		return fmt.Errorf("not valid JSON: %w", err)
 	}
 	if !*sawMeta && head.Type != lineMeta {
 		return fmt.Errorf("first line must be the meta line, found type %q", head.Type)
@@ -231,7 +231,7 @@ func strictUnmarshal(line []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("bad record: %v", err)
+		return fmt.Errorf("bad record: %w", err)
 	}
 	return nil
 }

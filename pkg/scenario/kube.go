@@ -136,7 +136,7 @@ func openKube(ctx context.Context, b Backend) (cluster.Cluster, error) {
 
 func kindCluster(ctx context.Context, b Backend, logf func(string, ...any)) (*kind.Cluster, error) {
 	if err := kind.DockerAvailable(ctx); err != nil {
-		return nil, fmt.Errorf("the kind backend needs Docker: %v (use --backend local, or start Docker)", err)
+		return nil, fmt.Errorf("the kind backend needs Docker: %w (use --backend local, or start Docker)", err)
 	}
 	opts := []kind.Option{kind.WithKeepCluster(b.Kube.Keep), kind.WithLogf(logf)}
 	if b.Kube.NodeImage != "" {

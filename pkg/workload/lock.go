@@ -114,7 +114,7 @@ func RunLockCounter(ctx context.Context, c cluster.Cluster, rec *history.Recorde
 			return res, nil
 		}
 		if !sleep(fctx, 200*time.Millisecond) {
-			return res, fmt.Errorf("workload: read the final lock counter %s: %v (is the cluster healthy?)", keyspace.LockCounterKey, err)
+			return res, fmt.Errorf("workload: read the final lock counter %s: %w (is the cluster healthy?)", keyspace.LockCounterKey, err)
 		}
 	}
 }

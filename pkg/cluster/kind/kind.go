@@ -86,7 +86,7 @@ func (p *Provider) Create(ctx context.Context, name string) (*Cluster, error) {
 		name = DefaultClusterName
 	}
 	if err := DockerAvailable(ctx); err != nil {
-		return nil, fmt.Errorf("kind needs a Docker daemon: %v (start Docker, or use ETCD_CHAOS_BACKEND=local)", err)
+		return nil, fmt.Errorf("kind needs a Docker daemon: %w (start Docker, or use ETCD_CHAOS_BACKEND=local)", err)
 	}
 	kp := kindcluster.NewProvider(kindcluster.ProviderWithDocker())
 	kubeconfig := p.kubeconfig
@@ -95,13 +95,13 @@ func (p *Provider) Create(ctx context.Context, name string) (*Cluster, error) {
 	}
 	existing, err := kp.List()
 	if err != nil {
-		return nil, fmt.Errorf("list kind clusters: %v", err)
+		return nil, fmt.Errorf("list kind clusters: %w", err)
 	}
 	c := &Cluster{Name: name, Kubeconfig: kubeconfig, kind: kp, keep: p.keep, logf: p.logf}
 	if slices.Contains(existing, name) {
 		p.logf("reusing kind cluster %q", name)
 		if err := kp.ExportKubeConfig(name, kubeconfig, false); err != nil {
-			return nil, fmt.Errorf("kubeconfig of kind cluster %q: %v", name, err)
+			return nil, fmt.Errorf("kubeconfig of kind cluster %q: %w", name, err)
 		}
 	} else {
 		p.logf("creating kind cluster %q with %s (a few minutes on first pull)", name, p.nodeImage)
@@ -128,7 +128,7 @@ func (p *Provider) Create(ctx context.Context, name string) (*Cluster, error) {
 		case err := <-done:
 			if err != nil {
 				_ = c.Close(context.Background())
-				return nil, fmt.Errorf("create kind cluster %q: %v", name, err)
+				return nil, fmt.Errorf("create kind cluster %q: %w", name, err)
 			}
 		case <-ctx.Done():
 			p.logf("interrupted: waiting for kind to finish creating %q so it can be deleted", name)
@@ -208,7 +208,7 @@ func (r *NodeRunner) node(name string) (nodes.Node, error) {
 	}
 	list, err := r.kind.ListNodes(r.cluster)
 	if err != nil {
-		return nil, fmt.Errorf("list nodes of kind cluster %q: %v", r.cluster, err)
+		return nil, fmt.Errorf("list nodes of kind cluster %q: %w", r.cluster, err)
 	}
 	r.nodes = map[string]nodes.Node{}
 	var names []string

@@ -220,7 +220,7 @@ func (c *Cluster) member(name string) error {
 func (c *Cluster) getPod(ctx context.Context, name string) (*corev1.Pod, error) {
 	p, err := c.cs.CoreV1().Pods(c.ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("pod %s/%s: %v", c.ns, name, err)
+		return nil, fmt.Errorf("pod %s/%s: %w", c.ns, name, err)
 	}
 	return p, nil
 }
@@ -279,7 +279,7 @@ func (c *Cluster) deletePod(ctx context.Context, name string) error {
 	zero := int64(0)
 	err := c.cs.CoreV1().Pods(c.ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("delete pod %s/%s: %v", c.ns, name, err)
+		return fmt.Errorf("delete pod %s/%s: %w", c.ns, name, err)
 	}
 	return nil
 }
@@ -376,7 +376,7 @@ func hasPrevious(p *corev1.Pod) bool {
 func (c *Cluster) copyLog(ctx context.Context, pod string, previous bool, path string) error {
 	rc, err := c.cs.CoreV1().Pods(c.ns).GetLogs(pod, &corev1.PodLogOptions{Container: "etcd", Previous: previous}).Stream(ctx)
 	if err != nil {
-		return fmt.Errorf("logs of %s (previous=%v): %v", pod, previous, err)
+		return fmt.Errorf("logs of %s (previous=%v): %w", pod, previous, err)
 	}
 	defer rc.Close()
 	f, err := os.Create(path)
@@ -385,7 +385,7 @@ func (c *Cluster) copyLog(ctx context.Context, pod string, previous bool, path s
 	}
 	if _, err := io.Copy(f, rc); err != nil {
 		f.Close()
-		return fmt.Errorf("logs of %s: %v", pod, err)
+		return fmt.Errorf("logs of %s: %w", pod, err)
 	}
 	return f.Close()
 }

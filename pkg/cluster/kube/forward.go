@@ -44,7 +44,7 @@ func (p *Provider) clientGoForward(ctx context.Context, namespace, pod string, p
 	}
 	transport, upgrader, err := spdy.RoundTripperFor(p.rest)
 	if err != nil {
-		return nil, fmt.Errorf("port-forward to %s: %v", pod, err)
+		return nil, fmt.Errorf("port-forward to %s: %w", pod, err)
 	}
 	u := p.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward").URL()
 	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
@@ -53,7 +53,7 @@ func (p *Provider) clientGoForward(ctx context.Context, namespace, pod string, p
 	pf, err := portforward.NewOnAddressesWithContext(fctx, dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(port)}, ready, io.Discard, io.Discard)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("port-forward to %s: %v", pod, err)
+		return nil, fmt.Errorf("port-forward to %s: %w", pod, err)
 	}
 	f := &forward{done: make(chan struct{}), stop: cancel}
 	var ferr error
@@ -73,7 +73,7 @@ func (p *Provider) clientGoForward(ctx context.Context, namespace, pod string, p
 	ports, err := pf.GetPorts()
 	if err != nil || len(ports) == 0 {
 		cancel()
-		return nil, fmt.Errorf("port-forward to %s: no local port (%v)", pod, err)
+		return nil, fmt.Errorf("port-forward to %s: no local port (%w)", pod, err)
 	}
 	f.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0].Local)))
 	return f, nil
@@ -102,7 +102,7 @@ type memberProxy struct {
 func newMemberProxy(namespace, pod string, port int, open forwardFunc, podUID func(context.Context) (types.UID, error), logf func(string, ...any)) (*memberProxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, fmt.Errorf("listen for %s: %v", pod, err)
+		return nil, fmt.Errorf("listen for %s: %w", pod, err)
 	}
 	mp := &memberProxy{namespace: namespace, pod: pod, port: port, ln: ln, open: open, podUID: podUID, logf: logf, conns: map[net.Conn]struct{}{}}
 	mp.wg.Add(1)
@@ -237,7 +237,7 @@ func (c *Cluster) podUIDFunc(pod string) func(ctx context.Context) (types.UID, e
 	return func(ctx context.Context) (types.UID, error) {
 		p, err := c.cs.CoreV1().Pods(c.ns).Get(ctx, pod, metav1.GetOptions{})
 		if err != nil {
-			return "", fmt.Errorf("pod %s/%s: %v", c.ns, pod, err)
+			return "", fmt.Errorf("pod %s/%s: %w", c.ns, pod, err)
 		}
 		return p.UID, nil
 	}

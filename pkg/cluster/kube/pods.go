@@ -24,7 +24,7 @@ func DiscoverPods(ctx context.Context, cs kubernetes.Interface, namespace, relea
 	sel := chart.Selector(release)
 	list, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
 	if err != nil {
-		return nil, fmt.Errorf("list pods %q in namespace %s: %v", sel, namespace, err)
+		return nil, fmt.Errorf("list pods %q in namespace %s: %w", sel, namespace, err)
 	}
 	if len(list.Items) == 0 {
 		return nil, fmt.Errorf("no etcd pod matches %q in namespace %s: is release %q installed there (helm -n %s list)?", sel, namespace, release, namespace)
@@ -118,7 +118,7 @@ func clientTLS(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod) (*tl
 	}
 	sec, err := cs.CoreV1().Secrets(p.Namespace).Get(ctx, secret, metav1.GetOptions{})
 	if err != nil {
-		return nil, "", fmt.Errorf("read client TLS secret %s/%s: %v", p.Namespace, secret, err)
+		return nil, "", fmt.Errorf("read client TLS secret %s/%s: %w", p.Namespace, secret, err)
 	}
 	key := func(env, def string) []byte {
 		name := def
@@ -131,7 +131,7 @@ func clientTLS(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod) (*tl
 	if cert, key := key("ETCD_CERT_FILE", "cert.pem"), key("ETCD_KEY_FILE", "key.pem"); len(cert) > 0 && len(key) > 0 {
 		pair, err := tls.X509KeyPair(cert, key)
 		if err != nil {
-			return nil, "", fmt.Errorf("client certificate in secret %s/%s: %v", p.Namespace, secret, err)
+			return nil, "", fmt.Errorf("client certificate in secret %s/%s: %w", p.Namespace, secret, err)
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}

@@ -97,14 +97,14 @@ func (p *Provider) Clientset() (kubernetes.Interface, error) {
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: p.context})
 	rc, err := cc.ClientConfig()
 	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %q (context %q): %v; set KUBECONFIG or pass --kubeconfig", p.kubeconfig, p.context, err)
+		return nil, fmt.Errorf("kubeconfig %q (context %q): %w; set KUBECONFIG or pass --kubeconfig", p.kubeconfig, p.context, err)
 	}
 	// Port-forwards and watches are long-lived; the default QPS of 5
 	// throttles the polling that fault recovery does.
 	rc.QPS, rc.Burst = 50, 100
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return nil, fmt.Errorf("kubeconfig %q: %v", p.kubeconfig, err)
+		return nil, fmt.Errorf("kubeconfig %q: %w", p.kubeconfig, err)
 	}
 	p.rest, p.cs = rc, cs
 	return cs, nil
@@ -222,14 +222,14 @@ func ensureNamespace(ctx context.Context, cs kubernetes.Interface, ns string) (c
 		return false, nil
 	}
 	if !apierrors.IsNotFound(err) {
-		return false, fmt.Errorf("namespace %s: %v", ns, err)
+		return false, fmt.Errorf("namespace %s: %w", ns, err)
 	}
 	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("create namespace %s: %v", ns, err)
+		return false, fmt.Errorf("create namespace %s: %w", ns, err)
 	}
 	return true, nil
 }

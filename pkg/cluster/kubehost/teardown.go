@@ -308,7 +308,7 @@ func (c *Cluster) removeNewChains(ctx context.Context) error {
 		}
 		b, err := run(ctx, tool, "-w", "5", "-t", table, "-S")
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s -t %s -S: %v", tool, table, err))
+			errs = append(errs, fmt.Errorf("%s -t %s -S: %w", tool, table, err))
 			continue
 		}
 		for _, l := range strings.Split(string(b), "\n") {

@@ -162,7 +162,7 @@ func (c *Cluster) member(name string) (*member, error) {
 func (c *Cluster) CollectLogs(ctx context.Context, dir string) error {
 	dst := filepath.Join(dir, "logs")
 	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return fmt.Errorf("cannot create %s: %v", dst, err)
+		return fmt.Errorf("cannot create %s: %w", dst, err)
 	}
 	for _, m := range c.members {
 		if err := ctx.Err(); err != nil {
@@ -173,7 +173,7 @@ func (c *Cluster) CollectLogs(ctx context.Context, dir string) error {
 			continue
 		}
 		if err := copyFile(m.logPath, to); err != nil {
-			return fmt.Errorf("collecting %s log: %v", m.name, err)
+			return fmt.Errorf("collecting %s log: %w", m.name, err)
 		}
 	}
 	return nil
@@ -248,7 +248,7 @@ func (c *Cluster) learnMemberIDs(ctx context.Context) error {
 	defer cancel()
 	resp, err := cli.MemberList(lctx)
 	if err != nil {
-		return fmt.Errorf("listing members: %v", err)
+		return fmt.Errorf("listing members: %w", err)
 	}
 	ids := map[uint64]string{}
 	for _, mm := range resp.Members {
@@ -314,7 +314,7 @@ func (c *Cluster) Close(ctx context.Context) error {
 	}
 	if !c.keepData && c.tmpDir != "" {
 		if err := os.RemoveAll(c.tmpDir); err != nil {
-			errs = append(errs, fmt.Errorf("cannot remove %s: %v", c.tmpDir, err))
+			errs = append(errs, fmt.Errorf("cannot remove %s: %w", c.tmpDir, err))
 		}
 	}
 	c.mu.Lock()

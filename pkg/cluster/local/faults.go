@@ -124,7 +124,7 @@ func (c *Cluster) signal(member string, sig syscall.Signal, paused bool) error {
 		return err
 	}
 	if err := syscall.Kill(-m.proc.cmd.Process.Pid, sig); err != nil {
-		return fmt.Errorf("cannot send %v to %s: %v", sig, member, err)
+		return fmt.Errorf("cannot send %v to %s: %w", sig, member, err)
 	}
 	m.paused = paused
 	return nil

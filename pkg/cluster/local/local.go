@@ -211,7 +211,7 @@ func (p *Provider) Create(ctx context.Context, opts ...CreateOption) (_ *Cluster
 		}
 	}()
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		return nil, fmt.Errorf("cannot create log dir: %v", err)
+		return nil, fmt.Errorf("cannot create log dir: %w", err)
 	}
 	if err := c.addMembers(cfg.members); err != nil {
 		return nil, err
@@ -244,7 +244,7 @@ const tempPrefix = "etcd-chaos-local-"
 func makeTempDir(keep bool) (string, *os.File, error) {
 	tmp, err := os.MkdirTemp("", tempPrefix)
 	if err != nil {
-		return "", nil, fmt.Errorf("cannot create a temp dir for member data: %v", err)
+		return "", nil, fmt.Errorf("cannot create a temp dir for member data: %w", err)
 	}
 	if keep {
 		// Kept dirs are for post-mortems: never collected.
@@ -259,7 +259,7 @@ func makeTempDir(keep bool) (string, *os.File, error) {
 			f.Close()
 		}
 		os.RemoveAll(tmp)
-		return "", nil, fmt.Errorf("cannot lock temp dir %s: %v", tmp, err)
+		return "", nil, fmt.Errorf("cannot lock temp dir %s: %w", tmp, err)
 	}
 	return tmp, f, nil
 }

@@ -117,7 +117,7 @@ func (c *Cluster) specs() []MemberSpec {
 var pickPort = func() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", fmt.Errorf("cannot find a free port on 127.0.0.1: %v", err)
+		return "", fmt.Errorf("cannot find a free port on 127.0.0.1: %w", err)
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
@@ -202,7 +202,7 @@ func (c *Cluster) startMemberLocked(m *member, newPorts bool) error {
 
 	logf, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return fmt.Errorf("cannot open %s log: %v", m.name, err)
+		return fmt.Errorf("cannot open %s log: %w", m.name, err)
 	}
 	defer logf.Close() // the child holds its own copy
 	st, _ := logf.Stat()
@@ -217,7 +217,7 @@ func (c *Cluster) startMemberLocked(m *member, newPorts bool) error {
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := spawn(cmd); err != nil {
-		return fmt.Errorf("cannot start %s (%s): %v", m.name, c.bin, err)
+		return fmt.Errorf("cannot start %s (%s): %w", m.name, c.bin, err)
 	}
 	p := &process{cmd: cmd, logFrom: st.Size(), exited: make(chan struct{})}
 	go func() {
