@@ -152,14 +152,14 @@ func ensure(ctx context.Context, s spec, progress io.Writer) (path string, err e
 	if isExecutable(out) {
 		return out, nil
 	}
-	unlock, err := lock(ctx, s.dir)
+	unlock, err := LockDir(ctx, s.dir, s.bin)
 	if err != nil {
 		return "", err
 	}
 	defer func() {
 		// A failed build (an unknown version, a cancelled build) leaves no
 		// empty version dir behind: removed under the lock, with its lock
-		// file, so a waiter retries on a fresh one (see lock).
+		// file, so a waiter retries on a fresh one (see LockDir).
 		if err != nil && !isExecutable(out) {
 			os.RemoveAll(s.dir)
 		}
@@ -190,12 +190,14 @@ func isExecutable(path string) bool {
 	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
 }
 
-// lock creates dir and takes an exclusive flock on dir/.lock, polling so
+// LockDir creates dir and takes an exclusive flock on dir/.lock, polling so
 // that ctx can interrupt the wait (a blocking flock cannot be cancelled). A
 // failed build removes dir, lock file included, while holding the lock; a
 // waiter that then gets the lock holds it on a deleted file, so it checks
 // that the file it locked is still the one at the path, and retries if not.
-func lock(ctx context.Context, dir string) (func(), error) {
+// what names the build in the message a cancelled wait returns. Every
+// cached build (etcd, tools, Kubernetes) takes its lock here.
+func LockDir(ctx context.Context, dir, what string) (func(), error) {
 	path := filepath.Join(dir, ".lock")
 	for {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -222,7 +224,7 @@ func lock(ctx context.Context, dir string) (func(), error) {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for another process to build into %s: %w", dir, ctx.Err())
+			return nil, fmt.Errorf("waiting for another process to build %s into %s: %w", what, dir, ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

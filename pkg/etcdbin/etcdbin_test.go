@@ -91,14 +91,14 @@ func TestEnsureHonoursEnvCache(t *testing.T) {
 
 func TestLockWaitIsCancellable(t *testing.T) {
 	dir := t.TempDir()
-	unlock, err := lock(context.Background(), dir)
+	unlock, err := LockDir(context.Background(), dir, "etcd")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if _, err := lock(ctx, dir); err == nil {
+	if _, err := LockDir(ctx, dir, "etcd"); err == nil {
 		t.Fatal("second lock succeeded while the first was held")
 	}
 }
@@ -109,13 +109,13 @@ func TestLockWaitIsCancellable(t *testing.T) {
 // process could lock the new file and build at the same time.
 func TestLockSurvivesRemovedDir(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "v1.2.3")
-	unlock, err := lock(context.Background(), dir)
+	unlock, err := LockDir(context.Background(), dir, "etcd")
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan func(), 1)
 	go func() {
-		u, err := lock(context.Background(), dir)
+		u, err := LockDir(context.Background(), dir, "etcd")
 		if err != nil {
 			t.Error(err)
 		}
@@ -135,7 +135,7 @@ func TestLockSurvivesRemovedDir(t *testing.T) {
 	// must not get it.
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if _, err := lock(ctx, dir); err == nil {
+	if _, err := LockDir(ctx, dir, "etcd"); err == nil {
 		t.Fatal("a third process got the lock while the waiter held it")
 	}
 }

@@ -115,7 +115,7 @@ func Ensure(ctx context.Context, version, cacheDir string, progress io.Writer) (
 	if complete(dir) {
 		return dir, nil
 	}
-	unlock, err := lock(ctx, dir)
+	unlock, err := etcdbin.LockDir(ctx, dir, "Kubernetes")
 	if err != nil {
 		return "", err
 	}
@@ -149,44 +149,6 @@ func complete(dir string) bool {
 		}
 	}
 	return true
-}
-
-// lock takes an exclusive flock on dir/.lock, polling so ctx can interrupt
-// the wait. A failed build removes dir while holding the lock, so a waiter
-// checks that the file it locked is still the one at the path.
-func lock(ctx context.Context, dir string) (func(), error) {
-	path := filepath.Join(dir, ".lock")
-	for {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("cannot create cache dir %s: %w (set %s to a writable directory)", dir, err, etcdbin.CacheEnv)
-		}
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-		if err != nil {
-			return nil, fmt.Errorf("cannot open build lock %s: %w", path, err)
-		}
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			a, errA := f.Stat()
-			b, errB := os.Stat(path)
-			if errA == nil && errB == nil && os.SameFile(a, b) {
-				return func() {
-					_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-					f.Close()
-				}, nil
-			}
-			f.Close()
-			continue
-		}
-		f.Close()
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("cannot lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for another process to build Kubernetes into %s: %w", dir, ctx.Err())
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
 }
 
 // goCommand is the go tool; a test replaces it with a fake.

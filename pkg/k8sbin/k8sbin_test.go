@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/etcdbin"
 )
 
 // fakeGo installs a shell script as the go command for one test. It answers
@@ -115,7 +117,7 @@ func TestEnsureWaitsForAnotherBuilderAndHonoursCancel(t *testing.T) {
 	fakeGo(t, false)
 	cache := t.TempDir()
 	dir, _ := Dir("v1.34.4", cache)
-	unlock, err := lock(context.Background(), dir)
+	unlock, err := etcdbin.LockDir(context.Background(), dir, "Kubernetes")
 	if err != nil {
 		t.Fatal(err)
 	}
