@@ -2,9 +2,12 @@ package workload
 
 import (
 	"context"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 )
@@ -246,4 +249,130 @@ func (c *client) Defragment(ctx context.Context, endpoint string) history.Operat
 		}
 		return headerOnly(resp.Header), nil
 	})
+}
+
+// WatchRequest is a watch a traffic actor chooses: the range [Key, End)
+// (End "" is the single Key), the revision to start from (0: the next one)
+// and whether events carry the previous key-value. Every watch asks for
+// progress notifications.
+type WatchRequest struct {
+	Key, End string
+	Revision int64
+	PrevKV   bool
+}
+
+// WatchStream is one recorded watch stream: Next records every response,
+// Close records the stream as one history.Watch. One goroutine reads it;
+// RequestProgress, Heard and Cancel may be called from others.
+type WatchStream struct {
+	c      *client
+	w      history.Watch
+	ctx    context.Context
+	cancel context.CancelFunc
+	ch     clientv3.WatchChan
+	// heard is when the stream last answered (or was opened), in the
+	// recorder's clock.
+	heard atomic.Int64
+	ended bool
+}
+
+// Watch opens a watch stream for req. The stream lives until ctx is done,
+// Cancel, or the server or client library ends it; read it with Next and
+// record it with Close.
+func (c *client) Watch(ctx context.Context, req WatchRequest) *WatchStream {
+	id := c.rec.NextID()
+	// Each recorded watch gets a gRPC stream of its own (the client shares
+	// one among contexts with equal metadata): a resumed watch must not
+	// inherit a stream on which etcd no longer answers progress requests.
+	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx),
+		"etcd-chaos-watch", strconv.FormatInt(id, 10)))
+	s := &WatchStream{c: c, ctx: sctx, cancel: cancel, w: history.Watch{
+		ID:            id,
+		ClientID:      c.id,
+		Key:           req.Key,
+		End:           req.End,
+		StartRevision: req.Revision,
+		PrevKV:        req.PrevKV,
+		Endpoint:      c.endpoint,
+		Call:          c.rec.Now(),
+	}}
+	s.heard.Store(s.w.Call)
+	opts := []clientv3.OpOption{clientv3.WithProgressNotify()}
+	if req.End != "" {
+		opts = append(opts, clientv3.WithRange(req.End))
+	}
+	if req.Revision > 0 {
+		opts = append(opts, clientv3.WithRev(req.Revision))
+	}
+	if req.PrevKV {
+		opts = append(opts, clientv3.WithPrevKV())
+	}
+	s.ch = c.cli.Watch(sctx, req.Key, opts...)
+	return s
+}
+
+// Next waits for the stream's next response and records it. It returns
+// false once the stream is over: the channel closed, or the response before
+// ended it (canceled, compacted, no leader), after which the channel closes
+// at once.
+func (s *WatchStream) Next() (history.WatchResponse, bool) {
+	if s.ended {
+		return history.WatchResponse{}, false
+	}
+	resp, ok := <-s.ch
+	if !ok {
+		s.ended = true
+		return history.WatchResponse{}, false
+	}
+	r := history.WatchResponse{
+		Time:            s.c.rec.Now(),
+		Revision:        resp.Header.Revision,
+		Progress:        resp.IsProgressNotify(),
+		Canceled:        resp.Canceled,
+		CompactRevision: resp.CompactRevision,
+	}
+	if err := resp.Err(); err != nil {
+		r.Error = err.Error()
+	}
+	if len(resp.Events) > 0 {
+		r.Events = make([]history.Event, len(resp.Events))
+		for i, ev := range resp.Events {
+			r.Events[i] = convEvent(ev)
+		}
+	}
+	s.heard.Store(r.Time)
+	s.w.Responses = append(s.w.Responses, r)
+	if resp.Canceled || resp.Err() != nil {
+		s.ended = true
+	}
+	return r, true
+}
+
+// Heard returns when the stream last answered, or was opened when it has
+// not answered yet, in the recorder's clock.
+func (s *WatchStream) Heard() int64 { return s.heard.Load() }
+
+// Canceled reports whether the stream was ended by Cancel or its context
+// rather than by the server or the client library.
+func (s *WatchStream) Canceled() bool { return s.ctx.Err() != nil }
+
+// RequestProgress asks etcd for a progress notification on this stream,
+// waiting at most timeout: the client blocks while it reconnects. It must
+// use the stream's own context, by whose metadata the client finds the
+// gRPC stream. Its answer, if any, arrives through Next.
+func (s *WatchStream) RequestProgress(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
+	defer cancel()
+	return s.c.cli.RequestProgress(ctx)
+}
+
+// Cancel ends the stream; Next then drains what is left and returns false.
+func (s *WatchStream) Cancel() { s.cancel() }
+
+// Close ends the stream and records it with every response Next read. Call
+// it once, from the goroutine that reads the stream.
+func (s *WatchStream) Close() history.Watch {
+	s.cancel()
+	s.c.rec.AddWatch(s.w)
+	return s.w
 }

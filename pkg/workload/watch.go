@@ -5,15 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
@@ -123,12 +120,10 @@ type Watchers struct {
 }
 
 type watcher struct {
-	id       int
-	cli      *clientv3.Client
-	endpoint string
-	cfg      WatchConfig
-	rec      *history.Recorder
-	delay    time.Duration
+	// client records the watcher's streams; its ID is the watcher's.
+	*client
+	cfg   WatchConfig
+	delay time.Duration
 	// seen is the highest revision this watcher has proven it saw: the
 	// largest event mod revision or progress-notify revision.
 	seen atomic.Int64
@@ -199,7 +194,7 @@ func StartWatch(ctx context.Context, c cluster.Cluster, rec *history.Recorder, c
 			closeAll()
 			return nil, err
 		}
-		wt := &watcher{id: WatchClientBase + i, cli: cli, endpoint: ep, cfg: cfg, rec: rec}
+		wt := &watcher{client: &client{cli: cli, rec: rec, id: WatchClientBase + i, endpoint: ep}, cfg: cfg}
 		if i >= cfg.Watchers-cfg.ReplayWatchers {
 			wt.delay = cfg.ReplayAfter
 		}
@@ -299,126 +294,60 @@ func (wt *watcher) run(ctx context.Context, start int64) {
 	}
 }
 
-// watchOnce runs one watch stream from rev until it ends and records it. It
-// reports whether the stream delivered anything.
+// watchOnce runs one watch stream from rev until it ends; the recording
+// client records it. It reports whether the stream delivered anything.
 func (wt *watcher) watchOnce(ctx context.Context, rev int64) (progressed bool) {
-	id := wt.rec.NextID()
-	// Each recorded watch gets a gRPC stream of its own (the client shares
-	// one among contexts with equal metadata): a resumed watch must not
-	// inherit a stream on which etcd no longer answers progress requests.
-	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx),
-		"etcd-chaos-watch", strconv.FormatInt(id, 10)))
-	defer cancel()
 	if wt.streams.Add(1) > 1 {
 		wt.resumed.Add(1)
 	}
-	end := clientv3.GetPrefixRangeEnd(wt.cfg.Prefix)
-	rec := history.Watch{
-		ID:            id,
-		ClientID:      wt.id,
-		Key:           wt.cfg.Prefix,
-		End:           end,
-		StartRevision: rev,
-		PrevKV:        wt.cfg.PrevKV,
-		Endpoint:      wt.endpoint,
-		Call:          wt.rec.Now(),
-	}
-	defer func() { wt.rec.AddWatch(rec) }()
-	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithProgressNotify()}
-	if wt.cfg.PrevKV {
-		opts = append(opts, clientv3.WithPrevKV())
-	}
-	ch := wt.cli.Watch(sctx, wt.cfg.Prefix, opts...)
+	s := wt.Watch(ctx, WatchRequest{Key: wt.cfg.Prefix, End: clientv3.GetPrefixRangeEnd(wt.cfg.Prefix), Revision: rev, PrevKV: wt.cfg.PrevKV})
+	defer s.Close()
 
-	// heard is when the stream last answered (or was opened), in the
-	// recorder's clock.
-	var heard atomic.Int64
-	heard.Store(rec.Call)
-	// RequestProgress must use the watch's own context: the client finds the
-	// gRPC stream by the context's metadata. It blocks while the client
-	// reconnects, hence the timeout; the stall check must still run.
 	go func() {
 		t := time.NewTicker(wt.cfg.ProgressInterval)
 		defer t.Stop()
 		for {
 			select {
-			case <-sctx.Done():
+			case <-s.ctx.Done():
 				return
 			case <-t.C:
 			}
-			if time.Duration(wt.rec.Now()-heard.Load()) > wt.cfg.StallTimeout {
-				// Give the stream up: the range loop below records it and
-				// run resumes from the last revision seen.
+			if time.Duration(wt.rec.Now()-s.Heard()) > wt.cfg.StallTimeout {
+				// Give the stream up: Next returns false and run resumes
+				// from the last revision seen.
 				wt.stalled.Add(1)
-				cancel()
+				s.Cancel()
 				return
 			}
-			pctx, pcancel := context.WithTimeout(sctx, wt.cfg.ProgressInterval)
-			_ = wt.cli.RequestProgress(pctx)
-			pcancel()
+			_ = s.RequestProgress(wt.cfg.ProgressInterval)
 		}
 	}()
 
-	for resp := range ch {
-		r := history.WatchResponse{
-			Time:            wt.rec.Now(),
-			Revision:        resp.Header.Revision,
-			Progress:        resp.IsProgressNotify(),
-			Canceled:        resp.Canceled,
-			CompactRevision: resp.CompactRevision,
-		}
-		if err := resp.Err(); err != nil {
-			r.Error = err.Error()
-		}
-		if len(resp.Events) > 0 {
-			r.Events = make([]history.Event, len(resp.Events))
+	for {
+		r, ok := s.Next()
+		if !ok {
+			return progressed
 		}
 		seen := wt.seen.Load()
-		for i, ev := range resp.Events {
-			r.Events[i] = convEvent(ev)
-			seen = max(seen, ev.Kv.ModRevision)
+		for _, e := range r.Events {
+			seen = max(seen, e.ModRevision)
 		}
 		if r.Progress {
-			seen = max(seen, resp.Header.Revision)
+			seen = max(seen, r.Revision)
 		}
 		if seen > wt.seen.Load() {
 			wt.seen.Store(seen)
 			progressed = true
 		}
-		heard.Store(r.Time)
-		if resp.CompactRevision > wt.compacted.Load() {
-			wt.compacted.Store(resp.CompactRevision)
+		if r.CompactRevision > wt.compacted.Load() {
+			wt.compacted.Store(r.CompactRevision)
 		}
-		rec.Responses = append(rec.Responses, r)
-		if resp.Canceled || resp.Err() != nil {
-			if sctx.Err() == nil {
+		if r.Canceled || r.Error != "" {
+			// The stream is over (no leader, compacted, ...). Resume with
+			// a new recorded watch.
+			if !s.Canceled() {
 				wt.ended.Add(1)
 			}
-			// The stream is over (no leader, compacted, ...); the channel
-			// closes right after. Resume with a new recorded watch.
-			break
 		}
 	}
-	return progressed
-}
-
-func convEvent(ev *clientv3.Event) history.Event {
-	e := history.Event{
-		Type:           "put",
-		Key:            string(ev.Kv.Key),
-		Value:          string(ev.Kv.Value),
-		ModRevision:    ev.Kv.ModRevision,
-		CreateRevision: ev.Kv.CreateRevision,
-		Version:        ev.Kv.Version,
-		Lease:          ev.Kv.Lease,
-		IsCreate:       ev.IsCreate(),
-	}
-	if ev.Type == mvccpb.DELETE {
-		e.Type = "delete"
-	}
-	if ev.PrevKv != nil {
-		kv := convKV(ev.PrevKv)
-		e.PrevKV = &kv
-	}
-	return e
 }
