@@ -63,6 +63,9 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	compactEvery := fs.Duration("compact-interval", 0, "compact about this often during traffic, a few revisions below the current one (0: never); watches from older revisions then meet ErrCompacted")
 	compactKeep := fs.Int64("compact-keep", workload.DefaultCompactKeep, "revisions below the current one a compaction keeps")
 	defragEvery := fs.Duration("defrag-interval", 0, "defragment one member about this often during traffic, round robin (0: never)")
+	futureWatchers := fs.Int("future-watchers", 0, "extra watchers that open watch after watch at a future revision (--future-offset above the current one); each must get every event from its start on")
+	futureOffset := fs.Int64("future-offset", 50, "how many revisions above the current one a future watch starts")
+	spreadWatchers := fs.Int("spread-watchers", 0, "extra watchers that move to the next member every 2s, resuming the same watch there")
 	seed := fs.Int64("seed", 0, "seed for traffic and fault schedule (0: pick one and print it)")
 	out := fs.String("out", "", "artifact dir (default artifacts/run-<time>)")
 	watch := fs.Bool("watch", true, "run watchers and check watch guarantees")
@@ -107,6 +110,12 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *faultDuration < 0 {
 		return usageErr("--fault-duration must not be negative")
+	}
+	if *futureWatchers < 0 || *spreadWatchers < 0 || *futureOffset <= 0 {
+		return usageErr("--future-watchers and --spread-watchers must not be negative and --future-offset must be positive")
+	}
+	if (*futureWatchers > 0 || *spreadWatchers > 0) && !*watch {
+		return usageErr("--future-watchers and --spread-watchers need --watch")
 	}
 	if *seed == 0 {
 		*seed = time.Now().UnixNano() % 1_000_000_000
@@ -164,6 +173,12 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	if *defragEvery > 0 {
 		rerun += fmt.Sprintf(" --defrag-interval %v", *defragEvery)
 	}
+	if *futureWatchers > 0 {
+		rerun += fmt.Sprintf(" --future-watchers %d --future-offset %d", *futureWatchers, *futureOffset)
+	}
+	if *spreadWatchers > 0 {
+		rerun += fmt.Sprintf(" --spread-watchers %d", *spreadWatchers)
+	}
 	if *backend == "local" {
 		rerun += " --etcd-version " + c.Version() + settingsArgs(settings, *failpoints)
 	}
@@ -188,7 +203,7 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 		},
 	}
 	if *watch {
-		cfg.Watch = &workload.WatchConfig{}
+		cfg.Watch = &workload.WatchConfig{FutureWatchers: *futureWatchers, FutureOffset: *futureOffset, SpreadWatchers: *spreadWatchers}
 	}
 	if *leases {
 		cfg.Leases = &workload.LeaseConfig{}

@@ -52,6 +52,27 @@ type WatchConfig struct {
 	// resumed watch was synced, until an event in range comes
 	// (etcd-io/etcd#17566), which after the last write in range never does.
 	StallTimeout time.Duration
+	// FutureWatchers is how many more watchers (beyond Watchers) open
+	// their watches at future revisions: each opens a watch FutureOffset
+	// revisions above the newest revision it knows of, keeps it (resuming
+	// it like any other) until it has seen FutureOffset revisions past its
+	// start, then opens the next. etcd must deliver every event from the
+	// start revision on, once the store gets there. Each such watch is a
+	// logical watch of its own, with its own ClientID from
+	// FutureWatchClientBase. Default 0.
+	FutureWatchers int
+	// FutureOffset is how far above the current revision a future watch
+	// starts (default 50).
+	FutureOffset int64
+	// SpreadWatchers is how many more watchers (beyond Watchers) spread
+	// their streams over every member: each stream goes to the next member
+	// in turn, and a stream is ended after RotateInterval so the watch
+	// resumes on another member, whose view may lag or lead the last
+	// one's. Default 0.
+	SpreadWatchers int
+	// RotateInterval is how long a spread watcher keeps one stream
+	// (default 2s).
+	RotateInterval time.Duration
 }
 
 func (cfg WatchConfig) withDefaults() (WatchConfig, error) {
@@ -59,11 +80,21 @@ func (cfg WatchConfig) withDefaults() (WatchConfig, error) {
 		return cfg, fmt.Errorf("workload: WatchConfig Watchers, Pinned, ProgressInterval, ReplayAfter and StallTimeout must not be negative (got %d, %d, %s, %s, %s)",
 			cfg.Watchers, cfg.Pinned, cfg.ProgressInterval, cfg.ReplayAfter, cfg.StallTimeout)
 	}
+	if cfg.FutureWatchers < 0 || cfg.FutureOffset < 0 || cfg.SpreadWatchers < 0 || cfg.RotateInterval < 0 {
+		return cfg, fmt.Errorf("workload: WatchConfig FutureWatchers, FutureOffset, SpreadWatchers and RotateInterval must not be negative (got %d, %d, %d, %s)",
+			cfg.FutureWatchers, cfg.FutureOffset, cfg.SpreadWatchers, cfg.RotateInterval)
+	}
+	if cfg.FutureOffset == 0 {
+		cfg.FutureOffset = 50
+	}
+	if cfg.RotateInterval == 0 {
+		cfg.RotateInterval = 2 * time.Second
+	}
 	if cfg.Watchers == 0 {
 		cfg.Watchers = 4
 	}
-	if cfg.Watchers > 100 {
-		return cfg, fmt.Errorf("workload: Watchers=%d is too many; use at most 100", cfg.Watchers)
+	if cfg.Watchers+cfg.SpreadWatchers+cfg.FutureWatchers > 100 {
+		return cfg, fmt.Errorf("workload: Watchers+SpreadWatchers+FutureWatchers=%d is too many; use at most 100 in all", cfg.Watchers+cfg.SpreadWatchers+cfg.FutureWatchers)
 	}
 	if cfg.Pinned == 0 {
 		cfg.Pinned = min(2, cfg.Watchers)
@@ -106,6 +137,9 @@ const (
 	LockClientBase     = 300
 	RegistryClientBase = 400
 	FinalReadClient    = 500
+	// FutureWatchClientBase + n is the ClientID of the n-th future watch
+	// (see WatchConfig.FutureWatchers): each is a logical watch of its own.
+	FutureWatchClientBase = 10000
 )
 
 // Watchers is running watch traffic. Stop or Drain it to record the streams
@@ -120,10 +154,20 @@ type Watchers struct {
 }
 
 type watcher struct {
-	// client records the watcher's streams; its ID is the watcher's.
-	*client
-	cfg   WatchConfig
-	delay time.Duration
+	// clients record the watcher's streams, each on one endpoint (or on
+	// all); stream n uses clients[n%len(clients)]. Their ID is the
+	// watcher's.
+	clients []*client
+	id      int
+	cfg     WatchConfig
+	delay   time.Duration
+	// rotate, when positive, ends each stream after this long so that the
+	// watch resumes on the next client (a spread watcher).
+	rotate time.Duration
+	// future makes the watcher open one logical watch after another, each
+	// at a future revision (a future watcher).
+	future  bool
+	futures *atomic.Int64 // shared counter of future watches, for ClientIDs
 	// seen is the highest revision this watcher has proven it saw: the
 	// largest event mod revision or progress-notify revision.
 	seen atomic.Int64
@@ -131,6 +175,10 @@ type watcher struct {
 	// was refused with: the next stream starts there, since no earlier
 	// revision can be served any more.
 	compacted atomic.Int64
+	// start is where the current logical watch began, and until, when
+	// positive, the revision past which a future watch has done its job.
+	// Only the watcher's goroutine uses them.
+	start, until int64
 	// streams counts the streams this watcher opened, resumed those after
 	// its first; stalled, those it gave up after StallTimeout of silence;
 	// ended, those the server or the client library ended (canceled, no
@@ -184,26 +232,48 @@ func StartWatch(ctx context.Context, c cluster.Cluster, rec *history.Recorder, c
 	w := &Watchers{rec: rec}
 	closeAll := func() {
 		for _, wt := range w.ws {
-			wt.cli.Close()
+			for _, cl := range wt.clients {
+				cl.cli.Close()
+			}
 		}
 	}
-	for i := 0; i < cfg.Watchers; i++ {
-		ep := endpointFor(members, i, cfg.Pinned)
-		cli, err := openClient(ctx, c, ep)
-		if err != nil {
-			closeAll()
-			return nil, err
-		}
-		wt := &watcher{client: &client{cli: cli, rec: rec, id: WatchClientBase + i, endpoint: ep}, cfg: cfg}
-		if i >= cfg.Watchers-cfg.ReplayWatchers {
-			wt.delay = cfg.ReplayAfter
+	var futures atomic.Int64
+	total := cfg.Watchers + cfg.SpreadWatchers + cfg.FutureWatchers
+	for i := 0; i < total; i++ {
+		wt := &watcher{id: WatchClientBase + i, cfg: cfg, futures: &futures}
+		eps := []string{endpointFor(members, i, cfg.Pinned)}
+		switch {
+		case i < cfg.Watchers:
+			if i >= cfg.Watchers-cfg.ReplayWatchers {
+				wt.delay = cfg.ReplayAfter
+			}
+		case i < cfg.Watchers+cfg.SpreadWatchers:
+			wt.rotate = cfg.RotateInterval
+			eps = eps[:0]
+			// Start each spread watcher on a different member.
+			for j := range members {
+				eps = append(eps, members[(i+j)%len(members)].ClientURL)
+			}
+			if len(eps) == 0 {
+				eps = []string{""}
+			}
+		default:
+			wt.future = true
 		}
 		w.ws = append(w.ws, wt)
+		for _, ep := range eps {
+			cli, err := openClient(ctx, c, ep)
+			if err != nil {
+				closeAll()
+				return nil, err
+			}
+			wt.clients = append(wt.clients, &client{cli: cli, rec: rec, id: wt.id, endpoint: ep})
+		}
 	}
 	// The start revision comes from a linearizable read so that it is not
 	// behind anything the caller wrote before starting the watchers.
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	resp, err := w.ws[0].cli.Get(rctx, cfg.Prefix, clientv3.WithCountOnly())
+	resp, err := w.ws[0].clients[0].cli.Get(rctx, cfg.Prefix, clientv3.WithCountOnly())
 	cancel()
 	if err != nil {
 		closeAll()
@@ -216,7 +286,11 @@ func StartWatch(ctx context.Context, c cluster.Cluster, rec *history.Recorder, c
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
-			defer wt.cli.Close()
+			defer func() {
+				for _, cl := range wt.clients {
+					cl.cli.Close()
+				}
+			}()
 			wt.run(wctx, w.startRev)
 		}()
 	}
@@ -272,13 +346,19 @@ func (wt *watcher) run(ctx context.Context, start int64) {
 		case <-time.After(wt.delay):
 		}
 	}
+	wt.start = start
+	if wt.future {
+		wt.nextFuture()
+	}
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		next := start
-		if s := wt.seen.Load(); s > 0 {
-			next = s + 1
+		if wt.future && wt.seen.Load() >= wt.until {
+			wt.nextFuture()
 		}
-		next = max(next, wt.compacted.Load())
+		// Resume after the last revision seen, never before the logical
+		// watch's start (a future watch's progress notifications report
+		// revisions below it), nor below a compaction that refused it.
+		next := max(wt.start, wt.seen.Load()+1, wt.compacted.Load())
 		if wt.watchOnce(ctx, next) {
 			backoff = 50 * time.Millisecond
 			continue
@@ -294,14 +374,30 @@ func (wt *watcher) run(ctx context.Context, start int64) {
 	}
 }
 
+// nextFuture starts the future watcher's next logical watch: a ClientID of
+// its own (so the checker does not join it to the one before, whose
+// revisions it skips) and a start FutureOffset revisions above the newest
+// revision the watcher knows of.
+func (wt *watcher) nextFuture() {
+	id := FutureWatchClientBase + int(wt.futures.Add(1)) - 1
+	for _, cl := range wt.clients {
+		cl.id = id
+	}
+	wt.start = max(wt.start, wt.seen.Load()+1) + wt.cfg.FutureOffset
+	wt.until = wt.start + wt.cfg.FutureOffset
+}
+
 // watchOnce runs one watch stream from rev until it ends; the recording
 // client records it. It reports whether the stream delivered anything.
 func (wt *watcher) watchOnce(ctx context.Context, rev int64) (progressed bool) {
 	if wt.streams.Add(1) > 1 {
 		wt.resumed.Add(1)
 	}
-	s := wt.Watch(ctx, WatchRequest{Key: wt.cfg.Prefix, End: clientv3.GetPrefixRangeEnd(wt.cfg.Prefix), Revision: rev, PrevKV: wt.cfg.PrevKV})
+	n := wt.streams.Load() - 1
+	cl := wt.clients[int(n)%len(wt.clients)]
+	s := cl.Watch(ctx, WatchRequest{Key: wt.cfg.Prefix, End: clientv3.GetPrefixRangeEnd(wt.cfg.Prefix), Revision: rev, PrevKV: wt.cfg.PrevKV})
 	defer s.Close()
+	opened := s.Heard()
 
 	go func() {
 		t := time.NewTicker(wt.cfg.ProgressInterval)
@@ -312,7 +408,13 @@ func (wt *watcher) watchOnce(ctx context.Context, rev int64) (progressed bool) {
 				return
 			case <-t.C:
 			}
-			if time.Duration(wt.rec.Now()-s.Heard()) > wt.cfg.StallTimeout {
+			now := cl.rec.Now()
+			if wt.rotate > 0 && time.Duration(now-opened) > wt.rotate {
+				// A spread watcher moves on to the next member.
+				s.Cancel()
+				return
+			}
+			if time.Duration(now-s.Heard()) > wt.cfg.StallTimeout {
 				// Give the stream up: Next returns false and run resumes
 				// from the last revision seen.
 				wt.stalled.Add(1)
@@ -341,6 +443,11 @@ func (wt *watcher) watchOnce(ctx context.Context, rev int64) (progressed bool) {
 		}
 		if r.CompactRevision > wt.compacted.Load() {
 			wt.compacted.Store(r.CompactRevision)
+		}
+		if wt.future && seen >= wt.until {
+			// This future watch has delivered its window; the next one
+			// starts from a new future revision.
+			s.Cancel()
 		}
 		if r.Canceled || r.Error != "" {
 			// The stream is over (no leader, compacted, ...). Resume with

@@ -55,6 +55,8 @@ func TestConfigErrors(t *testing.T) {
 		{WatchConfig{Watchers: -1}, "must not be negative"},
 		{WatchConfig{Watchers: 1, Pinned: 2}, "exceeds Watchers"},
 		{WatchConfig{Watchers: 2, ReplayWatchers: 3}, "exceeds Watchers"},
+		{WatchConfig{FutureWatchers: -1}, "must not be negative"},
+		{WatchConfig{Watchers: 50, SpreadWatchers: 30, FutureWatchers: 30}, "too many"},
 	} {
 		_, err := tc.cfg.withDefaults()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
