@@ -53,6 +53,11 @@ const MaxKVKeys = 1000
 // KVKey returns the i-th key of the KV pool (0 <= i < MaxKVKeys).
 func KVKey(i int) string { return fmt.Sprintf("%sk%03d", KVPrefix, i) }
 
+// ChurnKey returns the n-th key KV client c creates and deletes at once
+// (churn): under KVPrefix, so watches and ranges of the pool see it, and
+// used once in a run.
+func ChurnKey(c, n int) string { return fmt.Sprintf("%schurn/c%d-%d", KVPrefix, c, n) }
+
 // PrefixEnd is the range end that covers every key starting with prefix,
 // as clientv3.GetPrefixRangeEnd computes it.
 func PrefixEnd(prefix string) string {

@@ -46,9 +46,12 @@ const KVLeaseTTL = 600
 const maxLeasesPerClient = 4
 
 // Mix weighs the request types of KV traffic. Weights are relative; a zero
-// Mix means DefaultMix.
+// Mix means the profile's.
 type Mix struct {
 	Put, Get, Range, Txn, Delete, LeasePut, Revoke int
+	// Churn creates a key no one used before (a txn on mod revision 0)
+	// and, once that is acknowledged, deletes it: two recorded operations.
+	Churn int
 }
 
 // DefaultMix favours unique writes and reads. Deletes and revokes are
@@ -56,8 +59,26 @@ type Mix struct {
 // linearizability checker explores, so they are kept rare.
 var DefaultMix = Mix{Put: 30, Get: 30, Range: 10, Txn: 20, Delete: 3, LeasePut: 4, Revoke: 3}
 
+// DeleteHeavyMix deletes as often as it writes: deletes of the key pool,
+// and churn keys created and deleted at once. A delete still waits for the
+// one in flight (see kvShared.deletes), so the checker's search stays
+// bounded; a drawn delete that cannot go is a get.
+var DeleteHeavyMix = Mix{Put: 20, Get: 20, Range: 10, Txn: 10, Delete: 25, Churn: 15}
+
 func (m Mix) total() int {
-	return m.Put + m.Get + m.Range + m.Txn + m.Delete + m.LeasePut + m.Revoke
+	return m.Put + m.Get + m.Range + m.Txn + m.Delete + m.LeasePut + m.Revoke + m.Churn
+}
+
+// Traffic profiles (Config.Profile).
+const (
+	ProfileDefault     = "default"
+	ProfileDeleteHeavy = "delete-heavy"
+)
+
+// Profiles lists every profile with its one-line meaning, for --help.
+var Profiles = []struct{ Name, Meaning string }{
+	{ProfileDefault, "puts, gets, ranges, txns on mod revision, rare deletes and lease puts over the key pool"},
+	{ProfileDeleteHeavy, "as many deletes as writes, plus keys created and at once deleted (churn)"},
 }
 
 // Config configures KV traffic. Zero fields take the documented defaults.
@@ -76,7 +97,10 @@ type Config struct {
 	Keys int
 	// Seed drives every random choice.
 	Seed int64
-	// Mix weighs the request types (default DefaultMix).
+	// Profile shapes the traffic (see Profiles; default ProfileDefault).
+	Profile string
+	// Mix weighs the request types (default DefaultMix, or DeleteHeavyMix
+	// for ProfileDeleteHeavy).
 	Mix Mix
 	// OpTimeout bounds one request (default 2s). A request that times out is
 	// recorded with outcome unknown.
@@ -105,7 +129,7 @@ func (cfg Config) withDefaults() (Config, error) {
 			cfg.Clients, cfg.PinnedClients, cfg.Keys, cfg.Rate, cfg.OpTimeout)
 	}
 	m := cfg.Mix
-	if m.Put < 0 || m.Get < 0 || m.Range < 0 || m.Txn < 0 || m.Delete < 0 || m.LeasePut < 0 || m.Revoke < 0 {
+	if m.Put < 0 || m.Get < 0 || m.Range < 0 || m.Txn < 0 || m.Delete < 0 || m.LeasePut < 0 || m.Revoke < 0 || m.Churn < 0 {
 		return cfg, fmt.Errorf("workload: Mix weights must not be negative (got %+v)", m)
 	}
 	if cfg.CompactInterval < 0 || cfg.CompactKeep < 0 || cfg.DefragInterval < 0 {
@@ -136,8 +160,18 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Keys == 0 {
 		cfg.Keys = 10
 	}
+	switch cfg.Profile {
+	case "":
+		cfg.Profile = ProfileDefault
+	case ProfileDefault, ProfileDeleteHeavy:
+	default:
+		return cfg, fmt.Errorf("workload: unknown traffic profile %q; want %s or %s", cfg.Profile, ProfileDefault, ProfileDeleteHeavy)
+	}
 	if m.total() == 0 {
 		cfg.Mix = DefaultMix
+		if cfg.Profile == ProfileDeleteHeavy {
+			cfg.Mix = DeleteHeavyMix
+		}
 	}
 	if cfg.OpTimeout == 0 {
 		cfg.OpTimeout = 2 * time.Second
@@ -346,6 +380,8 @@ type kvClient struct {
 	// or never seen); txn compares against it.
 	seen   []int64
 	leases []int64
+	// churned counts the churn keys this client created.
+	churned int
 }
 
 func (kc *kvClient) run(ctx context.Context) {
@@ -379,20 +415,28 @@ func (kc *kvClient) step(ctx context.Context) {
 	m := kc.cfg.Mix
 	n := kc.rnd.Intn(m.total())
 	k := kc.rnd.Intn(kc.cfg.Keys)
+	// draw reports whether n falls in the next weight's share.
+	draw := func(w int) bool {
+		if n < w {
+			return true
+		}
+		n -= w
+		return false
+	}
 	switch {
-	case n < m.Put:
+	case draw(m.Put):
 		kc.put(ctx, k, 0)
 		return
-	case n < m.Put+m.Get:
+	case draw(m.Get):
 		kc.get(ctx, k)
 		return
-	case n < m.Put+m.Get+m.Range:
+	case draw(m.Range):
 		kc.rangeAll(ctx)
 		return
-	case n < m.Put+m.Get+m.Range+m.Txn:
+	case draw(m.Txn):
 		kc.txn(ctx, k)
 		return
-	case n < m.Put+m.Get+m.Range+m.Txn+m.Delete:
+	case draw(m.Delete):
 		select {
 		case kc.deletes <- struct{}{}:
 			kc.delete(ctx, k)
@@ -400,8 +444,11 @@ func (kc *kvClient) step(ctx context.Context) {
 			return
 		default:
 		}
-	case n < m.Put+m.Get+m.Range+m.Txn+m.Delete+m.LeasePut:
+	case draw(m.LeasePut):
 		kc.leasePut(ctx, k)
+		return
+	case draw(m.Churn):
+		kc.churn(ctx)
 		return
 	default:
 		if len(kc.leases) > 0 {
@@ -417,6 +464,25 @@ func (kc *kvClient) step(ctx context.Context) {
 	// The non-unique write we drew is not allowed now; read instead so the
 	// client keeps its pace.
 	kc.get(ctx, k)
+}
+
+// churn creates a key no one used before and, once the create is
+// acknowledged, deletes it, waiting for its turn among deletes: a delete
+// is a non-unique write, kept one at a time.
+func (kc *kvClient) churn(ctx context.Context) {
+	kc.churned++
+	key := keyspace.ChurnKey(kc.id, kc.churned)
+	op := kc.CompareAndPut(ctx, CAS{Key: key})
+	if op.Outcome != history.OK || !op.Resp.Succeeded {
+		return
+	}
+	select {
+	case kc.deletes <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	kc.Delete(ctx, key)
+	<-kc.deletes
 }
 
 func (kc *kvClient) get(ctx context.Context, k int) {
