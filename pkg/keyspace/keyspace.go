@@ -94,15 +94,17 @@ func HasForeignWriters(key string) bool {
 }
 
 // LinearizableRead reports whether op is an answered read that promises
-// linearizability: a get or range not sent serializable, or a txn whose
-// else branch read its key.
+// linearizability of the current state: a get or range not sent
+// serializable nor at a revision, or a txn whose else branch read its key.
 func LinearizableRead(op *history.Operation) bool {
 	if op.Outcome != history.OK || op.Resp == nil || op.Serializable {
 		return false
 	}
 	switch op.Kind {
 	case history.Get, history.Range:
-		return true
+		// A read at a revision is linearizable too, but it shows the
+		// store as it was then, not now.
+		return op.Revision == 0
 	case history.Txn:
 		return !op.Resp.Succeeded
 	}

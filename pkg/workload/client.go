@@ -115,6 +115,37 @@ func (c *client) Range(ctx context.Context, key, end string, limit int64) histor
 	})
 }
 
+// GetAt reads key as the store was at revision rev, linearizably: etcd
+// answers from its history, or refuses a revision it compacted away
+// (ErrCompacted) or has not reached (ErrFutureRev), both recorded fail.
+func (c *client) GetAt(ctx context.Context, key string, rev int64) history.Operation {
+	op := history.Operation{Kind: history.Get, Key: key, Revision: rev}
+	return c.do(ctx, op, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Get(ctx, key, clientv3.WithRev(rev))
+		if err != nil {
+			return nil, err
+		}
+		return rangeResponse(resp), nil
+	})
+}
+
+// RangeAt reads the keys in [key, end) as the store was at revision rev, at
+// most limit of them (0: all): a page of a list at one revision.
+func (c *client) RangeAt(ctx context.Context, key, end string, limit, rev int64) history.Operation {
+	op := history.Operation{Kind: history.Range, Key: key, End: end, Limit: limit, Revision: rev}
+	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithRev(rev)}
+	if limit > 0 {
+		opts = append(opts, clientv3.WithLimit(limit))
+	}
+	return c.do(ctx, op, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Get(ctx, key, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return rangeResponse(resp), nil
+	})
+}
+
 // Put writes a value unique to the run to key, attached to lease unless it
 // is 0.
 func (c *client) Put(ctx context.Context, key string, lease int64) history.Operation {
