@@ -58,6 +58,23 @@ func KVKey(i int) string { return fmt.Sprintf("%sk%03d", KVPrefix, i) }
 // used once in a run.
 func ChurnKey(c, n int) string { return fmt.Sprintf("%schurn/c%d-%d", KVPrefix, c, n) }
 
+// KubePrefix holds the kubernetes profile's objects, under KVPrefix so the
+// watchers and the final read cover them.
+const KubePrefix = KVPrefix + "pods/"
+
+// KubeKey returns the key of the kubernetes profile's i-th object.
+func KubeKey(i int) string { return fmt.Sprintf("%sp%03d", KubePrefix, i) }
+
+// KubeIndex is the inverse of KubeKey.
+func KubeIndex(key string) (int, bool) {
+	s, ok := strings.CutPrefix(key, KubePrefix+"p")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(s)
+	return i, err == nil && i >= 0
+}
+
 // PrefixEnd is the range end that covers every key starting with prefix,
 // as clientv3.GetPrefixRangeEnd computes it.
 func PrefixEnd(prefix string) string {

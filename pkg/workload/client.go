@@ -36,6 +36,9 @@ type client struct {
 	// so their caller's deadline holds.
 	detach bool
 	stats  Stats
+	// lastRev is the highest header revision this client was answered
+	// with, for traffic that chooses revisions to read at.
+	lastRev int64
 }
 
 // do records op around call. op needs its Kind and request fields; do fills
@@ -69,6 +72,9 @@ func (c *client) finish(op *history.Operation, err error, resp *history.Response
 		op.Resp = nil
 	} else {
 		op.Resp = resp
+		if resp != nil && !op.Serializable {
+			c.lastRev = max(c.lastRev, resp.Revision)
+		}
 	}
 	c.rec.AddOperation(*op)
 	c.stats.add(op)

@@ -52,6 +52,9 @@ type Mix struct {
 	// Churn creates a key no one used before (a txn on mod revision 0)
 	// and, once that is acknowledged, deletes it: two recorded operations.
 	Churn int
+	// ReadAt gets a key at a recent revision (WithRev): some below a
+	// compaction, some not yet reached.
+	ReadAt int
 }
 
 // DefaultMix favours unique writes and reads. Deletes and revokes are
@@ -63,22 +66,24 @@ var DefaultMix = Mix{Put: 30, Get: 30, Range: 10, Txn: 20, Delete: 3, LeasePut: 
 // and churn keys created and deleted at once. A delete still waits for the
 // one in flight (see kvShared.deletes), so the checker's search stays
 // bounded; a drawn delete that cannot go is a get.
-var DeleteHeavyMix = Mix{Put: 20, Get: 20, Range: 10, Txn: 10, Delete: 25, Churn: 15}
+var DeleteHeavyMix = Mix{Put: 20, Get: 15, Range: 10, Txn: 10, Delete: 25, Churn: 15, ReadAt: 5}
 
 func (m Mix) total() int {
-	return m.Put + m.Get + m.Range + m.Txn + m.Delete + m.LeasePut + m.Revoke + m.Churn
+	return m.Put + m.Get + m.Range + m.Txn + m.Delete + m.LeasePut + m.Revoke + m.Churn + m.ReadAt
 }
 
 // Traffic profiles (Config.Profile).
 const (
 	ProfileDefault     = "default"
 	ProfileDeleteHeavy = "delete-heavy"
+	ProfileKubernetes  = "kubernetes"
 )
 
 // Profiles lists every profile with its one-line meaning, for --help.
 var Profiles = []struct{ Name, Meaning string }{
 	{ProfileDefault, "puts, gets, ranges, txns on mod revision, rare deletes and lease puts over the key pool"},
-	{ProfileDeleteHeavy, "as many deletes as writes, plus keys created and at once deleted (churn)"},
+	{ProfileDeleteHeavy, "as many deletes as writes, plus keys created and at once deleted (churn), and gets at recent revisions"},
+	{ProfileKubernetes, "apiserver-shaped: objects created and updated by txn on mod revision, deleted, listed in pages at one revision, watched from the list's revision"},
 }
 
 // Config configures KV traffic. Zero fields take the documented defaults.
@@ -100,7 +105,8 @@ type Config struct {
 	// Profile shapes the traffic (see Profiles; default ProfileDefault).
 	Profile string
 	// Mix weighs the request types (default DefaultMix, or DeleteHeavyMix
-	// for ProfileDeleteHeavy).
+	// for ProfileDeleteHeavy). The kubernetes profile has a shape of its
+	// own and ignores it.
 	Mix Mix
 	// OpTimeout bounds one request (default 2s). A request that times out is
 	// recorded with outcome unknown.
@@ -129,7 +135,7 @@ func (cfg Config) withDefaults() (Config, error) {
 			cfg.Clients, cfg.PinnedClients, cfg.Keys, cfg.Rate, cfg.OpTimeout)
 	}
 	m := cfg.Mix
-	if m.Put < 0 || m.Get < 0 || m.Range < 0 || m.Txn < 0 || m.Delete < 0 || m.LeasePut < 0 || m.Revoke < 0 || m.Churn < 0 {
+	if m.Put < 0 || m.Get < 0 || m.Range < 0 || m.Txn < 0 || m.Delete < 0 || m.LeasePut < 0 || m.Revoke < 0 || m.Churn < 0 || m.ReadAt < 0 {
 		return cfg, fmt.Errorf("workload: Mix weights must not be negative (got %+v)", m)
 	}
 	if cfg.CompactInterval < 0 || cfg.CompactKeep < 0 || cfg.DefragInterval < 0 {
@@ -163,9 +169,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	switch cfg.Profile {
 	case "":
 		cfg.Profile = ProfileDefault
-	case ProfileDefault, ProfileDeleteHeavy:
+	case ProfileDefault, ProfileDeleteHeavy, ProfileKubernetes:
 	default:
-		return cfg, fmt.Errorf("workload: unknown traffic profile %q; want %s or %s", cfg.Profile, ProfileDefault, ProfileDeleteHeavy)
+		return cfg, fmt.Errorf("workload: unknown traffic profile %q; want %s, %s or %s", cfg.Profile, ProfileDefault, ProfileDeleteHeavy, ProfileKubernetes)
 	}
 	if m.total() == 0 {
 		cfg.Mix = DefaultMix
@@ -393,7 +399,11 @@ func (kc *kvClient) run(ctx context.Context) {
 			}
 		}
 		before := kc.stats.OK
-		kc.step(ctx)
+		if kc.cfg.Profile == ProfileKubernetes {
+			kc.kubeStep(ctx)
+		} else {
+			kc.step(ctx)
+		}
 		if kc.stats.OK > before {
 			backoff = 0
 			continue
@@ -449,6 +459,12 @@ func (kc *kvClient) step(ctx context.Context) {
 		return
 	case draw(m.Churn):
 		kc.churn(ctx)
+		return
+	case draw(m.ReadAt):
+		// A recent revision: a few not reached yet, some compacted away
+		// when compaction runs.
+		rev := max(1, kc.lastRev+2-int64(kc.rnd.Intn(2*int(kc.cfg.CompactKeep)+2)))
+		kc.GetAt(ctx, kc.keys[k], rev)
 		return
 	default:
 		if len(kc.leases) > 0 {
