@@ -89,8 +89,10 @@ func HasForeignWriters(key string) bool {
 }
 
 // LinearizableRead reports whether op is an answered read that promises
-// linearizability: a get or range not sent serializable, or a txn whose
-// else branch read its key.
+// linearizability: a get or range not sent serializable, or a failed txn
+// whose else branch read its key. A failed value-compare txn without an
+// else branch is not one: it read nothing, and taking its empty answer for
+// "the key is absent" would invent a missing key.
 func LinearizableRead(op *history.Operation) bool {
 	if op.Outcome != history.OK || op.Resp == nil || op.Serializable {
 		return false
@@ -99,7 +101,7 @@ func LinearizableRead(op *history.Operation) bool {
 	case history.Get, history.Range:
 		return true
 	case history.Txn:
-		return !op.Resp.Succeeded
+		return !op.Resp.Succeeded && op.ElseReads()
 	}
 	return false
 }

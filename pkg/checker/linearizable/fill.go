@@ -278,7 +278,7 @@ func (f *fast) consistent(k int32, s *keyState, e keyEvent) (ok, blind bool) {
 	case history.Get:
 		return same(op.Resp.KVs), false
 	case history.Txn:
-		if op.ExpectValue != nil {
+		if !op.ElseReads() {
 			return !compares, false // no else branch: it shows only that the compare failed
 		}
 		return !compares && same(op.Resp.KVs), false

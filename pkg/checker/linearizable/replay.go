@@ -292,7 +292,7 @@ func (f *fast) processReads(rev int64) {
 			k := f.st.keyIdx[op.Key]
 			if f.compares(k, op) {
 				f.stateViolation(k, rev, len(op.Resp.KVs) == 0, "%s failed its compare at revision %d, but %s's mod revision was %d and value %q, as expected", f.desc(p), rev, op.Key, f.st.ks[k].mod, f.st.ks[k].value)
-			} else if op.ExpectValue == nil { // a value compare has no else branch to read
+			} else if op.ElseReads() { // a value compare without else_get has no else branch to read
 				f.compareKey(p, k, op.Resp.KVs, rev)
 			}
 		case history.Delete:
