@@ -115,10 +115,15 @@ type Operation struct {
 	ExpectModRev int64 `json:"expect_mod_rev,omitempty"`
 	// ExpectValue, when set, makes a txn a compare-and-set on the value:
 	// if value(Key)==*ExpectValue then put Key=Value, else nothing (the
-	// txn has no else branch, so a failed one returns no keys). As in
-	// etcd, a value compare on a missing key fails. A pointer, because
-	// comparing against the empty value is a different compare from none.
+	// txn has no else branch, so a failed one returns no keys), or with
+	// ElseGet, else get Key. As in etcd, a value compare on a missing key
+	// fails. A pointer, because comparing against the empty value is a
+	// different compare from none.
 	ExpectValue *string `json:"expect_value,omitempty"`
+	// ElseGet gives a value-compare txn an else branch that gets Key, as
+	// a revision-compare txn always has: a failed one returns the key as
+	// the store held it (no keys: absent). Only with ExpectValue.
+	ElseGet bool `json:"else_get,omitempty"`
 	// Limit bounds a range; 0 means no limit.
 	Limit int64 `json:"limit,omitempty"`
 	// Revision is the revision a compact compacts at, or the revision a
@@ -138,6 +143,14 @@ type Operation struct {
 	Outcome Outcome   `json:"outcome"`
 	Error   string    `json:"error,omitempty"`
 	Resp    *Response `json:"resp,omitempty"`
+}
+
+// ElseReads reports whether op is a txn whose else branch gets its key, so
+// that a failed one is a read of the key: every revision-compare txn, and a
+// value-compare txn with ElseGet. A failed value-compare txn without it
+// read nothing, and its empty KVs say nothing about the key.
+func (op *Operation) ElseReads() bool {
+	return op.Kind == Txn && (op.ExpectValue == nil || op.ElseGet)
 }
 
 // Event is one event of a watch response.

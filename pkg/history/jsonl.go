@@ -263,9 +263,11 @@ func validateOp(op *Operation, noRevisions bool) error {
 		if op.ExpectModRev != 0 {
 			return fmt.Errorf("operation %d: a txn compares either expect_value or expect_mod_rev, not both", op.ID)
 		}
-		if op.Outcome == OK && !op.Resp.Succeeded && len(op.Resp.KVs) > 0 {
-			return fmt.Errorf("operation %d: a failed value-compare txn returns no keys (it has no else branch)", op.ID)
+		if !op.ElseGet && op.Outcome == OK && !op.Resp.Succeeded && len(op.Resp.KVs) > 0 {
+			return fmt.Errorf("operation %d: a failed value-compare txn without else_get returns no keys (it has no else branch)", op.ID)
 		}
+	} else if op.ElseGet {
+		return fmt.Errorf("operation %d: else_get on a %s without expect_value; only a value-compare txn takes it (a revision-compare txn always gets its key on failure)", op.ID, op.Kind)
 	}
 	if noRevisions {
 		// Without revisions only absence can be compared by revision.

@@ -75,7 +75,9 @@ func TestReadRejectsBadInput(t *testing.T) {
 		{"ok get without revision", lines[0] + `{"type":"op","id":8,"kind":"get","key":"k","call":1,"return":2,"outcome":"ok","resp":{"kvs":[{"key":"k","value":"v","mod_rev":0}]}}` + "\n", `line 2: operation 8: ok get without a header revision`},
 		{"value compare on a put", lines[0] + `{"type":"op","id":1,"kind":"put","key":"k","value":"v","expect_value":"a","call":1,"return":2,"outcome":"fail"}` + "\n", "line 2: operation 1: expect_value on a put"},
 		{"two compares", lines[0] + `{"type":"op","id":1,"kind":"txn","key":"k","value":"v","expect_value":"a","expect_mod_rev":3,"call":1,"return":2,"outcome":"fail"}` + "\n", "line 2: operation 1: a txn compares either"},
-		{"failed value txn with keys", lines[0] + `{"type":"op","id":1,"kind":"txn","key":"k","value":"v","expect_value":"a","call":1,"return":2,"outcome":"ok","resp":{"rev":3,"kvs":[{"key":"k","value":"b","mod_rev":2}]}}` + "\n", "line 2: operation 1: a failed value-compare txn returns no keys"},
+		{"failed value txn with keys", lines[0] + `{"type":"op","id":1,"kind":"txn","key":"k","value":"v","expect_value":"a","call":1,"return":2,"outcome":"ok","resp":{"rev":3,"kvs":[{"key":"k","value":"b","mod_rev":2}]}}` + "\n", "line 2: operation 1: a failed value-compare txn without else_get returns no keys"},
+		{"else_get without a value compare", lines[0] + `{"type":"op","id":1,"kind":"txn","key":"k","value":"v","expect_mod_rev":3,"else_get":true,"call":1,"return":2,"outcome":"fail"}` + "\n", "line 2: operation 1: else_get on a txn without expect_value"},
+		{"else_get on a get", lines[0] + `{"type":"op","id":1,"kind":"get","key":"k","else_get":true,"call":1,"return":2,"outcome":"fail"}` + "\n", "line 2: operation 1: else_get on a get"},
 		{"mod revision compare without revisions", `{"type":"meta","format":1,"seed":1,"started":"2026-01-01T00:00:00Z","no_revisions":true}` + "\n" + `{"type":"op","id":1,"kind":"txn","key":"k","value":"v","expect_mod_rev":3,"call":1,"return":2,"outcome":"fail"}` + "\n", "line 2: operation 1: a txn comparing mod revision 3 in a history with no_revisions"},
 	}
 	for _, tc := range cases {
@@ -107,6 +109,7 @@ func TestNoRevisionsAndValueCompareRoundTrip(t *testing.T) {
 			{ID: 2, Kind: Txn, Key: "k", Value: "2", ExpectValue: &one, Call: 3, Return: 4, Outcome: OK, Resp: &Response{Succeeded: true}},
 			{ID: 3, Kind: Txn, Key: "k", Value: "3", ExpectValue: &empty, Call: 5, Return: 6, Outcome: OK, Resp: &Response{}},
 			{ID: 4, Kind: Get, Key: "k", Call: 7, Return: 8, Outcome: OK, Resp: &Response{KVs: []KV{{Key: "k", Value: "2"}}}},
+			{ID: 5, Kind: Txn, Key: "k", Value: "5", ExpectValue: &one, ElseGet: true, Call: 9, Return: 10, Outcome: OK, Resp: &Response{KVs: []KV{{Key: "k", Value: "2"}}}},
 		},
 	}
 	var buf bytes.Buffer
@@ -128,6 +131,15 @@ func TestNoRevisionsAndValueCompareRoundTrip(t *testing.T) {
 	}
 	if ev := got.Operations[1].ExpectValue; ev == nil || *ev != "1" {
 		t.Fatalf("the compare against 1 became %v", ev)
+	}
+	// Which failed txns read their key: a value compare only with else_get.
+	for i, want := range []bool{false, false, false, false, true} {
+		if op := &got.Operations[i]; op.ElseReads() != want {
+			t.Errorf("op %d (%s, else_get %v): ElseReads %v, want %v", op.ID, op.Kind, op.ElseGet, op.ElseReads(), want)
+		}
+	}
+	if rev := (&Operation{Kind: Txn, ExpectModRev: 3}); !rev.ElseReads() {
+		t.Error("a revision-compare txn's else branch gets its key")
 	}
 }
 

@@ -112,7 +112,10 @@ func HasForeignWriters(key string) bool {
 
 // LinearizableRead reports whether op is an answered read that promises
 // linearizability of the current state: a get or range not sent
-// serializable nor at a revision, or a txn whose else branch read its key.
+// serializable nor at a revision, or a failed txn whose else branch read
+// its key. A failed value-compare txn without an else branch is not one:
+// it read nothing, and taking its empty answer for "the key is absent"
+// would invent a missing key.
 func LinearizableRead(op *history.Operation) bool {
 	if op.Outcome != history.OK || op.Resp == nil || op.Serializable {
 		return false
@@ -123,7 +126,7 @@ func LinearizableRead(op *history.Operation) bool {
 		// store as it was then, not now.
 		return op.Revision == 0
 	case history.Txn:
-		return !op.Resp.Succeeded
+		return !op.Resp.Succeeded && op.ElseReads()
 	}
 	return false
 }

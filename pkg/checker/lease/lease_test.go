@@ -151,6 +151,20 @@ func TestExpiry(t *testing.T) {
 		b.get(20, "/lease-expire/a", 2, kv("/lease-expire/a", "a1", 2, 7))
 		expect(t, find(t, Check(&b.h, Options{ExpiryTolerance: 10 * 1e9, LooseTolerance: 30 * 1e9}), Expiry), verdict.Pass, 0, 1)
 	})
+	// A failed value-compare txn without an else branch read nothing: its
+	// empty answer is no sign the key is gone. With else_get it is a read.
+	t.Run("a failed value compare without else branch sees nothing", func(t *testing.T) {
+		for _, elseGet := range []bool{false, true} {
+			b := expiring()
+			zz := "zz"
+			b.add(2, history.Operation{Kind: history.Txn, Key: "/lease-expire/a", Value: "a2", ExpectValue: &zz, ElseGet: elseGet, Resp: &history.Response{Revision: 2}})
+			want := "1 never observed gone"
+			if elseGet {
+				want = "First seen gone 2s"
+			}
+			expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 0, want)
+		}
+	})
 	t.Run("kept-alive lease is not judged", func(t *testing.T) {
 		b := expiring()
 		b.keepalive(3, 7, 5, history.OK, "")

@@ -19,19 +19,19 @@ type keyEvent struct {
 // failed).
 func (f *fast) classify() bool {
 	byValue, keySet, initial, ok := f.assignRoles()
-	if !ok || len(f.definite) > 0 {
+	if !ok || len(f.found.definite) > 0 {
 		return false
 	}
 	n := len(f.ops)
 	// Foreign writes may take most revisions; the replay's per-revision
 	// arrays cost 16 bytes each, so a few million stay cheap.
-	if limit := int64(4*n + 1024); f.maxRev-f.base > limit && !(f.cfg.foreign && f.maxRev-f.base <= max(16*limit, foreignRevisionLimit)) {
-		f.undecide("the store reached revision %d, far beyond what %d operations can produce", f.maxRev, n)
+	if limit := int64(4*n + 1024); f.place.maxRev-f.place.base > limit && !(f.cfg.foreign && f.place.maxRev-f.place.base <= max(16*limit, foreignRevisionLimit)) {
+		f.undecide("the store reached revision %d, far beyond what %d operations can produce", f.place.maxRev, n)
 		return false
 	}
 	f.indexKeys(keySet)
 	f.pinWrites(byValue, initial)
-	if len(f.definite) > 0 {
+	if len(f.found.definite) > 0 {
 		return false
 	}
 	f.indexEvents()
@@ -44,8 +44,8 @@ func (f *fast) classify() bool {
 // when values are not unique or a grant cannot be placed.
 func (f *fast) assignRoles() (byValue map[string]int32, keySet map[string]struct{}, initial map[string]history.KV, ok bool) {
 	n := len(f.ops)
-	f.role = make([]role, n)
-	f.rev = make([]int64, n)
+	f.place.role = make([]role, n)
+	f.place.rev = make([]int64, n)
 	byValue = make(map[string]int32, n/2)
 	keySet = map[string]struct{}{}
 	// Values the store started with: a read may return them until they
@@ -57,7 +57,7 @@ func (f *fast) assignRoles() (byValue map[string]int32, keySet map[string]struct
 			keySet[kv.Key] = struct{}{}
 		}
 	}
-	f.maxRev = f.base
+	f.place.maxRev = f.place.base
 	for i, op := range f.ops {
 		if op.Kind != history.LeaseGrant && op.Kind != history.LeaseRevoke && op.Kind != history.LeaseKeepAlive {
 			keySet[op.Key] = struct{}{}
@@ -77,48 +77,48 @@ func (f *fast) assignRoles() (byValue map[string]int32, keySet map[string]struct
 					return nil, nil, nil, false
 				}
 			case history.Put, history.Txn, history.Delete, history.LeaseRevoke:
-				f.role[i] = roleCand
+				f.place.role[i] = roleCand
 			}
 			continue
 		}
 		r := op.Resp
-		f.rev[i] = r.Revision
+		f.place.rev[i] = r.Revision
 		switch op.Kind {
 		case history.Put:
-			f.role[i] = roleWrite
+			f.place.role[i] = roleWrite
 		case history.Txn:
-			f.role[i] = roleRead
+			f.place.role[i] = roleRead
 			if r.Succeeded {
-				f.role[i] = roleWrite
+				f.place.role[i] = roleWrite
 			}
 		case history.Delete:
-			f.role[i] = roleRead
+			f.place.role[i] = roleRead
 			if r.Deleted > 0 {
-				f.role[i] = roleWrite
+				f.place.role[i] = roleWrite
 			}
 		case history.Get, history.Range:
-			f.role[i] = roleRead
+			f.place.role[i] = roleRead
 		case history.LeaseGrant:
 			if r.Revision == 0 {
 				f.undecide("a lease grant carries no header revision")
 				return nil, nil, nil, false
 			}
-			f.role[i] = roleRead
+			f.place.role[i] = roleRead
 		case history.LeaseRevoke:
-			f.role[i] = rolePending
+			f.place.role[i] = rolePending
 		case history.LeaseKeepAlive:
-			f.role[i] = roleKeepAlive
-			f.kaLast[op.Lease] = max(f.kaLast[op.Lease], op.Call)
+			f.place.role[i] = roleKeepAlive
+			f.place.kaLast[op.Lease] = max(f.place.kaLast[op.Lease], op.Call)
 			continue
 		}
-		if r.Revision < f.base {
-			f.violate("%s returned header revision %d, below the initial revision %d", f.desc(int32(i)), r.Revision, f.base)
-			f.role[i] = roleNone
+		if r.Revision < f.place.base {
+			f.violate("%s returned header revision %d, below the initial revision %d", f.desc(int32(i)), r.Revision, f.place.base)
+			f.place.role[i] = roleNone
 			continue
 		}
-		f.maxRev = max(f.maxRev, r.Revision)
+		f.place.maxRev = max(f.place.maxRev, r.Revision)
 		for _, kv := range r.KVs {
-			f.maxRev = max(f.maxRev, kv.ModRevision)
+			f.place.maxRev = max(f.place.maxRev, kv.ModRevision)
 			keySet[kv.Key] = struct{}{}
 		}
 	}
@@ -140,20 +140,20 @@ func (f *fast) indexKeys(keySet map[string]struct{}) {
 	if f.cfg.init != nil {
 		for _, kv := range f.cfg.init.KVs {
 			s := &f.st.ks[f.st.keyIdx[kv.Key]]
-			s.present, s.value, s.mod, s.lease, s.lastPinned = true, kv.Value, kv.ModRevision, kv.Lease, f.base
+			s.present, s.value, s.mod, s.lease, s.lastPinned = true, kv.Value, kv.ModRevision, kv.Lease, f.place.base
 			if kv.Lease != 0 {
 				f.st.leases[kv.Lease] = true
 				f.st.leaseKey[kv.Lease]++
 			}
 		}
 	}
-	size := f.maxRev - f.base + 1
-	f.owner = make([]int32, size)
-	f.readHead = make([]int32, size)
-	for i := range f.owner {
-		f.owner[i], f.readHead[i] = -1, -1
+	size := f.place.maxRev - f.place.base + 1
+	f.place.owner = make([]int32, size)
+	f.place.readHead = make([]int32, size)
+	for i := range f.place.owner {
+		f.place.owner[i], f.place.readHead[i] = -1, -1
 	}
-	f.readNext = make([]int32, n)
+	f.place.readNext = make([]int32, n)
 
 }
 
@@ -163,8 +163,8 @@ func (f *fast) indexKeys(keySet map[string]struct{}) {
 func (f *fast) pinWrites(byValue map[string]int32, initial map[string]history.KV) {
 	// Pin known writes at their revisions.
 	for i := range f.ops {
-		if f.role[i] == roleWrite {
-			f.claim(int32(i), f.rev[i])
+		if f.place.role[i] == roleWrite {
+			f.claim(int32(i), f.place.rev[i])
 		}
 	}
 	// Pin unknown writes whose unique value was read back.
@@ -193,14 +193,14 @@ func (f *fast) pinWrites(byValue map[string]int32, initial map[string]history.KV
 				f.violate("%s read value %q under %s, but %s wrote it under %s", f.desc(int32(i)), kv.Value, kv.Key, f.desc(w), wop.Key)
 			case kv.ModRevision > op.Resp.Revision:
 				f.violate("%s returned %s at mod revision %d, after its own header revision %d", f.desc(int32(i)), kv.Key, kv.ModRevision, op.Resp.Revision)
-			case f.role[w] == roleWrite || f.role[w] == roleFiller:
-				if f.rev[w] != kv.ModRevision {
-					f.violate("%s read %s=%q at mod revision %d, but %s wrote it at revision %d", f.desc(int32(i)), kv.Key, kv.Value, kv.ModRevision, f.desc(w), f.rev[w])
+			case f.place.role[w] == roleWrite || f.place.role[w] == roleFiller:
+				if f.place.rev[w] != kv.ModRevision {
+					f.violate("%s read %s=%q at mod revision %d, but %s wrote it at revision %d", f.desc(int32(i)), kv.Key, kv.Value, kv.ModRevision, f.desc(w), f.place.rev[w])
 				}
-			case f.role[w] == roleCand:
-				f.rev[w] = kv.ModRevision
+			case f.place.role[w] == roleCand:
+				f.place.rev[w] = kv.ModRevision
 				f.claim(w, kv.ModRevision)
-				f.role[w] = roleWrite
+				f.place.role[w] = roleWrite
 			default:
 				// An OK txn whose compare failed wrote nothing.
 				f.violate("%s read %s=%q, but %s that would have written it did not take effect", f.desc(int32(i)), kv.Key, kv.Value, f.desc(w))
@@ -214,28 +214,28 @@ func (f *fast) pinWrites(byValue map[string]int32, initial map[string]history.KV
 // order for the fillers' lookahead.
 func (f *fast) indexEvents() {
 	for i, op := range f.ops {
-		if op.Lease != 0 && (f.role[i] == roleWrite || f.role[i] == rolePending) {
-			f.leaseUse[op.Lease] = max(f.leaseUse[op.Lease], f.rev[i])
+		if op.Lease != 0 && (f.place.role[i] == roleWrite || f.place.role[i] == rolePending) {
+			f.place.leaseUse[op.Lease] = max(f.place.leaseUse[op.Lease], f.place.rev[i])
 		}
 	}
 	// Index reads by revision and key events for lookahead.
 	for i := len(f.ops) - 1; i >= 0; i-- {
-		if f.role[i] == roleRead || f.role[i] == rolePending {
-			r := f.rev[i] - f.base
-			f.readNext[i] = f.readHead[r]
-			f.readHead[r] = int32(i)
+		if f.place.role[i] == roleRead || f.place.role[i] == rolePending {
+			r := f.place.rev[i] - f.place.base
+			f.place.readNext[i] = f.place.readHead[r]
+			f.place.readHead[r] = int32(i)
 		}
 	}
 	// Each key's events in position order, with no sort: walk the
 	// revisions, each one's write (position 2*rev) before what was read at
 	// it (2*rev+1, in op order).
-	for r := range f.owner {
-		rev := f.base + int64(r)
-		if w := f.owner[r]; w >= 0 && f.role[w] == roleWrite {
+	for r := range f.place.owner {
+		rev := f.place.base + int64(r)
+		if w := f.place.owner[r]; w >= 0 && f.place.role[w] == roleWrite {
 			f.addEvents(w, 2*rev)
 		}
-		for p := f.readHead[r]; p >= 0; p = f.readNext[p] {
-			if f.role[p] == roleRead {
+		for p := f.place.readHead[r]; p >= 0; p = f.place.readNext[p] {
+			if f.place.role[p] == roleRead {
 				f.addEvents(p, 2*rev+1)
 			}
 		}
@@ -247,11 +247,11 @@ func (f *fast) indexEvents() {
 const foreignRevisionLimit = 1 << 22
 
 func (f *fast) claim(i int32, rev int64) {
-	if rev <= f.base || rev > f.maxRev {
-		f.violate("%s took revision %d, outside the store's revisions (%d, %d]", f.desc(i), rev, f.base, f.maxRev)
+	if rev <= f.place.base || rev > f.place.maxRev {
+		f.violate("%s took revision %d, outside the store's revisions (%d, %d]", f.desc(i), rev, f.place.base, f.place.maxRev)
 		return
 	}
-	o := &f.owner[rev-f.base]
+	o := &f.place.owner[rev-f.place.base]
 	if *o >= 0 && *o != i {
 		f.violate("revision %d was created twice: by %s and by %s", rev, f.desc(*o), f.desc(i))
 		return

@@ -42,19 +42,21 @@ const (
 	roleKeepAlive      // carries no revision; checked against grants and revokes
 )
 
-// fast is one pass of the fast path, in parts that change at different
-// times: what classify derives from the history (placement), the replayed
-// store and the replay's progress, what the pass learned for the next one
-// (passHints), and what it concluded (findings).
+// fast is one pass of the fast path. Its parts change at different times,
+// and each use names the part it touches: the input (ops, cfg), what
+// earlier passes learned (hints, read-only until learn), the pass's
+// scratch (place: classify's roles and indexes; st and prog: the replayed
+// store and the replay's progress), what this pass learned for the next
+// (learned), and what it concluded (found).
 type fast struct {
-	ops   []*history.Operation // in call order
-	cfg   config
-	hints *hints // carried from pass to pass; learn extends them
-	st    kvStore
-	placement
-	progress
-	passHints
-	findings
+	ops     []*history.Operation // in call order
+	cfg     config
+	hints   *hints // carried from pass to pass; learn extends them
+	place   placement
+	st      kvStore
+	prog    progress
+	learned passHints
+	found   findings
 }
 
 // placement is where classify puts each operation, and the indexes the
@@ -106,13 +108,13 @@ type findings struct {
 }
 
 func (f *fast) violate(format string, args ...any) {
-	f.definite = append(f.definite, fmt.Sprintf(format, args...))
+	f.found.definite = append(f.found.definite, fmt.Sprintf(format, args...))
 }
 
 func (f *fast) undecide(format string, args ...any) {
-	if f.undecided == "" {
-		f.undecidedAt = f.cur
-		f.undecided = fmt.Sprintf(format, args...)
+	if f.found.undecided == "" {
+		f.found.undecidedAt = f.prog.cur
+		f.found.undecided = fmt.Sprintf(format, args...)
 	}
 }
 
@@ -135,26 +137,26 @@ func fastRun(ctx context.Context, ops []*history.Operation, cfg config, h *hints
 			base = cfg.init.Revision
 		}
 		f := &fast{ops: ops, cfg: cfg, hints: h,
-			st:        kvStore{leases: map[int64]bool{}, leaseKey: map[int64]int{}, keyIdx: map[string]int32{}},
-			placement: placement{base: base, kaLast: map[int64]int64{}, leaseUse: map[int64]int64{}},
-			progress:  progress{snapAt: snapAt, revoked: map[int64]bool{}, lastFiller: fillAt{op: -1}},
-			passHints: passHints{gapHint: fillAt{op: -1}}}
+			st:      kvStore{leases: map[int64]bool{}, leaseKey: map[int64]int{}, keyIdx: map[string]int32{}},
+			place:   placement{base: base, kaLast: map[int64]int64{}, leaseUse: map[int64]int64{}},
+			prog:    progress{snapAt: snapAt, revoked: map[int64]bool{}, lastFiller: fillAt{op: -1}},
+			learned: passHints{gapHint: fillAt{op: -1}}}
 		if !f.classify() {
 			return f.result(), f
 		}
 		f.replay(ctx)
-		if len(f.definite) == 0 && f.undecided == "" {
+		if len(f.found.definite) == 0 && f.found.undecided == "" {
 			f.sweep()
 			f.checkKeepAlives()
-			if len(f.definite) == 0 && f.undecided == "" {
+			if len(f.found.definite) == 0 && f.found.undecided == "" {
 				f.placeKeepAlives()
 			}
-		} else if len(f.definite) > 0 {
+		} else if len(f.found.definite) > 0 {
 			f.sweep() // real-time violations add detail to a failure
 		}
 		// A wrong guess about an unknown write shows up as a contradiction
 		// that is not certain; learn from it and replay, a few times.
-		if len(f.definite) > 0 || f.undecided == "" || pass >= maxPasses || ctx.Err() != nil || !f.learn() {
+		if len(f.found.definite) > 0 || f.found.undecided == "" || pass >= maxPasses || ctx.Err() != nil || !f.learn() {
 			return f.result(), f
 		}
 	}
@@ -170,9 +172,9 @@ func passes(n int) int {
 }
 
 func (f *fast) result() fastResult {
-	r := fastResult{definite: f.definite, undecided: f.undecided, revisions: max(0, f.maxRev-f.base), filled: f.filled, foreign: f.foreign}
+	r := fastResult{definite: f.found.definite, undecided: f.found.undecided, revisions: max(0, f.place.maxRev-f.place.base), filled: f.found.filled, foreign: f.found.foreign}
 	if len(r.definite) == 0 && r.undecided == "" {
-		r.lin, r.keys = f.lin, f.st.keys
+		r.lin, r.keys = f.found.lin, f.st.keys
 	}
 	return r
 }

@@ -35,8 +35,10 @@ func (f *fast) chooseFiller(rev int64, cands []int32, used []bool, deadline int6
 
 func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64, freshOnly bool) int {
 	n := f.eligible(cands, deadline)
-	quiet := -1
-	quietDue := int64(math.MaxInt64)
+	// quiet is the optional write with the earliest deadline; spare the
+	// same among those that may fit no later gap (see below).
+	quiet, spare := -1, -1
+	quietDue, spareDue := int64(math.MaxInt64), int64(math.MaxInt64)
 	type job struct {
 		c   int
 		due int64
@@ -46,7 +48,7 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 	scanned := 0
 	for c := n - 1; c >= 0 && scanned < scanLimit; c-- {
 		op := f.ops[cands[c]]
-		if used[c] || freshOnly && op.Return < f.lowTime && !isExpiry(op) {
+		if used[c] || freshOnly && op.Return < f.prog.lowTime && !isExpiry(op) {
 			// An expiry has no client to give up on it: from its earliest
 			// time on it is as likely at any gap (etcd restarts every
 			// lease's TTL when a new leader is elected, so under faults it
@@ -67,8 +69,17 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 			if j, ok := needed[key]; !ok || due < j.due {
 				needed[key] = job{c, due}
 			}
-		case quiet < 0 || due < quietDue:
-			quiet, quietDue = c, due
+		default:
+			if quiet < 0 || due < quietDue {
+				quiet, quietDue = c, due
+			}
+			// A revoke or expiry whose keys nobody shows again removes
+			// nothing anyone reads, and it fits every later gap as long
+			// as its lease holds keys (once it holds none, nobody needs
+			// it): it is never the write a spare gap must be kept for.
+			if (spare < 0 || due < spareDue) && (op.Kind != history.LeaseRevoke || due != math.MaxInt64) {
+				spare, spareDue = c, due
+			}
 		}
 	}
 	jobs := make([]job, 0, len(needed))
@@ -78,10 +89,10 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 	sort.Slice(jobs, func(a, b int) bool {
 		return jobs[a].due < jobs[b].due || jobs[a].due == jobs[b].due && jobs[a].c < jobs[b].c
 	})
-	next := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > rev })
+	next := sort.Search(len(f.prog.gaps), func(i int) bool { return f.prog.gaps[i] > rev })
 	// later counts the gaps after this one that come before position due.
 	later := func(due int64) int {
-		return sort.Search(len(f.gaps), func(i int) bool { return 2*f.gaps[i] >= due }) - next
+		return sort.Search(len(f.prog.gaps), func(i int) bool { return 2*f.prog.gaps[i] >= due }) - next
 	}
 	for j, jb := range jobs {
 		if later(jb.due) < j+1 {
@@ -91,18 +102,21 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 	if f.cfg.foreign {
 		// An unrecorded write explains a gap at no cost to any key, so
 		// an unknown write nobody needs is better left out.
-		quiet = -1
+		quiet, spare = -1, -1
 	}
 	switch {
 	case quiet >= 0 && later(quietDue) <= 0:
 		return quiet // an optional write that fits only here
-	case quiet >= 0 && len(jobs) > 0 && later(jobs[len(jobs)-1].due)+1 > len(jobs):
+	case spare >= 0 && len(jobs) > 0 && later(jobs[len(jobs)-1].due)+1 > len(jobs):
 		// More gaps come before the last deadline than there are
 		// mandatory writes (expiries among them, which fit any gap
 		// until their deadline), so some gap there needs an optional
 		// write anyway: take one that fits now, as it may fit no later
 		// gap once a mandatory write (a delete, say) has gone first.
-		return quiet
+		// The count sees only writes called by now: one called later
+		// may need a gap before the same deadline, so an optional
+		// write that would fit later too must not take it.
+		return spare
 	case len(jobs) > 0:
 		return jobs[0].c
 	}
@@ -145,7 +159,7 @@ func (f *fast) fits(w int32, rev int64) (fits bool, due int64, needed bool, key 
 		// Comparing with the revoke's own call instead would forbid a
 		// kept-alive lease from ever expiring, as it does once its
 		// keep-alives stop during a fault.
-		if !f.st.leases[l] || f.st.leaseKey[l] == 0 || f.kaLast[l] >= f.minRet[rev-f.base] || f.leaseUsedLater(l, rev) {
+		if !f.st.leases[l] || f.st.leaseKey[l] == 0 || f.place.kaLast[l] >= f.prog.minRet[rev-f.place.base] || f.leaseUsedLater(l, rev) {
 			return false, 0, false, 0
 		}
 		due = math.MaxInt64
@@ -187,9 +201,9 @@ func (f *fast) deletableBefore(k int32, rev, due, lease int64) bool {
 	if gap < 0 || 2*gap >= due {
 		return false
 	}
-	by := f.minRet[gap-f.base]
-	for _, c := range f.deletes[k] {
-		if f.role[c] == roleCand && f.ops[c].Call <= by {
+	by := f.prog.minRet[gap-f.place.base]
+	for _, c := range f.prog.deletes[k] {
+		if f.place.role[c] == roleCand && f.ops[c].Call <= by {
 			return true
 		}
 	}
@@ -199,8 +213,8 @@ func (f *fast) deletableBefore(k int32, rev, due, lease int64) bool {
 	// A lease's expiry removes its keys at a revision of its own, never a
 	// recorded client operation, so a put attached to a lease that later
 	// expired is unseen when the expiry fills a gap before due.
-	for _, c := range f.revokes[lease] {
-		if f.role[c] == roleCand && f.ops[c].Call <= by {
+	for _, c := range f.prog.revokes[lease] {
+		if f.place.role[c] == roleCand && f.ops[c].Call <= by {
 			return true
 		}
 	}
@@ -209,27 +223,27 @@ func (f *fast) deletableBefore(k int32, rev, due, lease int64) bool {
 
 // nextUnowned returns the first revision after rev that no write owns yet,
 // or -1: a gap, or a revision an acknowledged revoke may leave to a filler
-// (f.gaps leaves those out).
+// (f.prog.gaps leaves those out).
 func (f *fast) nextUnowned(rev int64) int64 {
-	g := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > rev })
-	limit := f.maxRev
-	if g < len(f.gaps) {
-		limit = f.gaps[g]
+	g := sort.Search(len(f.prog.gaps), func(i int) bool { return f.prog.gaps[i] > rev })
+	limit := f.place.maxRev
+	if g < len(f.prog.gaps) {
+		limit = f.prog.gaps[g]
 	}
 	// Bounded: revisions with a pending revoke are rare.
 	for r := rev + 1; r < limit && r <= rev+4096; r++ {
-		if f.owner[r-f.base] < 0 {
+		if f.place.owner[r-f.place.base] < 0 {
 			return r
 		}
 	}
-	if g < len(f.gaps) {
-		return f.gaps[g]
+	if g < len(f.prog.gaps) {
+		return f.prog.gaps[g]
 	}
 	return -1
 }
 
 // leaseUsedLater reports whether a certain operation after rev needs lease l.
-func (f *fast) leaseUsedLater(l int64, rev int64) bool { return f.leaseUse[l] >= rev }
+func (f *fast) leaseUsedLater(l int64, rev int64) bool { return f.place.leaseUse[l] >= rev }
 
 // agrees reports whether key k, changed to after at revision rev, agrees
 // with the next operation that shows k, that operation's position, and
@@ -278,7 +292,7 @@ func (f *fast) consistent(k int32, s *keyState, e keyEvent) (ok, blind bool) {
 	case history.Get:
 		return same(op.Resp.KVs), false
 	case history.Txn:
-		if op.ExpectValue != nil {
+		if !op.ElseReads() {
 			return !compares, false // no else branch: it shows only that the compare failed
 		}
 		return !compares && same(op.Resp.KVs), false

@@ -34,18 +34,18 @@ func newHints() *hints { return &hints{banned: map[int32]bool{}, forced: map[int
 // heuristic guessed wrong, and learning them one replay at a time would run
 // out of passes (each of which costs seconds on a million operations).
 func (f *fast) learn() bool {
-	if f.hint == nil {
-		if f.gapHint.op < 0 {
+	if f.learned.hint == nil {
+		if f.learned.gapHint.op < 0 {
 			return false
 		}
-		f.hints.forced[f.gapHint.rev] = f.gapHint.op
+		f.hints.forced[f.learned.gapHint.rev] = f.learned.gapHint.op
 		return true
 	}
-	if !f.learnHint(f.hint) {
+	if !f.learnHint(f.learned.hint) {
 		return false
 	}
-	for i := range f.extra {
-		f.learnHint(&f.extra[i])
+	for i := range f.learned.extra {
+		f.learnHint(&f.learned.extra[i])
 	}
 	return true
 }
@@ -62,12 +62,12 @@ const maxExtraHints = 256
 // and a wrong one costs a good candidate everywhere, so only forced
 // placements are taken this way.
 func (f *fast) noteExtraHint(h hintAt) {
-	last := f.hint
-	if n := len(f.extra); n > 0 {
-		last = &f.extra[n-1]
+	last := f.learned.hint
+	if n := len(f.learned.extra); n > 0 {
+		last = &f.learned.extra[n-1]
 	}
-	if len(f.extra) < maxExtraHints && h.culprit < 0 && h.lastPinned > last.rev {
-		f.extra = append(f.extra, h)
+	if len(f.learned.extra) < maxExtraHints && h.culprit < 0 && h.lastPinned > last.rev {
+		f.learned.extra = append(f.learned.extra, h)
 	}
 }
 
@@ -84,11 +84,11 @@ func (f *fast) learnHint(h *hintAt) bool {
 	// Some unknown write of the key (a delete or revoke when the reader saw
 	// it absent, else a put) must have made a gap in (lastPinned, rev]:
 	// force the likeliest at the latest such gap.
-	lo := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > ht.lastPinned })
-	hi := sort.Search(len(f.gaps), func(i int) bool { return f.gaps[i] > ht.rev })
+	lo := sort.Search(len(f.prog.gaps), func(i int) bool { return f.prog.gaps[i] > ht.lastPinned })
+	hi := sort.Search(len(f.prog.gaps), func(i int) bool { return f.prog.gaps[i] > ht.rev })
 	key := f.st.keys[ht.k]
 	for g := hi - 1; g >= lo; g-- {
-		gap := f.gaps[g]
+		gap := f.prog.gaps[g]
 		if _, taken := f.hints.forced[gap]; taken {
 			continue
 		}
@@ -98,7 +98,7 @@ func (f *fast) learnHint(h *hintAt) bool {
 		}
 		// The latest-called fitting write is the likeliest: unknown writes
 		// take effect soon after their call.
-		last := sort.Search(len(f.ops), func(i int) bool { return f.ops[i].Call > f.minRet[gap-f.base] })
+		last := sort.Search(len(f.ops), func(i int) bool { return f.ops[i].Call > f.prog.minRet[gap-f.place.base] })
 		for i := last - 1; i >= 0; i-- {
 			op := f.ops[i]
 			if op.Outcome != history.Unknown || taken[int32(i)] || f.hints.banned[int32(i)] {

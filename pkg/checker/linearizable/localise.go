@@ -36,11 +36,11 @@ func (f *fast) takeSnap(rev int64) {
 	sort.Slice(leases, func(a, b int) bool { return leases[a] < leases[b] })
 	committed := map[int32]bool{}
 	for i, op := range f.ops {
-		if op.Outcome != history.OK && (f.role[i] == roleFiller || f.role[i] == roleWrite) && f.rev[i] <= rev {
+		if op.Outcome != history.OK && (f.place.role[i] == roleFiller || f.place.role[i] == roleWrite) && f.place.rev[i] <= rev {
 			committed[int32(i)] = true
 		}
 	}
-	f.snap = &snapshot{state: model.StateOf(rev, kvs, leases), committed: committed}
+	f.prog.snap = &snapshot{state: model.StateOf(rev, kvs, leases), committed: committed}
 }
 
 // localWindowOps bounds the operations handed to porcupine around an
@@ -48,7 +48,7 @@ func (f *fast) takeSnap(rev int64) {
 const localWindowOps = 80
 
 // localise helps the fast path past the revision where it could not decide
-// (f.undecidedAt) by asking porcupine about a small window around it: the
+// (f.found.undecidedAt) by asking porcupine about a small window around it: the
 // operations positioned at revisions (lo, hi], the unknown-outcome writes
 // not yet committed by lo, and the keep-alives of that time, starting from
 // the store the replay holds at lo. Porcupine's linearization of the
@@ -59,17 +59,17 @@ const localWindowOps = 80
 // It returns the fast path's new result and the window's size, or ok=false
 // when there was nothing to try.
 func localise(ctx context.Context, ops []*history.Operation, cfg config, last *fast, timeout time.Duration, memLimit uint64) (fastResult, *fast, int, bool) {
-	if last == nil || last.undecidedAt <= last.base || ctx.Err() != nil {
+	if last == nil || last.found.undecidedAt <= last.place.base || ctx.Err() != nil {
 		return fastResult{}, nil, 0, false
 	}
-	u := last.undecidedAt
+	u := last.found.undecidedAt
 	// Grow the window around u while it stays small.
 	count := func(lo, hi int64) int {
 		n := 0
 		for i := range last.ops {
-			switch last.role[i] {
+			switch last.place.role[i] {
 			case roleWrite, roleRead, roleFiller, rolePending:
-				if last.rev[i] > lo && last.rev[i] <= hi {
+				if last.place.rev[i] > lo && last.place.rev[i] <= hi {
 					n++
 				}
 			}
@@ -78,21 +78,21 @@ func localise(ctx context.Context, ops []*history.Operation, cfg config, last *f
 	}
 	// The window starts no later than the stuck key's last certain write:
 	// the replay's guesses since then are what is in doubt.
-	lo0, hi0 := max(last.base, u-1), u
-	if last.hint != nil {
-		lo0 = max(last.base, min(lo0, last.hint.lastPinned-1))
+	lo0, hi0 := max(last.place.base, u-1), u
+	if last.learned.hint != nil {
+		lo0 = max(last.place.base, min(lo0, last.learned.hint.lastPinned-1))
 	}
 	if count(lo0, hi0) > 2*localWindowOps {
 		return fastResult{}, nil, 0, false
 	}
 	lo, hi := lo0, hi0
 	for w := int64(2); ; w *= 2 {
-		nlo, nhi := max(last.base, lo0-w), min(last.maxRev, hi0+w)
+		nlo, nhi := max(last.place.base, lo0-w), min(last.place.maxRev, hi0+w)
 		if count(nlo, nhi) > localWindowOps {
 			break
 		}
 		lo, hi = nlo, nhi
-		if nlo == last.base && nhi == last.maxRev {
+		if nlo == last.place.base && nhi == last.place.maxRev {
 			break
 		}
 	}
@@ -105,7 +105,7 @@ func localise(ctx context.Context, ops []*history.Operation, cfg config, last *f
 		h.forced[k] = v
 	}
 	_, f := fastRun(ctx, ops, cfg, h, 1, lo)
-	if f == nil || f.snap == nil {
+	if f == nil || f.prog.snap == nil {
 		return fastResult{}, nil, 0, false
 	}
 	var window []*history.Operation
@@ -113,9 +113,9 @@ func localise(ctx context.Context, ops []*history.Operation, cfg config, last *f
 	start, end := int64(1<<62), int64(0)
 	for i, op := range ops {
 		if op.Outcome == history.OK {
-			switch f.role[i] {
+			switch f.place.role[i] {
 			case roleWrite, roleRead, rolePending:
-				if f.rev[i] > lo && f.rev[i] <= hi {
+				if f.place.rev[i] > lo && f.place.rev[i] <= hi {
 					window = append(window, op)
 					index = append(index, int32(i))
 					start, end = min(start, op.Call), max(end, op.Return)
@@ -128,18 +128,18 @@ func localise(ctx context.Context, ops []*history.Operation, cfg config, last *f
 	}
 	for i, op := range ops {
 		switch {
-		case op.Outcome != history.OK && !f.snap.committed[int32(i)] && op.Call <= end && op.Return >= start:
+		case op.Outcome != history.OK && !f.prog.snap.committed[int32(i)] && op.Call <= end && op.Return >= start:
 			// Unknown writes whose clients gave up before the window are
 			// left out: they could still take effect in it, but porcupine
 			// pays exponentially for each, and this is only a guide.
-		case op.Outcome == history.OK && f.role[i] == roleKeepAlive && op.Return >= start && op.Call <= end:
+		case op.Outcome == history.OK && f.place.role[i] == roleKeepAlive && op.Return >= start && op.Call <= end:
 		default:
 			continue
 		}
 		window = append(window, op)
 		index = append(index, int32(i))
 	}
-	m := model.PorcupineWith(f.snap.state, cfg.rule())
+	m := model.PorcupineWith(f.prog.snap.state, cfg.rule())
 	res, info, abandoned := searchBounded(ctx, m, toPorcupine(window), timeout, memLimit)
 	if abandoned != "" || res != porcupine.Ok {
 		return fastResult{undecided: fmt.Sprintf("porcupine on the window (%d, %d] of %d operations: %v %s", lo, hi, len(window), res, abandoned)}, nil, len(window), true
@@ -152,7 +152,7 @@ func localise(ctx context.Context, ops []*history.Operation, cfg config, last *f
 			}
 		}
 	}
-	s := f.snap.state
+	s := f.prog.snap.state
 	for _, w := range lin {
 		op := window[w]
 		before := s.Revision
@@ -182,7 +182,7 @@ func localiseAll(ctx context.Context, ops []*history.Operation, cfg config, last
 		}
 		total += n
 		out = r
-		if r.undecided == "" || len(r.definite) > 0 || next == nil || next.undecidedAt <= last.undecidedAt {
+		if r.undecided == "" || len(r.definite) > 0 || next == nil || next.found.undecidedAt <= last.found.undecidedAt {
 			break
 		}
 		last = next

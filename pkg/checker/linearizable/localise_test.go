@@ -30,7 +30,7 @@ func TestLocalise(t *testing.T) {
 		stuck++
 		lr, n := localiseAll(ctx, ops, config{}, last, 2*time.Second, DefaultMemoryLimit)
 		if n == 0 || lr.undecided != "" || len(lr.definite) > 0 {
-			t.Logf("seed %d: stuck at revision %d (%s); windows of %d ops: %s %v", seed, last.undecidedAt, fr.undecided, n, lr.undecided, lr.definite)
+			t.Logf("seed %d: stuck at revision %d (%s); windows of %d ops: %s %v", seed, last.found.undecidedAt, fr.undecided, n, lr.undecided, lr.definite)
 			continue
 		}
 		helped++

@@ -17,40 +17,40 @@ import (
 // and appended to the linearization.
 func (f *fast) replay(ctx context.Context) {
 	cs := f.prepareReplay()
-	f.processReads(f.base)
-	if f.snapAt == f.base {
-		f.takeSnap(f.base)
+	f.processReads(f.place.base)
+	if f.prog.snapAt == f.place.base {
+		f.takeSnap(f.place.base)
 	}
-	for rev := f.base + 1; rev <= f.maxRev; rev++ {
+	for rev := f.place.base + 1; rev <= f.place.maxRev; rev++ {
 		if rev&4095 == 0 && ctx.Err() != nil {
 			f.undecide("stopped: %v", ctx.Err())
 			return
 		}
-		r := rev - f.base
-		f.cur = rev
-		w := f.owner[r]
+		r := rev - f.place.base
+		f.prog.cur = rev
+		w := f.place.owner[r]
 		if w < 0 {
 			// An acknowledged revoke that deletes keys owns its revision.
-			for p := f.readHead[r]; p >= 0; p = f.readNext[p] {
-				if f.role[p] == rolePending && f.st.leaseKey[f.ops[p].Lease] > 0 && f.st.leases[f.ops[p].Lease] {
+			for p := f.place.readHead[r]; p >= 0; p = f.place.readNext[p] {
+				if f.place.role[p] == rolePending && f.st.leaseKey[f.ops[p].Lease] > 0 && f.st.leases[f.ops[p].Lease] {
 					w = p
-					f.owner[r] = p
-					f.role[p] = roleWrite
+					f.place.owner[r] = p
+					f.place.role[p] = roleWrite
 					break
 				}
 			}
 		}
 		if w >= 0 {
 			f.applyWrite(w, rev, true)
-			f.lin = append(f.lin, w)
+			f.found.lin = append(f.found.lin, w)
 		} else {
 			f.fillGap(rev, cs)
 		}
 		f.processReads(rev)
-		if rev == f.snapAt {
+		if rev == f.prog.snapAt {
 			f.takeSnap(rev)
 		}
-		if len(f.definite) > verdictLimit {
+		if len(f.found.definite) > verdictLimit {
 			return
 		}
 	}
@@ -72,24 +72,24 @@ type candidates struct {
 func (f *fast) prepareReplay() *candidates {
 	cs := &candidates{}
 	for i := range f.ops {
-		if f.role[i] == roleCand {
+		if f.place.role[i] == roleCand {
 			cs.list = append(cs.list, int32(i))
 		}
 	}
 	// minRet[r]: the earliest return of an operation positioned at or after
 	// revision r. A write that fills gap r must be called no later, or some
 	// operation saw revision r before the write existed.
-	size := len(f.owner)
+	size := len(f.place.owner)
 	minRet := make([]int64, size+1)
 	minRet[size] = math.MaxInt64
 	for r := range minRet[:size] {
 		minRet[r] = math.MaxInt64
 	}
 	for i, op := range f.ops {
-		switch f.role[i] {
+		switch f.place.role[i] {
 		case roleWrite, roleRead, rolePending:
 			if op.Outcome == history.OK {
-				r := f.rev[i] - f.base
+				r := f.place.rev[i] - f.place.base
 				minRet[r] = min(minRet[r], op.Return)
 			}
 		}
@@ -97,26 +97,26 @@ func (f *fast) prepareReplay() *candidates {
 	for r := size - 1; r >= 0; r-- {
 		minRet[r] = min(minRet[r], minRet[r+1])
 	}
-	for r, o := range f.owner {
+	for r, o := range f.place.owner {
 		if o < 0 && int64(r) > 0 && !f.hasPending(int64(r)) {
-			f.gaps = append(f.gaps, int64(r)+f.base)
+			f.prog.gaps = append(f.prog.gaps, int64(r)+f.place.base)
 		}
 	}
-	f.minRet = minRet
-	f.deletes = map[int32][]int32{}
-	f.revokes = map[int64][]int32{}
+	f.prog.minRet = minRet
+	f.prog.deletes = map[int32][]int32{}
+	f.prog.revokes = map[int64][]int32{}
 	for _, i := range cs.list {
 		switch op := f.ops[i]; op.Kind {
 		case history.Delete:
 			k := f.st.keyIdx[op.Key]
-			f.deletes[k] = append(f.deletes[k], i)
+			f.prog.deletes[k] = append(f.prog.deletes[k], i)
 		case history.LeaseRevoke:
-			f.revokes[op.Lease] = append(f.revokes[op.Lease], i)
+			f.prog.revokes[op.Lease] = append(f.prog.revokes[op.Lease], i)
 		}
 	}
-	f.lastFill = make([]fillAt, len(f.st.ks))
-	for k := range f.lastFill {
-		f.lastFill[k].op = -1
+	f.prog.lastFill = make([]fillAt, len(f.st.ks))
+	for k := range f.prog.lastFill {
+		f.prog.lastFill[k].op = -1
 	}
 	cs.at = make(map[int32]int, len(cs.list))
 	for c, i := range cs.list {
@@ -143,8 +143,8 @@ func (f *fast) prepareReplay() *candidates {
 // a phantom revision when no candidate is left, else undecided, with a
 // hint for the next pass.
 func (f *fast) fillGap(rev int64, cs *candidates) {
-	r := rev - f.base
-	f.lastGap = rev
+	r := rev - f.place.base
+	f.prog.lastGap = rev
 	c := -1
 	if fi, ok := f.hints.forced[rev]; ok {
 		if fc, ok := cs.at[fi]; ok && cs.reserved[fc] {
@@ -156,29 +156,29 @@ func (f *fast) fillGap(rev int64, cs *candidates) {
 		}
 	}
 	if c < 0 {
-		c = f.chooseFiller(rev, cs.list, cs.used, f.minRet[r])
+		c = f.chooseFiller(rev, cs.list, cs.used, f.prog.minRet[r])
 	}
 	switch {
 	case c >= 0:
 		cs.used[c] = true
 		cs.usedCount++
 		w := cs.list[c]
-		f.role[w] = roleFiller
-		f.rev[w] = rev
+		f.place.role[w] = roleFiller
+		f.place.rev[w] = rev
 		f.applyWrite(w, rev, false)
-		f.lin = append(f.lin, w)
-		f.filled++
+		f.found.lin = append(f.found.lin, w)
+		f.found.filled++
 		f.noteFill(w, rev)
-		f.lastFiller = fillAt{w, rev}
+		f.prog.lastFiller = fillAt{w, rev}
 	case f.cfg.foreign:
 		// An unrecorded write to a key nobody shows took it (a
 		// revoke at this revision then deleted nothing).
-		f.foreign++
-	case f.eligible(cs.list, f.minRet[r]) <= cs.usedCount && !f.hasPending(r):
+		f.found.foreign++
+	case f.eligible(cs.list, f.prog.minRet[r]) <= cs.usedCount && !f.hasPending(r):
 		f.violate("revision %d was created by no recorded operation, yet %s saw it: header revision inconsistent (a phantom write, or a write that was never recorded)", rev, f.desc(f.firstSeeing(rev)))
 	default:
 		f.undecide("no unknown-outcome write fits revision gap %d without further search", rev)
-		if f.hint == nil && f.gapHint.op < 0 {
+		if f.learned.hint == nil && f.learned.gapHint.op < 0 {
 			f.noteGapHint(rev, cs.list)
 		}
 	}
@@ -191,18 +191,18 @@ func (f *fast) noteGapHint(rev int64, cands []int32) {
 		return
 	}
 	// A write used at an earlier gap may belong here.
-	for c := f.eligible(cands, f.minRet[rev-f.base]) - 1; c >= 0; c-- {
+	for c := f.eligible(cands, f.prog.minRet[rev-f.place.base]) - 1; c >= 0; c-- {
 		i := cands[c]
 		if !f.hints.banned[i] {
 			if ok, _, _, _ := f.fits(i, rev); ok {
-				f.gapHint = fillAt{op: i, rev: rev}
+				f.learned.gapHint = fillAt{op: i, rev: rev}
 				return
 			}
 		}
 	}
 	// Or the previous gap's write belongs here, and another write before it.
-	if f.lastFiller.op >= 0 {
-		f.gapHint = fillAt{op: f.lastFiller.op, rev: rev}
+	if f.prog.lastFiller.op >= 0 {
+		f.learned.gapHint = fillAt{op: f.prog.lastFiller.op, rev: rev}
 	}
 }
 
@@ -213,7 +213,7 @@ func (f *fast) noteGapHint(rev int64, cands []int32) {
 func (f *fast) applyWrite(w int32, rev int64, pinned bool) {
 	op := f.ops[w]
 	if pinned {
-		f.lowTime = max(f.lowTime, op.Call)
+		f.prog.lowTime = max(f.prog.lowTime, op.Call)
 	}
 	resp := respOf(op)
 	if resp == nil {
@@ -227,12 +227,12 @@ func (f *fast) applyWrite(w int32, rev int64, pinned bool) {
 		switch {
 		case op.Kind == history.LeaseRevoke:
 			f.undecide("%s", msg)
-		case leaseGone && f.revoked[op.Lease]:
+		case leaseGone && f.prog.revoked[op.Lease]:
 			f.undecide("%s; a guessed expiry or revoke removed the lease", msg)
 		case leaseGone:
 			f.violate("%s", msg)
 		default:
-			f.stateViolation(f.st.keyIdx[op.Key], false, "%s", msg)
+			f.stateViolation(f.st.keyIdx[op.Key], rev, false, "%s", msg)
 		}
 	}
 	f.st.rev = rev
@@ -244,26 +244,27 @@ func (f *fast) applyWrite(w int32, rev int64, pinned bool) {
 			f.st.ks[f.st.keyIdx[op.Key]].lastPinned = rev
 		}
 	} else if op.Kind == history.LeaseRevoke {
-		f.revoked[op.Lease] = true
+		f.prog.revoked[op.Lease] = true
 	}
 }
 
-// stateViolation records a contradiction about key k's state: certain when
-// no gap since k's last certain write could explain it, else undecided.
+// stateViolation records a contradiction about key k's state, found at
+// revision rev: certain when no gap since k's last certain write could
+// explain it, else undecided, with a hint naming rev.
 //
 // wantAbsent says what the contradicting operation saw: the key absent
 // (a delete or revoke must have come first), else present with another
 // value (a put must have).
-func (f *fast) stateViolation(k int32, wantAbsent bool, format string, args ...any) {
+func (f *fast) stateViolation(k int32, rev int64, wantAbsent bool, format string, args ...any) {
 	if f.uncertain(k) {
 		s := &f.st.ks[k]
 		culprit := int32(-1)
-		if lf := f.lastFill[k]; lf.op >= 0 && lf.rev > s.lastPinned {
+		if lf := f.prog.lastFill[k]; lf.op >= 0 && lf.rev > s.lastPinned {
 			culprit = lf.op
 		}
-		h := hintAt{hint: hint{k: k, rev: f.cur, wantAbsent: wantAbsent, culprit: culprit, lastPinned: s.lastPinned}, lease: s.lease}
-		if f.hint == nil {
-			f.hint = &h
+		h := hintAt{hint: hint{k: k, rev: rev, wantAbsent: wantAbsent, culprit: culprit, lastPinned: s.lastPinned}, lease: s.lease}
+		if f.learned.hint == nil {
+			f.learned.hint = &h
 		} else {
 			f.noteExtraHint(h)
 		}
@@ -274,15 +275,15 @@ func (f *fast) stateViolation(k int32, wantAbsent bool, format string, args ...a
 }
 
 func (f *fast) processReads(rev int64) {
-	r := rev - f.base
+	r := rev - f.place.base
 	// Grants first: a put at the next revision may use them; then reads;
 	// then revokes that deleted nothing, which only remove the lease.
-	for p := f.readHead[r]; p >= 0; p = f.readNext[p] {
+	for p := f.place.readHead[r]; p >= 0; p = f.place.readNext[p] {
 		if f.ops[p].Kind == history.LeaseGrant {
 			f.st.leases[f.ops[p].Resp.LeaseID] = true
 		}
 	}
-	for p := f.readHead[r]; p >= 0; p = f.readNext[p] {
+	for p := f.place.readHead[r]; p >= 0; p = f.place.readNext[p] {
 		op := f.ops[p]
 		switch op.Kind {
 		case history.Get, history.Range:
@@ -290,32 +291,32 @@ func (f *fast) processReads(rev int64) {
 		case history.Txn:
 			k := f.st.keyIdx[op.Key]
 			if f.compares(k, op) {
-				f.stateViolation(k, len(op.Resp.KVs) == 0, "%s failed its compare at revision %d, but %s's mod revision was %d and value %q, as expected", f.desc(p), rev, op.Key, f.st.ks[k].mod, f.st.ks[k].value)
-			} else if op.ExpectValue == nil { // a value compare has no else branch to read
+				f.stateViolation(k, rev, len(op.Resp.KVs) == 0, "%s failed its compare at revision %d, but %s's mod revision was %d and value %q, as expected", f.desc(p), rev, op.Key, f.st.ks[k].mod, f.st.ks[k].value)
+			} else if op.ElseReads() { // a value compare without else_get has no else branch to read
 				f.compareKey(p, k, op.Resp.KVs, rev)
 			}
 		case history.Delete:
 			k := f.st.keyIdx[op.Key]
 			if f.st.ks[k].present {
-				f.stateViolation(k, true, "%s deleted nothing at revision %d, but %s held %q (mod revision %d)", f.desc(p), rev, op.Key, f.st.ks[k].value, f.st.ks[k].mod)
+				f.stateViolation(k, rev, true, "%s deleted nothing at revision %d, but %s held %q (mod revision %d)", f.desc(p), rev, op.Key, f.st.ks[k].value, f.st.ks[k].mod)
 			}
 		}
 	}
-	for p := f.readHead[r]; p >= 0; p = f.readNext[p] {
-		if f.role[p] != rolePending {
+	for p := f.place.readHead[r]; p >= 0; p = f.place.readNext[p] {
+		if f.place.role[p] != rolePending {
 			continue
 		}
-		f.role[p] = roleRead
+		f.place.role[p] = roleRead
 		l := f.ops[p].Lease
 		switch {
 		case !f.st.leases[l]:
-			if f.revoked[l] {
+			if f.prog.revoked[l] {
 				f.undecide("revoke of lease %x follows a guessed expiry", l)
 			} else {
 				f.violate("%s succeeded at revision %d, but lease %x was not granted or already revoked", f.desc(p), rev, l)
 			}
 		case f.st.leaseKey[l] > 0:
-			if f.lastGap > 0 {
+			if f.prog.lastGap > 0 {
 				f.undecide("revoke of lease %x at revision %d left keys attached", l, rev)
 			} else {
 				f.violate("%s returned revision %d without deleting the %d keys still attached to lease %x", f.desc(p), rev, f.st.leaseKey[l], l)
@@ -326,9 +327,9 @@ func (f *fast) processReads(rev int64) {
 	// Everything read at rev goes into the linearization after rev's write,
 	// in call order: operations at one revision change nothing, and the
 	// sweep checks real time across revisions.
-	for p := f.readHead[r]; p >= 0; p = f.readNext[p] {
-		if f.role[p] == roleRead {
-			f.lin = append(f.lin, p)
+	for p := f.place.readHead[r]; p >= 0; p = f.place.readNext[p] {
+		if f.place.role[p] == roleRead {
+			f.found.lin = append(f.found.lin, p)
 		}
 	}
 }
@@ -401,7 +402,7 @@ func (f *fast) keyMismatch(p int32, k int32, got []history.KV, rev int64) {
 		f.violate("%s: stale read", msg)
 		return
 	}
-	f.stateViolation(k, gotMod < 0, "%s", msg)
+	f.stateViolation(k, rev, gotMod < 0, "%s", msg)
 }
 
 // compares reports whether txn op's compare holds against key k as the
@@ -414,20 +415,20 @@ func (f *fast) compares(k int32, op *history.Operation) bool {
 
 // uncertain reports whether key k's state may differ from the replay's
 // because a revision gap since its last certain write could have touched it.
-func (f *fast) uncertain(k int32) bool { return f.lastGap > f.st.ks[k].lastPinned }
+func (f *fast) uncertain(k int32) bool { return f.prog.lastGap > f.st.ks[k].lastPinned }
 
 // noteFill remembers which keys filler w touched, for hints.
 func (f *fast) noteFill(w int32, rev int64) {
 	op := f.ops[w]
 	switch op.Kind {
 	case history.Put, history.Txn, history.Delete:
-		f.lastFill[f.st.keyIdx[op.Key]] = fillAt{w, rev}
+		f.prog.lastFill[f.st.keyIdx[op.Key]] = fillAt{w, rev}
 	case history.LeaseRevoke:
 		// Its keys are gone now; their lastPinned predates rev, so a
 		// contradiction on them names this filler.
 		for k := range f.st.ks {
 			if f.st.ks[k].lease == op.Lease && f.st.ks[k].mod < rev {
-				f.lastFill[k] = fillAt{w, rev}
+				f.prog.lastFill[k] = fillAt{w, rev}
 			}
 		}
 	}
@@ -437,7 +438,7 @@ func (f *fast) noteFill(w int32, rev int64) {
 func (f *fast) firstSeeing(rev int64) int32 {
 	best := int32(-1)
 	for i, op := range f.ops {
-		if op.Outcome == history.OK && (f.role[i] == roleWrite || f.role[i] == roleRead || f.role[i] == rolePending) && f.rev[i] >= rev {
+		if op.Outcome == history.OK && (f.place.role[i] == roleWrite || f.place.role[i] == roleRead || f.place.role[i] == rolePending) && f.place.rev[i] >= rev {
 			if best < 0 || op.Return < f.ops[best].Return {
 				best = int32(i)
 			}
@@ -447,8 +448,8 @@ func (f *fast) firstSeeing(rev int64) int32 {
 }
 
 func (f *fast) hasPending(r int64) bool {
-	for p := f.readHead[r]; p >= 0; p = f.readNext[p] {
-		if f.role[p] == rolePending {
+	for p := f.place.readHead[r]; p >= 0; p = f.place.readNext[p] {
+		if f.place.role[p] == rolePending {
 			return true
 		}
 	}

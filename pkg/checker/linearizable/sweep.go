@@ -21,11 +21,11 @@ type opRet struct {
 // must come later in revision order, strictly when it is a write.
 func (f *fast) sweep() {
 	pos := func(i int32) int64 {
-		switch f.role[i] {
+		switch f.place.role[i] {
 		case roleWrite, roleFiller:
-			return 2 * f.rev[i]
+			return 2 * f.place.rev[i]
 		case roleRead:
-			return 2*f.rev[i] + 1
+			return 2*f.place.rev[i] + 1
 		}
 		return -1
 	}
@@ -64,12 +64,12 @@ func (f *fast) sweep() {
 		switch {
 		case isWrite:
 			msg += "a write took effect before it was called, or a read saw a revision before it existed"
-		case f.role[a] == roleWrite:
+		case f.place.role[a] == roleWrite:
 			msg += "lost acknowledged write / stale read (the read does not see a write that had already returned)"
 		default:
 			msg += "revision went backwards (stale read)"
 		}
-		if f.role[a] == roleFiller || f.role[b] == roleFiller || f.ops[a].Kind == history.LeaseRevoke || f.ops[b].Kind == history.LeaseRevoke {
+		if f.place.role[a] == roleFiller || f.place.role[b] == roleFiller || f.ops[a].Kind == history.LeaseRevoke || f.ops[b].Kind == history.LeaseRevoke {
 			f.undecide("%s", msg)
 			continue
 		}
@@ -77,7 +77,7 @@ func (f *fast) sweep() {
 			msg += f.missedWrite(b, byRet[:j])
 		}
 		f.violate("%s", msg)
-		if len(f.definite) > verdictLimit {
+		if len(f.found.definite) > verdictLimit {
 			return
 		}
 	}
@@ -95,13 +95,13 @@ func (f *fast) missedWrite(rd int32, returned []opRet) string {
 	for _, r := range returned {
 		i := r.op
 		o := f.ops[i]
-		if f.role[i] != roleWrite || f.rev[i] <= f.rev[rd] || !keyspace.InRange(o.Key, op.Key, op.End) {
+		if f.place.role[i] != roleWrite || f.place.rev[i] <= f.place.rev[rd] || !keyspace.InRange(o.Key, op.Key, op.End) {
 			continue
 		}
 		if o.Kind != history.Put && o.Kind != history.Txn && o.Kind != history.Delete {
 			continue
 		}
-		if w < 0 || f.rev[i] > f.rev[w] {
+		if w < 0 || f.place.rev[i] > f.place.rev[w] {
 			w = i
 		}
 	}
@@ -144,7 +144,7 @@ func (f *fast) checkKeepAlives() {
 		}
 	}
 	for i, op := range f.ops {
-		if f.role[i] != roleKeepAlive {
+		if f.place.role[i] != roleKeepAlive {
 			continue
 		}
 		_, ok := granted[op.Lease]
@@ -170,7 +170,7 @@ func leaseIDOf(op *history.Operation) int64 {
 }
 
 // placeKeepAlives inserts every successful keep-alive into the replay's
-// linearization (f.lin). A keep-alive changes nothing, so any place where
+// linearization (f.found.lin). A keep-alive changes nothing, so any place where
 // its lease is live will do, provided real time allows it: after every
 // operation that returned before it was called and after its lease's
 // grant; before every operation called after it returned and before the
@@ -179,14 +179,14 @@ func leaseIDOf(op *history.Operation) int64 {
 func (f *fast) placeKeepAlives() {
 	var kas []int32 // in call order, as ops are
 	for i := range f.ops {
-		if f.role[i] == roleKeepAlive {
+		if f.place.role[i] == roleKeepAlive {
 			kas = append(kas, int32(i))
 		}
 	}
 	if len(kas) == 0 {
 		return
 	}
-	lin := f.lin
+	lin := f.found.lin
 	n := len(lin)
 	// maxCall[p]: the latest call among lin[:p+1]; a keep-alive goes no
 	// later than the first place where that passes its return.
@@ -268,5 +268,5 @@ func (f *fast) placeKeepAlives() {
 			out = append(out, lin[p])
 		}
 	}
-	f.lin = out
+	f.found.lin = out
 }

@@ -33,6 +33,17 @@ func cas(id int64, client int, key, from, to string, succeeded bool, call, ret i
 	return op
 }
 
+// casElse is a failed value compare with else_get, whose else branch got
+// value ("": the key was absent).
+func casElse(id int64, client int, key, from, to string, call, ret int64, value string) history.Operation {
+	op := cas(id, client, key, from, to, false, call, ret)
+	op.ElseGet = true
+	if value != "" {
+		op.Resp.KVs = []history.KV{{Key: key, Value: value}}
+	}
+	return op
+}
+
 func unknown(op history.Operation) history.Operation {
 	op.Outcome, op.Resp, op.Error = history.Unknown, nil, "timeout"
 	return op
@@ -100,6 +111,19 @@ func TestCheckValues(t *testing.T) {
 			revoke.Lease = 7
 			return noRevs(grant, put, revoke, read(4, 2, "a", "1", 60, 70))
 		}(), verdict.Fail, `op 4 (client 2, get(a) -> a="1") cannot be linearized: returned a="1", store holds nothing`},
+		{"no else branch: a failed cas says nothing of the key", noRevs(
+			vop(1, 1, history.Put, "r", "1", 0, 10),
+			cas(2, 2, "r", "0", "2", false, 20, 30),
+			read(3, 2, "r", "1", 40, 50),
+		), verdict.Pass, ""},
+		{"else_get shows the value the compare missed", noRevs(
+			vop(1, 1, history.Put, "r", "1", 0, 10),
+			casElse(2, 2, "r", "0", "2", 20, 30, "1"),
+		), verdict.Pass, ""},
+		{"else_get shows nothing although the key exists", noRevs(
+			vop(1, 1, history.Put, "r", "1", 0, 10),
+			casElse(2, 2, "r", "0", "2", 20, 30, ""),
+		), verdict.Fail, `op 2 (client 2, txn(if value(r)=="0" then put "2") -> failed, got nothing) cannot be linearized: returned nothing, store holds r="1"`},
 		{"a baseline read starts the store", noRevs(
 			history.Operation{ID: 1, ClientID: 1, Kind: history.Range, Key: "a", End: "\x00", Call: 0, Return: 5, Outcome: history.OK,
 				Resp: &history.Response{KVs: []history.KV{{Key: "a", Value: "old"}}}},
@@ -174,6 +198,13 @@ func (b *builder) casRev(c int, call, ret int64, key, from, to string, ok bool, 
 		Resp: &history.Response{Revision: rev, Succeeded: ok}})
 }
 
+// casElse adds a failed value-compare txn whose else branch got the key
+// (else_get), returning kvs.
+func (b *builder) casElse(c int, call, ret int64, key, from, to string, rev int64, kvs ...history.KV) int64 {
+	return b.add(history.Operation{ClientID: c, Kind: history.Txn, Key: key, ExpectValue: &from, ElseGet: true, Value: to, Call: call, Return: ret,
+		Resp: &history.Response{Revision: rev, KVs: kvs}})
+}
+
 // In a history with revisions, a value-compare txn is judged by the full
 // model: the fast path and porcupine agree on every case, and each case is
 // decided (pass or fail), never left unknown.
@@ -208,6 +239,34 @@ func TestValueCompareWithRevisions(t *testing.T) {
 			b.put(1, 0, 10, "a", "v1", 2)
 			b.put(1, 20, 30, "a", "v3", 3)
 			b.casRev(2, 40, 50, "a", "v1", "v2", true, 4)
+		}, verdict.Fail},
+		// Without an else branch a failed txn read nothing: its empty
+		// answer is not "the key is absent".
+		{"no else branch: nothing returned although the key exists", func(b *builder) {
+			b.put(1, 0, 10, "a", "v1", 2)
+			b.casRev(2, 20, 30, "a", "v0", "v2", false, 2)
+			b.put(1, 40, 50, "a", "v3", 3)
+		}, verdict.Pass},
+		{"else_get returns the value the compare missed", func(b *builder) {
+			b.put(1, 0, 10, "a", "v1", 2)
+			b.casElse(2, 20, 30, "a", "v0", "v2", 2, kv("a", "v1", 2))
+		}, verdict.Pass},
+		{"else_get on a missing key returns nothing", func(b *builder) {
+			b.casElse(2, 0, 10, "a", "", "v2", 1)
+			b.put(1, 20, 30, "a", "v1", 2)
+		}, verdict.Pass},
+		{"else_get returns nothing although the key exists", func(b *builder) {
+			b.put(1, 0, 10, "a", "v1", 2)
+			b.casElse(2, 20, 30, "a", "v0", "v2", 2)
+		}, verdict.Fail},
+		{"else_get returns a stale value", func(b *builder) {
+			b.put(1, 0, 10, "a", "v1", 2)
+			b.put(1, 20, 30, "a", "v3", 3)
+			b.casElse(2, 40, 50, "a", "v0", "v2", 3, kv("a", "v1", 2))
+		}, verdict.Fail},
+		{"else_get returns the value it compared against", func(b *builder) {
+			b.put(1, 0, 10, "a", "v1", 2)
+			b.casElse(2, 20, 30, "a", "v1", "v2", 2, kv("a", "v1", 2))
 		}, verdict.Fail},
 	}
 	for _, tc := range cases {

@@ -65,6 +65,31 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// An increment acknowledged after the final read was sent may take effect
+// after the read: missing from it is no lost update. One acknowledged
+// before the read was sent is.
+func TestIncrementConcurrentWithFinalRead(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ret  int64 // the last increment's return, relative to the final read's call
+		want verdict.Status
+	}{
+		{"returned after the final read was sent", 1, verdict.Pass},
+		{"returned before the final read was sent", -1, verdict.Fail},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := counterHistory(3, 0, 0, "2:c300-1")
+			final := &h.Operations[3]
+			inc := &h.Operations[2]
+			inc.Return = final.Call + tc.ret
+			cs := Check(h)
+			if len(cs) != 1 || cs[0].Status != tc.want {
+				t.Fatalf("got %+v, want one %s check", cs, tc.want)
+			}
+		})
+	}
+}
+
 func TestNoFinalReadIsUnknown(t *testing.T) {
 	h := counterHistory(3, 0, 0, "3:c300-1")
 	h.Operations = h.Operations[:len(h.Operations)-1]

@@ -347,7 +347,7 @@ func Describe(op *history.Operation, resp *history.Response) string {
 		switch {
 		case resp.Succeeded:
 			b.WriteString("succeeded")
-		case op.ExpectValue != nil:
+		case !op.ElseReads():
 			b.WriteString("failed")
 		default:
 			b.WriteString("failed, got " + descGot(resp.KVs))

@@ -105,3 +105,41 @@ func BenchmarkStepPut(b *testing.B) {
 		Step(s, op, resp, Strict)
 	}
 }
+
+// A value-compare txn reads its key on failure only with else_get; without
+// it, a failed one returned no keys and says nothing of the key. Both the
+// revision model and the value-only model read it so.
+func TestValueCompareElseBranch(t *testing.T) {
+	v0, v1 := "v0", "v1"
+	s := mustStep(t, Init(), history.Operation{Kind: history.Put, Key: "a", Value: "v1"}, &history.Response{Revision: 2})
+	held := []history.KV{{Key: "a", Value: "v1", ModRevision: 2}}
+	noElse := history.Operation{Kind: history.Txn, Key: "a", ExpectValue: &v0, Value: "v2"}
+	withElse := noElse
+	withElse.ElseGet = true
+	mustStep(t, s, noElse, &history.Response{Revision: 2})
+	mustStep(t, s, withElse, &history.Response{Revision: 2, KVs: held})
+	mustReject(t, s, withElse, &history.Response{Revision: 2})
+	mustReject(t, s, withElse, &history.Response{Revision: 2, KVs: []history.KV{{Key: "a", Value: "v0", ModRevision: 2}}})
+	// The else branch shows the very value the compare wanted: it held.
+	holds := withElse
+	holds.ExpectValue = &v1
+	mustReject(t, s, holds, &history.Response{Revision: 2, KVs: held})
+	// A missing key fails every value compare; the else branch shows it absent.
+	mustStep(t, Init(), withElse, &history.Response{Revision: 1})
+
+	vs := ValueStateOf([]history.KV{{Key: "a", Value: "v1"}})
+	for _, tc := range []struct {
+		op   history.Operation
+		kvs  []history.KV
+		want bool
+	}{
+		{noElse, nil, true},
+		{withElse, []history.KV{{Key: "a", Value: "v1"}}, true},
+		{withElse, nil, false},
+		{withElse, []history.KV{{Key: "a", Value: "v9"}}, false},
+	} {
+		if ok, _, why := ValueStep(vs, &tc.op, &history.Response{KVs: tc.kvs}); ok != tc.want {
+			t.Errorf("%s: value model says %v (%s), want %v", DescribeValue(&tc.op, &history.Response{KVs: tc.kvs}), ok, why, tc.want)
+		}
+	}
+}

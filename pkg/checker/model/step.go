@@ -141,8 +141,9 @@ func Apply(st Store, op *history.Operation, resp *history.Response, rule Rule) s
 			}
 			return rule.write(st, op, resp, "txn returned")
 		}
-		if op.ExpectValue != nil {
-			// A value-compare txn has no else branch: it read nothing.
+		if !op.ElseReads() {
+			// A value-compare txn without else_get has no else branch:
+			// it read nothing, and its empty KVs say nothing of the key.
 			return rule.advance(st, st.Rev(), resp, "txn header")
 		}
 		var want []KeyValue

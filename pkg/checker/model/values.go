@@ -237,8 +237,9 @@ func ValueStep(s ValueState, op *history.Operation, resp *history.Response) (boo
 			return false, s, fmt.Sprintf("txn succeeded=%v but %s", resp.Succeeded, describeCompare(s, op))
 		}
 		if !succeed {
-			if !unknown && op.ExpectValue == nil {
-				// The revision txn's else branch reads the key.
+			if !unknown && op.ElseReads() {
+				// The else branch read the key (a revision txn's always,
+				// a value txn's with else_get).
 				cur, exists := s.Get(op.Key)
 				var want []ValueKV
 				if exists {
@@ -395,7 +396,7 @@ func DescribeValue(op *history.Operation, resp *history.Response) string {
 	case history.Txn:
 		if resp.Succeeded {
 			b.WriteString("succeeded")
-		} else if op.ExpectValue != nil {
+		} else if !op.ElseReads() {
 			b.WriteString("failed")
 		} else {
 			b.WriteString("failed, got " + describeValues(resp.KVs))
