@@ -148,7 +148,8 @@ func checkOperations(t *testing.T, h *history.History, kv Stats) {
 	type count struct{ ok, fail, unknown int }
 	byKind := map[history.Kind]*count{}
 	values := map[string]int64{}
-	var txnOK, txnFailed, pinned, serializable, expiredSeen int
+	var pinned, serializable, expiredSeen int
+	var txns [2]count // by compare: [0] mod revision, [1] value
 	expireKeys := map[string]bool{}
 	for _, op := range h.Operations {
 		c := byKind[op.Kind]
@@ -180,10 +181,17 @@ func checkOperations(t *testing.T, h *history.History, kv Stats) {
 			values[op.Value] = op.ID
 		}
 		if op.Kind == history.Txn && op.Outcome == history.OK && strings.HasPrefix(op.Key, keyspace.KVPrefix) {
+			n := &txns[0]
+			if op.ExpectValue != nil {
+				n = &txns[1]
+			}
 			if op.Resp.Succeeded {
-				txnOK++
+				n.ok++
 			} else {
-				txnFailed++
+				n.fail++
+			}
+			if op.ExpectValue != nil && !op.ElseGet {
+				t.Errorf("op %d: a value-compare txn recorded without its else branch", op.ID)
 			}
 		}
 		if op.Endpoint != "" {
@@ -217,8 +225,10 @@ func checkOperations(t *testing.T, h *history.History, kv Stats) {
 	if bad*100 > total {
 		t.Errorf("%d of %d operations did not succeed on a healthy cluster", bad, total)
 	}
-	if txnOK == 0 || txnFailed == 0 {
-		t.Errorf("txns: %d succeeded, %d failed; want both", txnOK, txnFailed)
+	for i, what := range []string{"revision-compare", "value-compare"} {
+		if c := txns[i]; c.ok == 0 || c.fail == 0 {
+			t.Errorf("%s txns: %d succeeded, %d failed; want both", what, c.ok, c.fail)
+		}
 	}
 	if pinned == 0 || serializable == 0 {
 		t.Errorf("pinned ops %d, serializable gets %d; want both", pinned, serializable)
