@@ -13,6 +13,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/lock"
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local/localtest"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
@@ -36,7 +37,7 @@ func testSeed(t testing.TB) int64 {
 // real 3-member cluster, then the lock counter and a registration, and checks
 // what was recorded.
 func TestTrafficAgainstCluster(t *testing.T) {
-	c := startCluster(t, 3)
+	c := localtest.Start(t, "", 3)
 	seed := testSeed(t)
 	rec := history.NewRecorder(history.Meta{Seed: seed, Members: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
