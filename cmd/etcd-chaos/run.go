@@ -153,6 +153,12 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 	}()
 
+	if *nemesis == "mix" {
+		for _, n := range chaos.MixNotes(c) {
+			fmt.Fprintln(os.Stderr, "etcd-chaos run: "+n)
+		}
+	}
+
 	rerun := fmt.Sprintf("etcd-chaos run --backend %s --members %d --nemesis %s --duration %v --seed %d --rate %g --clients %d --keys %d",
 		*backend, *members, *nemesis, *duration, *seed, *rate, *clients, *keys)
 	if *faultDuration > 0 {

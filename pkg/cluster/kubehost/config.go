@@ -151,7 +151,7 @@ nodeStatusUpdateFrequency: 5s
 rotateCertificates: false
 serverTLSBootstrap: false
 maxPods: 60
-`, HostIP, kubeletPort, c.pki.path("ca.crt"), c.pki.path("kubelet.crt"), c.pki.path("kubelet.key"),
+`, HostIP, kubeletPort, c.pki.Path("ca.crt"), c.pki.Path("kubelet.crt"), c.pki.Path("kubelet.key"),
 		c.sock, cgroupRootName, HostIP, clusterDomain, resolv, filepath.Join(c.dir, "pod-logs"))
 	path := filepath.Join(c.dir, "kubelet.yaml")
 	return path, os.WriteFile(path, []byte(cfg), 0o600)

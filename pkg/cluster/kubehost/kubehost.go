@@ -37,6 +37,7 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/etcdchart"
 	"github.com/etcd-chaos/etcd-chaos/pkg/image"
 	"github.com/etcd-chaos/etcd-chaos/pkg/k8sbin"
+	"github.com/etcd-chaos/etcd-chaos/pkg/pki"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -109,7 +110,7 @@ type Cluster struct {
 	sock      string
 	cniBinDir string
 	bins      k8sbin.Binaries
-	pki       *pki
+	pki       *pki.CA
 	logf      func(string, ...any)
 	unlock    func()
 	before    hostState
@@ -254,24 +255,24 @@ func (c *Cluster) boot(ctx context.Context, etcd string, images []string) error 
 		return err
 	}
 
-	pki, err := newPKI(filepath.Join(c.dir, "pki"))
+	ca, err := newPKI(filepath.Join(c.dir, "pki"))
 	if err != nil {
 		return fmt.Errorf("generate certificates: %w", err)
 	}
-	c.pki = pki
-	if err := pki.issue("apiserver", "kube-apiserver", nil, []string{HostIP, "127.0.0.1", kubernetesSvc, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + clusterDomain}); err != nil {
+	c.pki = ca
+	if err := ca.Issue("apiserver", "kube-apiserver", nil, []string{HostIP, "127.0.0.1", kubernetesSvc, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + clusterDomain}); err != nil {
 		return err
 	}
-	if err := pki.issue("kubelet", "system:node:"+NodeName, []string{"system:nodes"}, []string{HostIP, "127.0.0.1", NodeName}); err != nil {
+	if err := ca.Issue("kubelet", "system:node:"+NodeName, []string{"system:nodes"}, []string{HostIP, "127.0.0.1", NodeName}); err != nil {
 		return err
 	}
 	server := fmt.Sprintf("https://%s:%d", HostIP, apiserverPort)
 	kubeconfigs := map[string]string{}
 	for _, u := range []string{"admin", "controller-manager", "scheduler", "kubelet-client", "kube-proxy", "coredns"} {
-		if err := pki.issue(u, "etcd-chaos:"+u, []string{"system:masters"}, nil); err != nil {
+		if err := ca.Issue(u, "etcd-chaos:"+u, []string{"system:masters"}, nil); err != nil {
 			return err
 		}
-		if kubeconfigs[u], err = pki.kubeconfig(u, server); err != nil {
+		if kubeconfigs[u], err = writeKubeconfig(ca, u, server); err != nil {
 			return err
 		}
 	}
@@ -297,15 +298,15 @@ func (c *Cluster) boot(ctx context.Context, etcd string, images []string) error 
 	if _, err := c.start("kube-apiserver", c.bins.Path("kube-apiserver"),
 		"--etcd-servers", etcdURL,
 		"--bind-address", HostIP, "--advertise-address", HostIP, "--secure-port", strconv.Itoa(apiserverPort),
-		"--tls-cert-file", pki.path("apiserver.crt"), "--tls-private-key-file", pki.path("apiserver.key"),
-		"--client-ca-file", pki.path("ca.crt"),
-		"--kubelet-client-certificate", pki.path("kubelet-client.crt"), "--kubelet-client-key", pki.path("kubelet-client.key"),
+		"--tls-cert-file", ca.Path("apiserver.crt"), "--tls-private-key-file", ca.Path("apiserver.key"),
+		"--client-ca-file", ca.Path("ca.crt"),
+		"--kubelet-client-certificate", ca.Path("kubelet-client.crt"), "--kubelet-client-key", ca.Path("kubelet-client.key"),
 		// The node's name resolves nowhere (no DNS for it on the host), so
 		// port-forward, exec and logs must reach the kubelet at its IP.
 		"--kubelet-preferred-address-types", "InternalIP",
 		"--service-cluster-ip-range", serviceSubnet,
 		"--service-account-issuer", "https://kubernetes.default.svc."+clusterDomain,
-		"--service-account-key-file", pki.path("sa.pub"), "--service-account-signing-key-file", pki.path("sa.key"),
+		"--service-account-key-file", ca.Path("sa.pub"), "--service-account-signing-key-file", ca.Path("sa.key"),
 		"--authorization-mode", "RBAC", "--allow-privileged=true", "--profiling=false",
 		"--enable-priority-and-fairness=false",
 	); err != nil {
@@ -325,7 +326,7 @@ func (c *Cluster) boot(ctx context.Context, etcd string, images []string) error 
 		"--kubeconfig", kubeconfigs["controller-manager"],
 		"--authentication-kubeconfig", kubeconfigs["controller-manager"], "--authorization-kubeconfig", kubeconfigs["controller-manager"],
 		"--bind-address", "127.0.0.1", "--leader-elect=false",
-		"--service-account-private-key-file", pki.path("sa.key"), "--root-ca-file", pki.path("ca.crt"),
+		"--service-account-private-key-file", ca.Path("sa.key"), "--root-ca-file", ca.Path("ca.crt"),
 		"--use-service-account-credentials=false", "--service-cluster-ip-range", serviceSubnet,
 	); err != nil {
 		return err

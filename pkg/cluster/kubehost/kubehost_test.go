@@ -345,3 +345,20 @@ func TestPodSandboxTeardownLeavesNothing(t *testing.T) {
 	}
 	assertClean(t, before, dir)
 }
+
+func TestParseMountinfo(t *testing.T) {
+	in := `22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw
+30 22 0:26 / /sys/fs/cgroup/memory rw,nosuid shared:9 master:2 - cgroup cgroup rw,memory
+31 22 0:27 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw
+40 22 0:50 / /tmp/kh-1/with\040space rw - tmpfs shm rw
+broken line
+`
+	got, err := parseMountinfo(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []mount{{"/", "ext4"}, {"/sys/fs/cgroup/memory", "cgroup"}, {"/sys/fs/cgroup/unified", "cgroup2"}, {"/tmp/kh-1/with space", "tmpfs"}}
+	if !slices.Equal(got, want) {
+		t.Errorf("parseMountinfo = %q, want %q", got, want)
+	}
+}

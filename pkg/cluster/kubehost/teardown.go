@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -164,28 +165,54 @@ func pidsMentioning(dir string) ([]int, error) {
 	return pids, nil
 }
 
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(dir string) ([]string, error) {
+// mount is one line of /proc/self/mountinfo: where, and which filesystem.
+type mount struct{ point, fstype string }
+
+// readMounts parses /proc/self/mountinfo, the one source for the mounts
+// teardown removes and the cgroup hierarchies it creates and removes in.
+func readMounts() ([]mount, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var mps []string
-	sc := bufio.NewScanner(f)
+	return parseMountinfo(f)
+}
+
+func parseMountinfo(r io.Reader) ([]mount, error) {
+	var out []mount
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
+		// "id parent major:minor root mountpoint options [tags] - fstype source superopts"
+		line := sc.Text()
+		i := strings.Index(line, " - ")
+		if i < 0 {
 			continue
 		}
-		mp := unescapeMount(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			mps = append(mps, mp)
+		fields, tail := strings.Fields(line[:i]), strings.Fields(line[i+3:])
+		if len(fields) < 5 || len(tail) == 0 {
+			continue
+		}
+		out = append(out, mount{point: unescapeMount(fields[4]), fstype: tail[0]})
+	}
+	return out, sc.Err()
+}
+
+// mountsUnder lists mount points at or below dir, deepest first.
+func mountsUnder(dir string) ([]string, error) {
+	ms, err := readMounts()
+	if err != nil {
+		return nil, err
+	}
+	var mps []string
+	for _, m := range ms {
+		if m.point == dir || strings.HasPrefix(m.point, dir+"/") {
+			mps = append(mps, m.point)
 		}
 	}
 	sort.Slice(mps, func(i, j int) bool { return len(mps[i]) > len(mps[j]) })
-	return mps, sc.Err()
+	return mps, nil
 }
 
 func unescapeMount(s string) string {
@@ -395,27 +422,17 @@ func (c *Cluster) removeNewNetns() error {
 
 // cgroupMounts lists the mount points of cgroup (v1 and v2) hierarchies.
 func cgroupMounts() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := readMounts()
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		i := strings.Index(line, " - ")
-		if i < 0 {
-			continue
-		}
-		fs := strings.Fields(line[i+3:])
-		fields := strings.Fields(line[:i])
-		if len(fs) > 0 && (fs[0] == "cgroup" || fs[0] == "cgroup2") && len(fields) >= 5 {
-			out = append(out, unescapeMount(fields[4]))
+	for _, m := range ms {
+		if m.fstype == "cgroup" || m.fstype == "cgroup2" {
+			out = append(out, m.point)
 		}
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // makeCgroupRoot creates the kubelet's cgroupRoot in every hierarchy: the

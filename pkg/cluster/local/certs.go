@@ -1,19 +1,12 @@
 package local
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/pki"
 )
 
 // peerTLS is the certificate material of a cluster with peer TLS: one CA,
@@ -27,72 +20,20 @@ type peerTLS struct {
 
 // newPeerTLS generates the CA and certificate into dir, valid for a day.
 func newPeerTLS(dir string) (*peerTLS, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("cannot create TLS dir: %w", err)
-	}
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := pki.NewCA(dir, "etcd-chaos peer CA", 24*time.Hour)
 	if err != nil {
-		return nil, fmt.Errorf("generating CA key: %w", err)
+		return nil, fmt.Errorf("peer TLS: %w", err)
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "etcd-chaos peer CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
+	if err := ca.Issue("peer", "etcd-chaos peer", nil, []string{"127.0.0.1", "localhost"}); err != nil {
+		return nil, fmt.Errorf("peer TLS: %w", err)
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("signing CA certificate: %w", err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generating peer key: %w", err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "etcd-chaos peer"},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		DNSNames:     []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, fmt.Errorf("signing peer certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	p := &peerTLS{
-		caFile:   filepath.Join(dir, "ca.crt"),
-		certFile: filepath.Join(dir, "peer.crt"),
-		keyFile:  filepath.Join(dir, "peer.key"),
-	}
-	for _, f := range []struct {
-		path, kind string
-		der        []byte
-	}{{p.caFile, "CERTIFICATE", caDER}, {p.certFile, "CERTIFICATE", der}, {p.keyFile, "EC PRIVATE KEY", keyDER}} {
-		if err := os.WriteFile(f.path, pem.EncodeToMemory(&pem.Block{Type: f.kind, Bytes: f.der}), 0o600); err != nil {
-			return nil, fmt.Errorf("writing %s: %w", f.path, err)
-		}
-	}
+	p := &peerTLS{caFile: ca.Path("ca.crt"), certFile: ca.Path("peer.crt"), keyFile: ca.Path("peer.key")}
 	pair, err := tls.LoadX509KeyPair(p.certFile, p.keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("loading the generated peer certificate: %w", err)
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(ca)
+	pool.AddCert(ca.Cert)
 	p.server = &tls.Config{
 		Certificates: []tls.Certificate{pair},
 		ClientCAs:    pool,
