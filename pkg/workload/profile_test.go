@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local/localtest"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
@@ -16,7 +17,7 @@ import (
 // reads at a revision meet it) and every check on what it recorded, which
 // must pass on a correct etcd.
 func runProfile(t *testing.T, profile string) *history.History {
-	c := startCluster(t, 3)
+	c := localtest.Start(t, "", 3)
 	seed := testSeed(t)
 	rec := history.NewRecorder(history.Meta{Seed: seed, Members: 3, Nemesis: "none"})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

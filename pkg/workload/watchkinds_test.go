@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/watch"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local/localtest"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
@@ -16,7 +17,7 @@ import (
 // they were opened at and get events from their start on, spread watchers
 // must have used more than one member, and the watch checks must pass.
 func TestFutureAndSpreadWatchers(t *testing.T) {
-	c := startCluster(t, 3)
+	c := localtest.Start(t, "", 3)
 	seed := testSeed(t)
 	rec := history.NewRecorder(history.Meta{Seed: seed, Members: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

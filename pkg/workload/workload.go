@@ -1,8 +1,8 @@
 // Package workload holds the traffic that gets recorded: concurrent etcd
-// clients that put, get, delete, compare-and-set and range over a small key
-// pool, grant and revoke leases, watch, lock and register, and write every
-// request with its real-time call/return interval, response and outcome into
-// a history.Recorder for the checkers.
+// clients that put, get, delete, compare-and-set (on the mod revision or the
+// value) and range over a small key pool, grant and revoke leases, watch,
+// lock and register, and write every request with its real-time call/return
+// interval, response and outcome into a history.Recorder for the checkers.
 //
 // The traffic follows the rules that keep a history checkable, as etcd's own
 // tests/robustness/traffic does: every written value is unique to the run,
@@ -55,12 +55,15 @@ type Mix struct {
 	// ReadAt gets a key at a recent revision (WithRev): some below a
 	// compaction, some not yet reached.
 	ReadAt int
+	// ValueTxn is a compare-and-set on the value (a txn with expect_value
+	// and else_get), against the value the client last saw.
+	ValueTxn int
 }
 
 // DefaultMix favours unique writes and reads. Deletes and revokes are
 // non-unique writes: each one with an unknown outcome doubles the states the
 // linearizability checker explores, so they are kept rare.
-var DefaultMix = Mix{Put: 30, Get: 30, Range: 10, Txn: 20, Delete: 3, LeasePut: 4, Revoke: 3}
+var DefaultMix = Mix{Put: 30, Get: 30, Range: 10, Txn: 20, Delete: 3, LeasePut: 4, Revoke: 3, ValueTxn: 5}
 
 // DeleteHeavyMix deletes as often as it writes: deletes of the key pool,
 // and churn keys created and deleted at once. A delete still waits for the
@@ -69,7 +72,7 @@ var DefaultMix = Mix{Put: 30, Get: 30, Range: 10, Txn: 20, Delete: 3, LeasePut: 
 var DeleteHeavyMix = Mix{Put: 20, Get: 15, Range: 10, Txn: 10, Delete: 25, Churn: 15, ReadAt: 5}
 
 func (m Mix) total() int {
-	return m.Put + m.Get + m.Range + m.Txn + m.Delete + m.LeasePut + m.Revoke + m.Churn + m.ReadAt
+	return m.Put + m.Get + m.Range + m.Txn + m.Delete + m.LeasePut + m.Revoke + m.Churn + m.ReadAt + m.ValueTxn
 }
 
 // Traffic profiles (Config.Profile).
@@ -81,7 +84,7 @@ const (
 
 // Profiles lists every profile with its one-line meaning, for --help.
 var Profiles = []struct{ Name, Meaning string }{
-	{ProfileDefault, "puts, gets, ranges, txns on mod revision, rare deletes and lease puts over the key pool"},
+	{ProfileDefault, "puts, gets, ranges, txns on mod revision and on value, rare deletes and lease puts over the key pool"},
 	{ProfileDeleteHeavy, "as many deletes as writes, plus keys created and at once deleted (churn), and gets at recent revisions"},
 	{ProfileKubernetes, "apiserver-shaped: objects created and updated by txn on mod revision, deleted, listed in pages at one revision, watched from the list's revision"},
 }
@@ -135,7 +138,7 @@ func (cfg Config) withDefaults() (Config, error) {
 			cfg.Clients, cfg.PinnedClients, cfg.Keys, cfg.Rate, cfg.OpTimeout)
 	}
 	m := cfg.Mix
-	if m.Put < 0 || m.Get < 0 || m.Range < 0 || m.Txn < 0 || m.Delete < 0 || m.LeasePut < 0 || m.Revoke < 0 || m.Churn < 0 || m.ReadAt < 0 {
+	if m.Put < 0 || m.Get < 0 || m.Range < 0 || m.Txn < 0 || m.Delete < 0 || m.LeasePut < 0 || m.Revoke < 0 || m.Churn < 0 || m.ReadAt < 0 || m.ValueTxn < 0 {
 		return cfg, fmt.Errorf("workload: Mix weights must not be negative (got %+v)", m)
 	}
 	if cfg.CompactInterval < 0 || cfg.CompactKeep < 0 || cfg.DefragInterval < 0 {
@@ -345,6 +348,7 @@ func Run(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg Conf
 			client:   &client{cli: cli, rec: rec, id: i, endpoint: ep, timeout: cfg.OpTimeout, detach: true},
 			rnd:      rand.New(rand.NewSource(cfg.Seed*1000003 + int64(i))),
 			seen:     make([]int64, cfg.Keys),
+			seenVal:  make([]string, cfg.Keys),
 		}
 	}
 	var maint sync.WaitGroup
@@ -383,9 +387,11 @@ type kvClient struct {
 	*client
 	rnd *rand.Rand
 	// seen is the last mod revision this client observed per key (0: absent
-	// or never seen); txn compares against it.
-	seen   []int64
-	leases []int64
+	// or never seen); txn compares against it. seenVal is the value it
+	// observed with it, which a value txn compares against.
+	seen    []int64
+	seenVal []string
+	leases  []int64
 	// churned counts the churn keys this client created.
 	churned int
 }
@@ -466,6 +472,9 @@ func (kc *kvClient) step(ctx context.Context) {
 		rev := max(1, kc.lastRev+2-int64(kc.rnd.Intn(2*int(kc.cfg.CompactKeep)+2)))
 		kc.GetAt(ctx, kc.keys[k], rev)
 		return
+	case draw(m.ValueTxn):
+		kc.valueTxn(ctx, k)
+		return
 	default:
 		if len(kc.leases) > 0 {
 			select {
@@ -506,7 +515,7 @@ func (kc *kvClient) get(ctx context.Context, k int) {
 	op := kc.Get(ctx, kc.keys[k], serializable)
 	// A serializable read may be stale; do not let it steer txns.
 	if op.Outcome == history.OK && !serializable {
-		kc.seen[k] = firstModRev(op.Resp.KVs)
+		kc.saw(k, op.Resp.KVs)
 	}
 }
 
@@ -514,9 +523,10 @@ func (kc *kvClient) rangeAll(ctx context.Context) {
 	op := kc.Range(ctx, keyspace.KVPrefix, keyspace.PrefixEnd(keyspace.KVPrefix), 0)
 	if op.Outcome == history.OK {
 		clear(kc.seen)
+		clear(kc.seenVal)
 		for _, kv := range op.Resp.KVs {
 			if i, ok := kc.keyIndex[kv.Key]; ok {
-				kc.seen[i] = kv.ModRevision
+				kc.seen[i], kc.seenVal[i] = kv.ModRevision, kv.Value
 			}
 		}
 	}
@@ -524,7 +534,7 @@ func (kc *kvClient) rangeAll(ctx context.Context) {
 
 func (kc *kvClient) put(ctx context.Context, k int, lease int64) {
 	if op := kc.Put(ctx, kc.keys[k], lease); op.Outcome == history.OK {
-		kc.seen[k] = op.Resp.Revision
+		kc.seen[k], kc.seenVal[k] = op.Resp.Revision, op.Value
 	}
 }
 
@@ -533,16 +543,39 @@ func (kc *kvClient) txn(ctx context.Context, k int) {
 	if op.Outcome != history.OK {
 		return
 	}
+	kc.sawTxn(k, &op)
+}
+
+// valueTxn compares the key's value with the one this client last saw ("",
+// which fails, when it saw the key absent or never read it).
+func (kc *kvClient) valueTxn(ctx context.Context, k int) {
+	op := kc.CompareValueAndPut(ctx, kc.keys[k], kc.seenVal[k])
+	if op.Outcome == history.OK {
+		kc.sawTxn(k, &op)
+	}
+}
+
+// sawTxn learns key k's state from an answered txn: its own write, or what
+// its else branch read.
+func (kc *kvClient) sawTxn(k int, op *history.Operation) {
 	if op.Resp.Succeeded {
-		kc.seen[k] = op.Resp.Revision
-	} else {
-		kc.seen[k] = firstModRev(op.Resp.KVs)
+		kc.seen[k], kc.seenVal[k] = op.Resp.Revision, op.Value
+		return
+	}
+	kc.saw(k, op.Resp.KVs)
+}
+
+// saw learns key k's state from a read of it (no kvs: absent).
+func (kc *kvClient) saw(k int, kvs []history.KV) {
+	kc.seen[k], kc.seenVal[k] = firstModRev(kvs), ""
+	if len(kvs) > 0 {
+		kc.seenVal[k] = kvs[0].Value
 	}
 }
 
 func (kc *kvClient) delete(ctx context.Context, k int) {
 	if op := kc.Delete(ctx, kc.keys[k]); op.Outcome == history.OK {
-		kc.seen[k] = 0
+		kc.seen[k], kc.seenVal[k] = 0, ""
 	}
 }
 
