@@ -10,8 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
-	"github.com/etcd-chaos/etcd-chaos/pkg/etcdbin"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local/localtest"
 )
 
 func snapshotCLI(args ...string) (code int, stdout, stderr string) {
@@ -45,15 +44,7 @@ func TestSnapshotUsageErrors(t *testing.T) {
 func TestSnapshotCLI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, err := local.NewProvider(local.WithVersion(etcdbin.DefaultVersion), local.WithProgress(os.Stderr)).Create(ctx,
-		local.CreateWithMembers(1), local.CreateWithArtifactDir(t.TempDir()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	if err := c.WaitHealthy(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c := localtest.Start(t, "", 1)
 	cli, err := c.Client(ctx)
 	if err != nil {
 		t.Fatal(err)

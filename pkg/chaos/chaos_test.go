@@ -256,3 +256,64 @@ func TestScheduleIsDeterministicForASeed(t *testing.T) {
 		t.Fatalf("seeds 42 and 43 gave the same schedule %v", a)
 	}
 }
+
+// richFake is a local-like cluster: it replaces members, reports small
+// snapshot settings and has a failpoint build with only some failpoints.
+type richFake struct {
+	*fakeCluster
+	snap       [2]int
+	failpoints []string
+}
+
+func (r *richFake) Faults() cluster.Faults                                     { return r }
+func (r *richFake) ReplaceMember(context.Context, string) error                { return nil }
+func (r *richFake) SnapshotPolicy() (int, int)                                 { return r.snap[0], r.snap[1] }
+func (r *richFake) Failpoints() []string                                       { return r.failpoints }
+func (r *richFake) SetFailpoint(context.Context, string, string, string) error { return nil }
+func (r *richFake) FailpointHits(context.Context, string, string) (int, error) { return 1, nil }
+
+func TestMixTakesTheNewNemesesWhereTheClusterCanTakeThem(t *testing.T) {
+	plain := newFake(3)
+	choices, left := mixChoices(plain)
+	if !slices.Equal(choices, mixMembers) {
+		t.Fatalf("plain backend: mix chooses %v, want only %v", choices, mixMembers)
+	}
+	want := []string{"member-replace: the fake backend cannot change membership", "blackhole-until-snapshot: each fault would wait", "failpoint-raft-save, failpoint-backend-commit, failpoint-defrag, failpoint-compaction, failpoint-watch-sleep: failpoint nemeses need the local backend"}
+	if len(left) != len(want) {
+		t.Fatalf("notes %q; want %d lines", left, len(want))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(left[i], "mix leaves out "+w) {
+			t.Errorf("note %d = %q, want it to start %q", i, left[i], "mix leaves out "+w)
+		}
+	}
+
+	// 3.5.2's failpoint build: no compaction or watch failpoints.
+	rich := &richFake{fakeCluster: newFake(3), snap: [2]int{100, 100}, failpoints: []string{"raftBeforeSave", "beforeCommit", "defragBeforeCopy"}}
+	choices, left = mixChoices(rich)
+	for _, n := range []string{"member-replace", "blackhole-until-snapshot", "failpoint-raft-save", "failpoint-backend-commit", "failpoint-defrag"} {
+		if !slices.Contains(choices, n) {
+			t.Errorf("mix on a local-like cluster leaves out %s (choices %v)", n, choices)
+		}
+	}
+	if len(left) != 2 || !strings.Contains(left[0], "failpoint-compaction") || !strings.Contains(left[1], "failpoint-watch-sleep") || !strings.Contains(left[1], "has none of the failpoints") {
+		t.Errorf("notes %q; want one line each for failpoint-compaction and failpoint-watch-sleep, naming the missing failpoints", left)
+	}
+
+	// etcd's default snapshot settings would hold a fault for minutes.
+	rich.snap = [2]int{10000, 5000}
+	if choices, _ = mixChoices(rich); slices.Contains(choices, "blackhole-until-snapshot") {
+		t.Errorf("mix chooses blackhole-until-snapshot with snapshot count 10000 and catch-up entries 5000")
+	}
+}
+
+func TestScheduleNotesWhatMixLeftOut(t *testing.T) {
+	n, _ := ByName("mix")
+	r, err := Schedule{Nemesis: n, Seed: 1, MaxFaults: 1}.Run(context.Background(), newFake(3), history.NewRecorder(history.Meta{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Notes) == 0 || !strings.Contains(strings.Join(r.Notes, "\n"), "member-replace") {
+		t.Fatalf("notes %q; want them to say mix left out member-replace", r.Notes)
+	}
+}

@@ -65,10 +65,12 @@ func failpointFaults(c cluster.Cluster) (cluster.FailpointFaults, error) {
 	return ff, nil
 }
 
-func (n failpointNemesis) plan(ctx context.Context, c cluster.Cluster, rng *rand.Rand) (Fault, error) {
+// usable returns the failpoints of n that c's binary has, or why n cannot
+// run on c.
+func (n failpointNemesis) usable(c cluster.Cluster) (cluster.FailpointFaults, []string, error) {
 	ff, err := failpointFaults(c)
 	if err != nil {
-		return Fault{}, err
+		return nil, nil, err
 	}
 	have := map[string]bool{}
 	for _, p := range ff.Failpoints() {
@@ -81,8 +83,22 @@ func (n failpointNemesis) plan(ctx context.Context, c cluster.Cluster, rng *rand
 		}
 	}
 	if len(points) == 0 {
-		return Fault{}, fmt.Errorf("%w: etcd %s has none of the failpoints %s uses (%s); list its failpoints with `etcd-chaos failpoints --etcd-version v%s`",
+		return nil, nil, fmt.Errorf("%w: etcd %s has none of the failpoints %s uses (%s); list its failpoints with `etcd-chaos failpoints --etcd-version v%s`",
 			cluster.ErrUnsupported, c.Version(), n.name, strings.Join(n.points, ", "), c.Version())
+	}
+	return ff, points, nil
+}
+
+// available is nil when n can run on c.
+func (n failpointNemesis) available(c cluster.Cluster) error {
+	_, _, err := n.usable(c)
+	return err
+}
+
+func (n failpointNemesis) plan(ctx context.Context, c cluster.Cluster, rng *rand.Rand) (Fault, error) {
+	ff, points, err := n.usable(c)
+	if err != nil {
+		return Fault{}, err
 	}
 	point := points[rng.IntN(len(points))]
 	m, err := pick(ctx, c, rng, false)

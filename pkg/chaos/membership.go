@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 )
 
@@ -53,6 +55,15 @@ type snapshotPolicy interface {
 // etcd's own defaults (3.6: 10000 and 5000), for a backend that does not say.
 const defaultSnapshotCount, defaultCatchupEntries = 10000, 5000
 
+// snapshotSettings is c's snapshot count and catch-up entries, or etcd's
+// defaults when the backend does not say.
+func snapshotSettings(c cluster.Cluster) (count, catchup int) {
+	if p, ok := c.(snapshotPolicy); ok {
+		return p.SnapshotPolicy()
+	}
+	return defaultSnapshotCount, defaultCatchupEntries
+}
+
 // snapshotWait bounds how long a member stays cut waiting for the leader to
 // move on; past it the fault did not take effect and says so.
 var snapshotWait = 3 * time.Minute
@@ -67,10 +78,7 @@ func planBlackholeUntilSnapshot(ctx context.Context, c cluster.Cluster, rng *ran
 	}
 	followers := without(names(c), leader)
 	m := followers[rng.IntN(len(followers))]
-	count, catchup := defaultSnapshotCount, defaultCatchupEntries
-	if p, ok := c.(snapshotPolicy); ok {
-		count, catchup = p.SnapshotPolicy()
-	}
+	count, catchup := snapshotSettings(c)
 	f := c.Faults()
 	return Fault{
 		Action:  fmt.Sprintf("blackhole %s until the leader's log is compacted past it (snapshot count %d, catch-up entries %d)", m, count, catchup),
@@ -83,38 +91,49 @@ func planBlackholeUntilSnapshot(ctx context.Context, c cluster.Cluster, rng *ran
 }
 
 // blackholeUntilSnapshot cuts m from every other member and returns once
-// the leader has applied count+catchup entries past m's last index: by
-// then it has taken a snapshot at least catchup entries past m and dropped
-// the log before it, so m, once healed, can only catch up from a snapshot.
+// the leader's applied index is more than count+catchup entries past m's,
+// as etcd's robustness suite decides it. By then the leader has taken a
+// snapshot (it snapshots every count applied entries) and dropped its log
+// up to catchup entries before that snapshot, which is past m's index, so
+// m, once healed, can only catch up from a snapshot. m's index is re-read
+// on every poll: it keeps applying entries it had received before the cut.
 // It errors, leaving the cut for Heal, when the leader does not get there
 // within snapshotWait.
 func blackholeUntilSnapshot(ctx context.Context, c cluster.Cluster, m string, count, catchup int) error {
-	var url string
-	for _, mm := range c.Members() {
-		if mm.Name == m {
-			url = mm.ClientURL
-		}
-	}
-	from, err := raftIndex(ctx, c, url)
-	if err != nil {
-		return fmt.Errorf("reading %s's raft index: %w", m, err)
-	}
+	url := memberURL(c, m)
 	for _, o := range without(names(c), m) {
 		if err := c.Faults().Cut(ctx, m, o); err != nil {
 			return err
 		}
 	}
-	// The member may have appended a little after it was read; a margin
-	// of a tenth of the catch-up window covers it.
-	target := from + uint64(count+catchup) + uint64(catchup/10) + 1
+	need := uint64(count + catchup)
 	wctx, cancel := context.WithTimeout(ctx, snapshotWait)
 	defer cancel()
-	var reached uint64
+	var eps []string
+	for _, mm := range c.Members() {
+		eps = append(eps, mm.ClientURL)
+	}
+	cli, err := c.Client(wctx, eps...)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	var leaderAt, memberAt uint64
 	for {
+		// Only the peer links are cut: m still answers its clients. Its
+		// log may hold entries it has not applied yet; those count.
+		if st, err := status(wctx, cli, url); err == nil {
+			memberAt = max(st.RaftAppliedIndex, st.RaftIndex)
+		}
 		if l, err := c.Leader(wctx); err == nil && l.Name != m {
-			if idx, err := raftIndex(wctx, c, l.ClientURL); err == nil {
-				reached = idx
-				if idx >= target {
+			if st, err := status(wctx, cli, l.ClientURL); err == nil {
+				// Snapshots follow the applied index; versions that do not
+				// report it give the committed one.
+				leaderAt = st.RaftAppliedIndex
+				if leaderAt == 0 {
+					leaderAt = st.RaftIndex
+				}
+				if memberAt > 0 && leaderAt > memberAt+need {
 					return nil
 				}
 			}
@@ -124,26 +143,15 @@ func blackholeUntilSnapshot(ctx context.Context, c cluster.Cluster, m string, co
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("the leader reached raft index %d of the %d needed within %v (the cut member was at %d): traffic too slow for snapshot count %d and catch-up entries %d, lower them (--snapshot-count, --snapshot-catchup-entries)",
-				reached, target, snapshotWait, from, count, catchup)
+			return fmt.Errorf("the leader's applied index got %d entries past the cut member's (%d), not the %d needed, within %v: traffic too slow for snapshot count %d and catch-up entries %d, lower them (--snapshot-count, --snapshot-catchup-entries)",
+				int64(leaderAt)-int64(memberAt), memberAt, need+1, snapshotWait, count, catchup)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
 
-// raftIndex is the member's applied raft index (its committed one on
-// versions that do not report applied).
-func raftIndex(ctx context.Context, c cluster.Cluster, url string) (uint64, error) {
-	cli, err := c.Client(ctx, url)
-	if err != nil {
-		return 0, err
-	}
-	defer cli.Close()
+func status(ctx context.Context, cli *clientv3.Client, url string) (*clientv3.StatusResponse, error) {
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	st, err := cli.Status(sctx, url)
-	if err != nil {
-		return 0, err
-	}
-	return max(st.RaftAppliedIndex, st.RaftIndex), nil
+	return cli.Status(sctx, url)
 }

@@ -71,12 +71,84 @@ func init() {
 	register("slow-network", "add latency and loss to a random member's peer traffic", planSlowNetwork)
 	register("delete-pod", "delete a random member's pod with grace 0 (Kubernetes only)", planDeletePod)
 	register("delete-all-pods", "delete every pod at once (Kubernetes only; loses data without persistence)", planDeleteAllPods)
-	docs["mix"] = "each fault picks one of the nemeses above (except none and the pod ones) at random"
+	docs["mix"] = "each fault picks one at random of the nemeses above that work on every backend (not none, slow-network or the pod ones), plus member-replace, blackhole-until-snapshot and the failpoint ones where the cluster can take them; the faults check says which it left out and why"
 }
 
-// mixMembers are the nemeses "mix" chooses from: every fault that works on
-// every backend and leaves the data in place.
+// mixMembers are the nemeses "mix" always chooses from: every fault that
+// works on every backend and leaves the data in place.
 var mixMembers = []string{"kill-random", "kill-leader", "pause-random", "pause-leader", "partition-leader", "partition-random", "bridge", "rolling-restart"}
+
+// mixBlackholeMax bounds snapshot count + catch-up entries for "mix" to
+// choose blackhole-until-snapshot: each such fault waits for that many
+// entries, and a mix fault should last seconds, not minutes.
+const mixBlackholeMax = 1000
+
+// mixOption is a nemesis "mix" adds when the cluster can take it; avail
+// says why it cannot (nil: it can).
+type mixOption struct {
+	name  string
+	avail func(c cluster.Cluster) error
+}
+
+var mixOptional = []mixOption{
+	{"member-replace", func(c cluster.Cluster) error {
+		if _, ok := c.Faults().(cluster.MembershipFaults); !ok {
+			return fmt.Errorf("the %s backend cannot change membership", c.Backend())
+		}
+		if len(c.Members()) < 3 {
+			return errors.New("it needs at least 3 members")
+		}
+		return nil
+	}},
+	{"blackhole-until-snapshot", func(c cluster.Cluster) error {
+		if len(c.Members()) < 3 {
+			return errors.New("it needs at least 3 members")
+		}
+		count, catchup := snapshotSettings(c)
+		if count+catchup > mixBlackholeMax {
+			return fmt.Errorf("each fault would wait for snapshot count %d + catch-up entries %d entries (mix takes it at %d or fewer: lower --snapshot-count, --snapshot-catchup-entries)", count, catchup, mixBlackholeMax)
+		}
+		return nil
+	}},
+}
+
+func init() {
+	for _, n := range failpointNemeses {
+		mixOptional = append(mixOptional, mixOption{n.name, n.available})
+	}
+}
+
+// mixChoices returns the nemeses "mix" chooses from on c, and one line for
+// each reason it leaves some out (the failpoint ones share theirs).
+func mixChoices(c cluster.Cluster) (choices, left []string) {
+	choices = append(choices, mixMembers...)
+	var reasons []string
+	out := map[string][]string{}
+	for _, o := range mixOptional {
+		err := o.avail(c)
+		if err == nil {
+			choices = append(choices, o.name)
+			continue
+		}
+		r := strings.TrimPrefix(err.Error(), cluster.ErrUnsupported.Error()+": ")
+		if out[r] == nil {
+			reasons = append(reasons, r)
+		}
+		out[r] = append(out[r], o.name)
+	}
+	for _, r := range reasons {
+		left = append(left, fmt.Sprintf("mix leaves out %s: %s", strings.Join(out[r], ", "), r))
+	}
+	return choices, left
+}
+
+// MixNotes says which nemeses "mix" leaves out on c and why (a failpoint
+// nemesis on a plain build, blackhole-until-snapshot with etcd's large
+// snapshot settings); the schedule reports them with the run's faults.
+func MixNotes(c cluster.Cluster) []string {
+	_, left := mixChoices(c)
+	return left
+}
 
 // ByName returns the named nemesis, or an error listing the valid names.
 func ByName(name string) (Nemesis, error) {
@@ -106,7 +178,8 @@ type mix struct{}
 
 func (mix) Name() string { return "mix" }
 func (mix) Plan(ctx context.Context, c cluster.Cluster, rng *rand.Rand) (Fault, error) {
-	name := mixMembers[rng.IntN(len(mixMembers))]
+	choices, _ := mixChoices(c)
+	name := choices[rng.IntN(len(choices))]
 	f, err := registry[name].Plan(ctx, c, rng)
 	if err != nil {
 		return f, err

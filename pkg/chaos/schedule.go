@@ -50,6 +50,9 @@ type Result struct {
 	Faults  int
 	Applied int
 	Errors  []string
+	// Notes say what the nemesis could not do on this cluster, such as
+	// the nemeses "mix" left out and why.
+	Notes   []string
 	Elapsed time.Duration
 }
 
@@ -77,6 +80,9 @@ func (s Schedule) Run(ctx context.Context, c cluster.Cluster, rec *history.Recor
 	rng := rand.New(rand.NewPCG(uint64(s.Seed), 0x9e3779b97f4a7c15))
 	var res Result
 	defer func() { res.Elapsed = time.Since(start) }()
+	if _, ok := s.Nemesis.(mix); ok {
+		res.Notes = MixNotes(c)
+	}
 	if !sleep(ctx, s.Warmup) {
 		res.Elapsed = time.Since(start)
 		return res, nil

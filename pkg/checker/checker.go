@@ -67,18 +67,21 @@ func Check(ctx context.Context, h *history.History, opts Options) []verdict.Chec
 const NoRevisionsReason = "the history carries no revisions (meta no_revisions), and this check needs them"
 
 // checkValues judges a history without revisions: linearizability on
-// values alone, and every check that needs revisions skipped with the
-// reason, so the report says what was not checked rather than leaving it out.
+// values alone, the lock counter (which reads only which increments
+// succeeded and the final count), and every check that needs revisions
+// skipped with the reason, so the report says what was not checked rather
+// than leaving it out.
 func checkValues(ctx context.Context, h *history.History, opts Options) []verdict.Check {
 	out := []verdict.Check{
 		linearizable.CheckValues(ctx, h, linearizable.Options{Timeout: opts.Timeout, ArtifactDir: opts.ArtifactDir}),
 	}
-	names := []string{serializable.Name, durability.Name, revlog.ConsistentName}
+	names := []string{serializable.Name, durability.Name, revlog.ConsistentName, compaction.Name}
 	names = append(names, watch.Names...)
 	names = append(names, lease.Revoke, lease.Expiry, lease.KeepAlive)
 	for _, n := range names {
 		out = append(out, verdict.Check{Name: n, Status: verdict.Skipped, Summary: NoRevisionsReason})
 	}
+	out = append(out, lock.Check(h)...)
 	if h.Meta.Interrupted != "" {
 		out = append(out, interrupted(h))
 	}

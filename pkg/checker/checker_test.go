@@ -2,11 +2,14 @@ package checker
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/etcd-chaos/etcd-chaos/pkg/checker/lock"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
@@ -76,6 +79,52 @@ func TestPhantomValueIsNotAWatchFailure(t *testing.T) {
 	for name := range failed {
 		if strings.HasPrefix(name, "watch/") {
 			t.Errorf("%s failed, but no watch saw the phantom: %v", name, failedChecks[name])
+		}
+	}
+}
+
+// A history without revisions runs the lock counter check, which needs
+// none, and shows every check that needs revisions skipped with the reason.
+func TestNoRevisionsRunsLockCounter(t *testing.T) {
+	counter := func(final string) *history.History {
+		h := &history.History{Meta: history.Meta{NoRevisions: true}}
+		add := func(o history.Operation) {
+			o.ID = int64(len(h.Operations) + 1)
+			o.ClientID, o.Key, o.Outcome = int(o.ID), keyspace.LockCounterKey, history.OK
+			o.Call, o.Return = o.ID*10, o.ID*10+5
+			h.Operations = append(h.Operations, o)
+		}
+		// The first increment creates the counter (expect_mod_rev 0: key
+		// absent); the others compare the value the previous one wrote.
+		prev := ""
+		for i := 1; i <= 3; i++ {
+			inc := history.Operation{Kind: history.Txn, Value: fmt.Sprintf("%d:c%d", i, i), Resp: &history.Response{Succeeded: true}}
+			if i > 1 {
+				expect := prev
+				inc.ExpectValue = &expect
+			}
+			add(inc)
+			prev = inc.Value
+		}
+		add(history.Operation{Kind: history.Get, Resp: &history.Response{KVs: []history.KV{{Key: keyspace.LockCounterKey, Value: final}}}})
+		return h
+	}
+	for _, tc := range []struct {
+		final string
+		want  verdict.Status
+	}{{"3:c3", verdict.Pass}, {"1:c1", verdict.Fail}} {
+		checks := Check(context.Background(), counter(tc.final), Options{Timeout: 10 * time.Second})
+		byName := map[string]verdict.Check{}
+		for _, c := range checks {
+			byName[c.Name] = c
+		}
+		if c, ok := byName[lock.Name]; !ok || c.Status != tc.want {
+			t.Errorf("final %q: lock/counter %+v, want %s", tc.final, c, tc.want)
+		}
+		for _, name := range []string{"compaction", "durability", "serializable", "kv/consistent", "lease/expiry"} {
+			if c := byName[name]; c.Status != verdict.Skipped || c.Summary != NoRevisionsReason {
+				t.Errorf("%s: %s %q, want skipped: %s", name, c.Status, c.Summary, NoRevisionsReason)
+			}
 		}
 	}
 }

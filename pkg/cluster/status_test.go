@@ -6,21 +6,14 @@ import (
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
-	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local/localtest"
 )
 
 // The status helpers every backend builds on, against a real local cluster.
 func TestLeaderHealthAndHashKV(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a real etcd cluster")
-	}
+	c := localtest.Start(t, "", 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := local.NewProvider().Create(ctx, local.CreateWithMembers(3), local.CreateWithArtifactDir(t.TempDir()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
 
 	if err := cluster.WaitHealthy(ctx, c); err != nil {
 		t.Fatal(err)

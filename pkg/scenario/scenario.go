@@ -520,6 +520,9 @@ func FaultsCheck(nemesis string, r chaos.Result, schedErr error, interrupted boo
 	for _, e := range r.Errors {
 		c.Warn("%s", e)
 	}
+	for _, n := range r.Notes {
+		c.Warn("%s", n)
+	}
 	switch {
 	case errors.Is(schedErr, cluster.ErrUnsupported):
 		c.Status = verdict.Unknown

@@ -18,6 +18,8 @@ import (
 	etcdutlsnap "go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
 
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local/localtest"
 	"github.com/etcd-chaos/etcd-chaos/pkg/etcdbin"
 )
 
@@ -90,7 +92,7 @@ func etcdutlVersion(b *testing.B) string {
 // `etcdutl snapshot restore` command at the same etcdutl version restoring
 // the same file.
 func BenchmarkSnapshot(b *testing.B) {
-	c := startCluster(b, 1, "--quota-backend-bytes=4294967296")
+	c := localtest.Start(b, "", 1, local.CreateWithFlags("--quota-backend-bytes=4294967296"))
 	ctx := context.Background()
 	cli, err := c.Client(ctx)
 	if err != nil {

@@ -15,30 +15,10 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
-	"github.com/etcd-chaos/etcd-chaos/pkg/etcdbin"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local/localtest"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
-
-// startCluster starts a local cluster that is closed when the test ends.
-func startCluster(tb testing.TB, members int, flags ...string) *local.Cluster {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	opts := []local.CreateOption{local.CreateWithMembers(members), local.CreateWithArtifactDir(tb.TempDir())}
-	if len(flags) > 0 {
-		opts = append(opts, local.CreateWithFlags(flags...))
-	}
-	c, err := local.NewProvider(local.WithVersion(etcdbin.DefaultVersion), local.WithProgress(os.Stderr)).Create(ctx, opts...)
-	if err != nil {
-		tb.Fatalf("start %d-member local cluster: %v", members, err)
-	}
-	tb.Cleanup(func() { c.Close(context.Background()) })
-	if err := c.WaitHealthy(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	return c
-}
 
 func restore(tb testing.TB, path string, members int) *local.Cluster {
 	tb.Helper()
@@ -142,7 +122,7 @@ var wantErrors = map[string]string{
 }
 
 func TestVerifyRejectsDamagedSnapshots(t *testing.T) {
-	c := startCluster(t, 1)
+	c := localtest.Start(t, "", 1)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cli, err := c.Client(ctx)
@@ -216,7 +196,7 @@ func TestVerifyRejectsDamagedSnapshots(t *testing.T) {
 }
 
 func TestRoundTripUnderLoad(t *testing.T) {
-	orig := startCluster(t, 3)
+	orig := localtest.Start(t, "", 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cli, err := orig.Client(ctx)

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local/localtest"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 )
@@ -37,7 +38,7 @@ func benchDuration(b *testing.B) time.Duration {
 //
 //	go test ./pkg/workload -run '^$' -bench Traffic -benchtime 1x
 func BenchmarkTraffic(b *testing.B) {
-	c := startCluster(b, 3)
+	c := localtest.Start(b, "", 3)
 	d := benchDuration(b)
 	cfg := Config{Clients: 8, Seed: 1}
 	var recOps, plainOps int64

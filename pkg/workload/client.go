@@ -171,18 +171,44 @@ func (c *client) CompareAndPut(ctx context.Context, req CAS) history.Operation {
 		if err != nil {
 			return nil, err
 		}
-		r := headerOnly(resp.Header)
-		r.Succeeded = resp.Succeeded
-		if !resp.Succeeded && len(resp.Responses) > 0 {
-			if rr := resp.Responses[0].GetResponseRange(); rr != nil {
-				r.KVs = convKVs(rr.Kvs)
-			}
-		}
+		r := txnResponse(resp)
 		if !resp.Succeeded && len(req.Guards) > 0 && firstModRev(r.KVs) == req.ExpectModRev {
 			op.Kind, op.Value, op.ExpectModRev = history.Get, "", 0
 		}
 		return r, nil
 	})
+}
+
+// CompareValueAndPut is a compare-and-set on the value: if key holds
+// expect, put a value unique to the run, else get key. etcd fails a value
+// compare on a missing key, whatever expect is. It is recorded as a txn
+// with expect_value and else_get.
+func (c *client) CompareValueAndPut(ctx context.Context, key, expect string) history.Operation {
+	op := c.newWrite(history.Txn, key, "")
+	op.ExpectValue, op.ElseGet = &expect, true
+	return c.do(ctx, op, func(ctx context.Context, op *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.Value(key), "=", expect)).
+			Then(clientv3.OpPut(key, op.Value)).
+			Else(clientv3.OpGet(key)).
+			Commit()
+		if err != nil {
+			return nil, err
+		}
+		return txnResponse(resp), nil
+	})
+}
+
+// txnResponse records a txn of one put and, on failure, one get: which
+// branch ran, and what the get returned.
+func txnResponse(resp *clientv3.TxnResponse) *history.Response {
+	r := headerOnly(resp.Header)
+	r.Succeeded = resp.Succeeded
+	if !resp.Succeeded && len(resp.Responses) > 0 {
+		if rr := resp.Responses[0].GetResponseRange(); rr != nil {
+			r.KVs = convKVs(rr.Kvs)
+		}
+	}
+	return r
 }
 
 // Grant grants a lease of ttl seconds.

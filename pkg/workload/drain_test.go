@@ -3,12 +3,12 @@ package workload
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/watch"
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local/localtest"
 	"github.com/etcd-chaos/etcd-chaos/pkg/etcdbin"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
@@ -38,7 +38,7 @@ func TestDrainPastWritesOutsideTheWatchedRange(t *testing.T) {
 }
 
 func testDrainOutsideRange(t *testing.T, version string) {
-	c := startVersionCluster(t, 3, version)
+	c := localtest.Start(t, version, 3)
 	seed := testSeed(t)
 	rec := history.NewRecorder(history.Meta{Seed: seed, Members: 3, EtcdVersion: version})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -97,28 +97,6 @@ func testDrainOutsideRange(t *testing.T, version string) {
 	}
 }
 
-// startVersionCluster is startCluster at a given etcd version.
-func startVersionCluster(tb testing.TB, n int, version string) *local.Cluster {
-	tb.Helper()
-	if testing.Short() {
-		tb.Skip("needs a real etcd cluster; skipped with -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	c, err := local.NewProvider(local.WithVersion(version), local.WithProgress(os.Stderr)).Create(ctx, local.CreateWithMembers(n))
-	if err != nil {
-		tb.Fatalf("start a %d-member local cluster at etcd %s: %v", n, version, err)
-	}
-	tb.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := c.Close(cctx); err != nil {
-			tb.Errorf("close local cluster: %v", err)
-		}
-	})
-	return c
-}
-
 // waitSeen waits until every watcher has seen rev.
 func waitSeen(ctx context.Context, w *Watchers, rev int64) error {
 	for {
@@ -166,7 +144,7 @@ func putOutside(ctx context.Context, endpoint string, c *local.Cluster, n int) (
 // new streams from the revision after the last one they saw, and the chain
 // of streams must pass every watch check.
 func TestWatchesResumeAcrossLongFaults(t *testing.T) {
-	c := startCluster(t, 3)
+	c := localtest.Start(t, "", 3)
 	seed := testSeed(t)
 	rec := history.NewRecorder(history.Meta{Seed: seed, Members: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/lock"
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local/localtest"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
@@ -36,7 +37,7 @@ func testSeed(t testing.TB) int64 {
 // real 3-member cluster, then the lock counter and a registration, and checks
 // what was recorded.
 func TestTrafficAgainstCluster(t *testing.T) {
-	c := startCluster(t, 3)
+	c := localtest.Start(t, "", 3)
 	seed := testSeed(t)
 	rec := history.NewRecorder(history.Meta{Seed: seed, Members: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -148,7 +149,8 @@ func checkOperations(t *testing.T, h *history.History, kv Stats) {
 	type count struct{ ok, fail, unknown int }
 	byKind := map[history.Kind]*count{}
 	values := map[string]int64{}
-	var txnOK, txnFailed, pinned, serializable, expiredSeen int
+	var pinned, serializable, expiredSeen int
+	var txns [2]count // by compare: [0] mod revision, [1] value
 	expireKeys := map[string]bool{}
 	for _, op := range h.Operations {
 		c := byKind[op.Kind]
@@ -180,10 +182,17 @@ func checkOperations(t *testing.T, h *history.History, kv Stats) {
 			values[op.Value] = op.ID
 		}
 		if op.Kind == history.Txn && op.Outcome == history.OK && strings.HasPrefix(op.Key, keyspace.KVPrefix) {
+			n := &txns[0]
+			if op.ExpectValue != nil {
+				n = &txns[1]
+			}
 			if op.Resp.Succeeded {
-				txnOK++
+				n.ok++
 			} else {
-				txnFailed++
+				n.fail++
+			}
+			if op.ExpectValue != nil && !op.ElseGet {
+				t.Errorf("op %d: a value-compare txn recorded without its else branch", op.ID)
 			}
 		}
 		if op.Endpoint != "" {
@@ -217,8 +226,10 @@ func checkOperations(t *testing.T, h *history.History, kv Stats) {
 	if bad*100 > total {
 		t.Errorf("%d of %d operations did not succeed on a healthy cluster", bad, total)
 	}
-	if txnOK == 0 || txnFailed == 0 {
-		t.Errorf("txns: %d succeeded, %d failed; want both", txnOK, txnFailed)
+	for i, what := range []string{"revision-compare", "value-compare"} {
+		if c := txns[i]; c.ok == 0 || c.fail == 0 {
+			t.Errorf("%s txns: %d succeeded, %d failed; want both", what, c.ok, c.fail)
+		}
 	}
 	if pinned == 0 || serializable == 0 {
 		t.Errorf("pinned ops %d, serializable gets %d; want both", pinned, serializable)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local/localtest"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
@@ -16,7 +17,7 @@ import (
 // revision compacted by then, and requires every check to pass: a correct
 // etcd must never look broken because of compaction or defragmentation.
 func TestCompactAndDefragDuringTraffic(t *testing.T) {
-	c := startCluster(t, 3)
+	c := localtest.Start(t, "", 3)
 	seed := testSeed(t)
 	rec := history.NewRecorder(history.Meta{Seed: seed, Members: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

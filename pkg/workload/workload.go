@@ -1,8 +1,8 @@
 // Package workload holds the traffic that gets recorded: concurrent etcd
-// clients that put, get, delete, compare-and-set and range over a small key
-// pool, grant and revoke leases, watch, lock and register, and write every
-// request with its real-time call/return interval, response and outcome into
-// a history.Recorder for the checkers.
+// clients that put, get, delete, compare-and-set (on the mod revision or the
+// value) and range over a small key pool, grant and revoke leases, watch,
+// lock and register, and write every request with its real-time call/return
+// interval, response and outcome into a history.Recorder for the checkers.
 //
 // The traffic follows the rules that keep a history checkable, as etcd's own
 // tests/robustness/traffic does: every written value is unique to the run,
@@ -49,15 +49,18 @@ const maxLeasesPerClient = 4
 // Mix means DefaultMix.
 type Mix struct {
 	Put, Get, Range, Txn, Delete, LeasePut, Revoke int
+	// ValueTxn is a compare-and-set on the value (a txn with expect_value
+	// and else_get), against the value the client last saw.
+	ValueTxn int
 }
 
 // DefaultMix favours unique writes and reads. Deletes and revokes are
 // non-unique writes: each one with an unknown outcome doubles the states the
 // linearizability checker explores, so they are kept rare.
-var DefaultMix = Mix{Put: 30, Get: 30, Range: 10, Txn: 20, Delete: 3, LeasePut: 4, Revoke: 3}
+var DefaultMix = Mix{Put: 30, Get: 30, Range: 10, Txn: 20, Delete: 3, LeasePut: 4, Revoke: 3, ValueTxn: 5}
 
 func (m Mix) total() int {
-	return m.Put + m.Get + m.Range + m.Txn + m.Delete + m.LeasePut + m.Revoke
+	return m.Put + m.Get + m.Range + m.Txn + m.Delete + m.LeasePut + m.Revoke + m.ValueTxn
 }
 
 // Config configures KV traffic. Zero fields take the documented defaults.
@@ -105,7 +108,7 @@ func (cfg Config) withDefaults() (Config, error) {
 			cfg.Clients, cfg.PinnedClients, cfg.Keys, cfg.Rate, cfg.OpTimeout)
 	}
 	m := cfg.Mix
-	if m.Put < 0 || m.Get < 0 || m.Range < 0 || m.Txn < 0 || m.Delete < 0 || m.LeasePut < 0 || m.Revoke < 0 {
+	if m.Put < 0 || m.Get < 0 || m.Range < 0 || m.Txn < 0 || m.Delete < 0 || m.LeasePut < 0 || m.Revoke < 0 || m.ValueTxn < 0 {
 		return cfg, fmt.Errorf("workload: Mix weights must not be negative (got %+v)", m)
 	}
 	if cfg.CompactInterval < 0 || cfg.CompactKeep < 0 || cfg.DefragInterval < 0 {
@@ -305,6 +308,7 @@ func Run(ctx context.Context, c cluster.Cluster, rec *history.Recorder, cfg Conf
 			client:   &client{cli: cli, rec: rec, id: i, endpoint: ep, timeout: cfg.OpTimeout, detach: true},
 			rnd:      rand.New(rand.NewSource(cfg.Seed*1000003 + int64(i))),
 			seen:     make([]int64, cfg.Keys),
+			seenVal:  make([]string, cfg.Keys),
 		}
 	}
 	var maint sync.WaitGroup
@@ -343,9 +347,11 @@ type kvClient struct {
 	*client
 	rnd *rand.Rand
 	// seen is the last mod revision this client observed per key (0: absent
-	// or never seen); txn compares against it.
-	seen   []int64
-	leases []int64
+	// or never seen); txn compares against it. seenVal is the value it
+	// observed with it, which a value txn compares against.
+	seen    []int64
+	seenVal []string
+	leases  []int64
 }
 
 func (kc *kvClient) run(ctx context.Context) {
@@ -403,6 +409,9 @@ func (kc *kvClient) step(ctx context.Context) {
 	case n < m.Put+m.Get+m.Range+m.Txn+m.Delete+m.LeasePut:
 		kc.leasePut(ctx, k)
 		return
+	case n < m.Put+m.Get+m.Range+m.Txn+m.Delete+m.LeasePut+m.ValueTxn:
+		kc.valueTxn(ctx, k)
+		return
 	default:
 		if len(kc.leases) > 0 {
 			select {
@@ -424,7 +433,7 @@ func (kc *kvClient) get(ctx context.Context, k int) {
 	op := kc.Get(ctx, kc.keys[k], serializable)
 	// A serializable read may be stale; do not let it steer txns.
 	if op.Outcome == history.OK && !serializable {
-		kc.seen[k] = firstModRev(op.Resp.KVs)
+		kc.saw(k, op.Resp.KVs)
 	}
 }
 
@@ -432,9 +441,10 @@ func (kc *kvClient) rangeAll(ctx context.Context) {
 	op := kc.Range(ctx, keyspace.KVPrefix, keyspace.PrefixEnd(keyspace.KVPrefix), 0)
 	if op.Outcome == history.OK {
 		clear(kc.seen)
+		clear(kc.seenVal)
 		for _, kv := range op.Resp.KVs {
 			if i, ok := kc.keyIndex[kv.Key]; ok {
-				kc.seen[i] = kv.ModRevision
+				kc.seen[i], kc.seenVal[i] = kv.ModRevision, kv.Value
 			}
 		}
 	}
@@ -442,7 +452,7 @@ func (kc *kvClient) rangeAll(ctx context.Context) {
 
 func (kc *kvClient) put(ctx context.Context, k int, lease int64) {
 	if op := kc.Put(ctx, kc.keys[k], lease); op.Outcome == history.OK {
-		kc.seen[k] = op.Resp.Revision
+		kc.seen[k], kc.seenVal[k] = op.Resp.Revision, op.Value
 	}
 }
 
@@ -451,16 +461,39 @@ func (kc *kvClient) txn(ctx context.Context, k int) {
 	if op.Outcome != history.OK {
 		return
 	}
+	kc.sawTxn(k, &op)
+}
+
+// valueTxn compares the key's value with the one this client last saw ("",
+// which fails, when it saw the key absent or never read it).
+func (kc *kvClient) valueTxn(ctx context.Context, k int) {
+	op := kc.CompareValueAndPut(ctx, kc.keys[k], kc.seenVal[k])
+	if op.Outcome == history.OK {
+		kc.sawTxn(k, &op)
+	}
+}
+
+// sawTxn learns key k's state from an answered txn: its own write, or what
+// its else branch read.
+func (kc *kvClient) sawTxn(k int, op *history.Operation) {
 	if op.Resp.Succeeded {
-		kc.seen[k] = op.Resp.Revision
-	} else {
-		kc.seen[k] = firstModRev(op.Resp.KVs)
+		kc.seen[k], kc.seenVal[k] = op.Resp.Revision, op.Value
+		return
+	}
+	kc.saw(k, op.Resp.KVs)
+}
+
+// saw learns key k's state from a read of it (no kvs: absent).
+func (kc *kvClient) saw(k int, kvs []history.KV) {
+	kc.seen[k], kc.seenVal[k] = firstModRev(kvs), ""
+	if len(kvs) > 0 {
+		kc.seenVal[k] = kvs[0].Value
 	}
 }
 
 func (kc *kvClient) delete(ctx context.Context, k int) {
 	if op := kc.Delete(ctx, kc.keys[k]); op.Outcome == history.OK {
-		kc.seen[k] = 0
+		kc.seen[k], kc.seenVal[k] = 0, ""
 	}
 }
 

@@ -6,36 +6,22 @@ import (
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/history/historytest"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
 // builder assembles histories with explicit times, given in seconds since
 // the run started; every operation takes 10ms.
-type builder struct {
-	h  history.History
-	id int64
-}
+type builder struct{ historytest.Builder }
 
 const opLatency = 10 * time.Millisecond
 
 func at(sec float64) int64 { return int64(sec * float64(time.Second)) }
 
 func (b *builder) add(sec float64, op history.Operation) *history.Operation {
-	b.id++
-	op.ID = b.id
-	if op.ClientID == 0 {
-		op.ClientID = 1
-	}
 	op.Call = at(sec)
 	op.Return = op.Call + int64(opLatency)
-	if op.Outcome == "" {
-		op.Outcome = history.OK
-	}
-	if op.Outcome == history.OK && op.Resp == nil {
-		op.Resp = &history.Response{}
-	}
-	b.h.Operations = append(b.h.Operations, op)
-	return &b.h.Operations[len(b.h.Operations)-1]
+	return b.Add(op)
 }
 
 func (b *builder) grant(sec float64, lease, ttl int64) {
@@ -43,11 +29,11 @@ func (b *builder) grant(sec float64, lease, ttl int64) {
 }
 
 func (b *builder) put(sec float64, key, value string, lease, rev int64) {
-	b.add(sec, history.Operation{Kind: history.Put, Key: key, Value: value, Lease: lease, Resp: &history.Response{Revision: rev}})
+	b.add(sec, historytest.Put(key, value, lease, rev))
 }
 
 func (b *builder) revoke(sec float64, lease, rev int64) {
-	b.add(sec, history.Operation{Kind: history.LeaseRevoke, Lease: lease, Resp: &history.Response{Revision: rev}})
+	b.add(sec, historytest.Revoke(lease, rev))
 }
 
 func (b *builder) keepalive(sec float64, lease, ttl int64, outcome history.Outcome, errMsg string) {
@@ -60,7 +46,7 @@ func (b *builder) keepalive(sec float64, lease, ttl int64, outcome history.Outco
 
 // get records a linearizable get of key returning kvs.
 func (b *builder) get(sec float64, key string, rev int64, kvs ...history.KV) {
-	b.add(sec, history.Operation{Kind: history.Get, Key: key, Resp: &history.Response{Revision: rev, KVs: kvs, Count: int64(len(kvs))}})
+	b.add(sec, historytest.Get(key, rev, kvs...))
 }
 
 func kv(key, value string, mod, lease int64) history.KV {

@@ -28,34 +28,34 @@ func TestRevoke(t *testing.T) {
 		b.get(2.005, "/lease-revoke/x", 2, kv("/lease-revoke/x", "x1", 2, 5)) // concurrent with the revoke
 		b.get(3, "/lease-revoke/x", 3)
 		b.add(3, history.Operation{Kind: history.Put, Key: "/lease-revoke/y", Value: "y1", Lease: 5, Outcome: history.Fail, Error: "lease not found"})
-		b.h.Watches = []history.Watch{{ID: 100, ClientID: 2, Key: "/lease-revoke/", End: "/lease-revoke0", StartRevision: 1, Responses: []history.WatchResponse{
+		b.H.Watches = []history.Watch{{ID: 100, ClientID: 2, Key: "/lease-revoke/", End: "/lease-revoke0", StartRevision: 1, Responses: []history.WatchResponse{
 			{Time: at(0.2), Revision: 2, Events: []history.Event{{Type: "put", Key: "/lease-revoke/x", Value: "x1", ModRevision: 2, CreateRevision: 2, Version: 1, Lease: 5, IsCreate: true}}},
 			{Time: at(2.1), Revision: 3, Events: []history.Event{{Type: "delete", Key: "/lease-revoke/x", ModRevision: 3}}},
 		}}}
-		expect(t, find(t, Check(&b.h, Options{}), Revoke), verdict.Pass, 0, 0, "1 revoked leases")
+		expect(t, find(t, Check(&b.H, Options{}), Revoke), verdict.Pass, 0, 0, "1 revoked leases")
 	})
 	t.Run("read after revoke sees the value", func(t *testing.T) {
 		b := revoked()
 		b.get(4, "/lease-revoke/x", 3, kv("/lease-revoke/x", "x1", 2, 5))
-		expect(t, find(t, Check(&b.h, Options{}), Revoke), verdict.Fail, 1, 0, `"/lease-revoke/x"="x1"`, "lease 5", "revision 3")
+		expect(t, find(t, Check(&b.H, Options{}), Revoke), verdict.Fail, 1, 0, `"/lease-revoke/x"="x1"`, "lease 5", "revision 3")
 	})
 	t.Run("unknown put surviving the revoke", func(t *testing.T) {
 		b := revoked()
 		b.add(1, history.Operation{Kind: history.Put, Key: "/lease-revoke/z", Value: "z1", Lease: 5, Outcome: history.Unknown, Error: "context deadline exceeded"})
 		b.get(4, "/lease-revoke/z", 4, history.KV{Key: "/lease-revoke/z", Value: "z1", ModRevision: 4})
-		expect(t, find(t, Check(&b.h, Options{}), Revoke), verdict.Fail, 1, 0, `"z1"`)
+		expect(t, find(t, Check(&b.H, Options{}), Revoke), verdict.Fail, 1, 0, `"z1"`)
 	})
 	t.Run("watch put after the revoke revision", func(t *testing.T) {
 		b := revoked()
-		b.h.Watches = []history.Watch{{ID: 100, ClientID: 2, Key: "/lease-revoke/x", StartRevision: 1, Responses: []history.WatchResponse{
+		b.H.Watches = []history.Watch{{ID: 100, ClientID: 2, Key: "/lease-revoke/x", StartRevision: 1, Responses: []history.WatchResponse{
 			{Time: at(3), Revision: 4, Events: []history.Event{{Type: "put", Key: "/lease-revoke/x", Value: "x1", ModRevision: 4, Lease: 5}}},
 		}}}
-		expect(t, find(t, Check(&b.h, Options{}), Revoke), verdict.Fail, 1, 0, "watch 100", "revision 4")
+		expect(t, find(t, Check(&b.H, Options{}), Revoke), verdict.Fail, 1, 0, "watch 100", "revision 4")
 	})
 	t.Run("put attached to a revoked lease succeeds", func(t *testing.T) {
 		b := revoked()
 		b.put(3, "/lease-revoke/y", "y1", 5, 4)
-		expect(t, find(t, Check(&b.h, Options{}), Revoke), verdict.Fail, 1, 0, `"/lease-revoke/y"`)
+		expect(t, find(t, Check(&b.H, Options{}), Revoke), verdict.Fail, 1, 0, `"/lease-revoke/y"`)
 	})
 	// Issue 17 item 2: an ok keep-alive of a lease whose ok revoke had
 	// returned 83ms to 1.6s earlier.
@@ -63,7 +63,7 @@ func TestRevoke(t *testing.T) {
 		for _, later := range []float64{0.083, 0.4, 1.6} {
 			b := revoked()
 			b.keepalive(2.01+later, 5, 30, history.OK, "")
-			expect(t, find(t, Check(&b.h, Options{}), Revoke), verdict.Fail, 1, 0, "lease-keepalive op 4", "kept lease 5 alive", "after lease-revoke op 3")
+			expect(t, find(t, Check(&b.H, Options{}), Revoke), verdict.Fail, 1, 0, "lease-keepalive op 4", "kept lease 5 alive", "after lease-revoke op 3")
 		}
 	})
 	t.Run("keep-alive racing the revoke, or refused after it", func(t *testing.T) {
@@ -71,12 +71,12 @@ func TestRevoke(t *testing.T) {
 		b.keepalive(1.995, 5, 30, history.OK, "")                                     // returns while the revoke is in flight
 		b.keepalive(2.5, 5, 0, history.Fail, "etcdserver: requested lease not found") // the promise kept
 		b.keepalive(2.6, 5, 0, history.Unknown, "context deadline exceeded")          // says nothing
-		expect(t, find(t, Check(&b.h, Options{}), Revoke), verdict.Pass, 0, 0)
+		expect(t, find(t, Check(&b.H, Options{}), Revoke), verdict.Pass, 0, 0)
 	})
 	t.Run("no revokes is skipped", func(t *testing.T) {
 		b := &builder{}
 		b.grant(0, 5, 30)
-		expect(t, find(t, Check(&b.h, Options{}), Revoke), verdict.Skipped, 0, 0)
+		expect(t, find(t, Check(&b.H, Options{}), Revoke), verdict.Skipped, 0, 0)
 	})
 }
 
@@ -97,44 +97,44 @@ func TestExpiry(t *testing.T) {
 		b.get(6, "/lease-expire/a", 3)
 		b.get(7, "/lease-expire/a", 3)
 		// 6.01s (the gone read's return) - 5.01s = 1s.
-		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 0, "1 keys on leases never kept alive (TTL 5s)",
+		expect(t, find(t, Check(&b.H, Options{}), Expiry), verdict.Pass, 0, 0, "1 keys on leases never kept alive (TTL 5s)",
 			"past deadline + 10s is a violation", "First seen gone 6s / 6s / 6s after the grant", "1s after the deadline")
 	})
 	t.Run("watch delete measures the delay", func(t *testing.T) {
 		b := expiring()
-		b.h.Watches = []history.Watch{{ID: 100, ClientID: 2, Key: "/lease-expire/", End: "/lease-expire0", StartRevision: 2, Responses: []history.WatchResponse{
+		b.H.Watches = []history.Watch{{ID: 100, ClientID: 2, Key: "/lease-expire/", End: "/lease-expire0", StartRevision: 2, Responses: []history.WatchResponse{
 			{Time: at(0.2), Revision: 2, Events: []history.Event{{Type: "put", Key: "/lease-expire/a", Value: "a1", ModRevision: 2, Lease: 7}}},
 			{Time: at(5.51), Revision: 3, Events: []history.Event{{Type: "delete", Key: "/lease-expire/a", ModRevision: 3}}},
 		}}}
-		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 0, "500ms after the deadline")
+		expect(t, find(t, Check(&b.H, Options{}), Expiry), verdict.Pass, 0, 0, "500ms after the deadline")
 	})
 	t.Run("moderately late is a warning", func(t *testing.T) {
 		b := expiring()
 		b.get(9, "/lease-expire/a", 2, kv("/lease-expire/a", "a1", 2, 7)) // 3.99s late
 		b.get(10, "/lease-expire/a", 3)
-		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 1, "3.99s", "5s after the deadline")
+		expect(t, find(t, Check(&b.H, Options{}), Expiry), verdict.Pass, 0, 1, "3.99s", "5s after the deadline")
 	})
 	t.Run("alive long past TTL fails", func(t *testing.T) {
 		b := expiring()
 		b.get(20, "/lease-expire/a", 2, kv("/lease-expire/a", "a1", 2, 7)) // 14.99s late
-		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Fail, 1, 0, `"/lease-expire/a"`, "14.99s", "never observed gone")
+		expect(t, find(t, Check(&b.H, Options{}), Expiry), verdict.Fail, 1, 0, `"/lease-expire/a"`, "14.99s", "never observed gone")
 	})
 	t.Run("a leader change restarts the TTL clock", func(t *testing.T) {
 		// A fault window from 3s to 14s (say, a rolling restart) may elect
 		// new leaders, and each refreshes every lease to its full TTL.
 		b := expiring()
-		b.h.Faults = []history.Fault{{ID: 1, Nemesis: "rolling-restart", Action: "rolling restart", Start: at(3), End: at(14)}}
+		b.H.Faults = []history.Fault{{ID: 1, Nemesis: "rolling-restart", Action: "rolling restart", Start: at(3), End: at(14)}}
 		b.get(18, "/lease-expire/a", 2, kv("/lease-expire/a", "a1", 2, 7)) // 13s past grant+TTL, 0s past fault end+TTL
 		b.get(20, "/lease-expire/a", 3)
-		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 0, "1 deadlines restarted by a fault window")
+		expect(t, find(t, Check(&b.H, Options{}), Expiry), verdict.Pass, 0, 0, "1 deadlines restarted by a fault window")
 	})
 	t.Run("gone before a restarted deadline reads as before it, not as a negative delay", func(t *testing.T) {
 		// The fault window restarts the deadline to 19s, but the leader
 		// survived and the key expired on its first TTL: seen gone at 6s.
 		b := expiring()
-		b.h.Faults = []history.Fault{{ID: 1, Nemesis: "pause-follower", Action: "pause member-1", Start: at(3), End: at(14)}}
+		b.H.Faults = []history.Fault{{ID: 1, Nemesis: "pause-follower", Action: "pause member-1", Start: at(3), End: at(14)}}
 		b.get(6, "/lease-expire/a", 3)
-		c := find(t, Check(&b.h, Options{}), Expiry)
+		c := find(t, Check(&b.H, Options{}), Expiry)
 		expect(t, c, verdict.Pass, 0, 0, "12.99s before the deadline")
 		if regexp.MustCompile(`-[0-9]`).MatchString(c.Summary) {
 			t.Errorf("summary shows a negative duration: %s", c.Summary)
@@ -142,14 +142,14 @@ func TestExpiry(t *testing.T) {
 	})
 	t.Run("a fault after the deadline excuses nothing", func(t *testing.T) {
 		b := expiring()
-		b.h.Faults = []history.Fault{{ID: 1, Nemesis: "kill-leader", Action: "kill member-0", Start: at(12), End: at(13)}}
+		b.H.Faults = []history.Fault{{ID: 1, Nemesis: "kill-leader", Action: "kill member-0", Start: at(12), End: at(13)}}
 		b.get(20, "/lease-expire/a", 2, kv("/lease-expire/a", "a1", 2, 7))
-		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Fail, 1, 0)
+		expect(t, find(t, Check(&b.H, Options{}), Expiry), verdict.Fail, 1, 0)
 	})
 	t.Run("tolerances are options", func(t *testing.T) {
 		b := expiring()
 		b.get(20, "/lease-expire/a", 2, kv("/lease-expire/a", "a1", 2, 7))
-		expect(t, find(t, Check(&b.h, Options{ExpiryTolerance: 10 * 1e9, LooseTolerance: 30 * 1e9}), Expiry), verdict.Pass, 0, 1)
+		expect(t, find(t, Check(&b.H, Options{ExpiryTolerance: 10 * 1e9, LooseTolerance: 30 * 1e9}), Expiry), verdict.Pass, 0, 1)
 	})
 	// A failed value-compare txn without an else branch read nothing: its
 	// empty answer is no sign the key is gone. With else_get it is a read.
@@ -162,14 +162,14 @@ func TestExpiry(t *testing.T) {
 			if elseGet {
 				want = "First seen gone 2s"
 			}
-			expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Pass, 0, 0, want)
+			expect(t, find(t, Check(&b.H, Options{}), Expiry), verdict.Pass, 0, 0, want)
 		}
 	})
 	t.Run("kept-alive lease is not judged", func(t *testing.T) {
 		b := expiring()
 		b.keepalive(3, 7, 5, history.OK, "")
 		b.get(20, "/lease-expire/a", 2, kv("/lease-expire/a", "a1", 2, 7))
-		expect(t, find(t, Check(&b.h, Options{}), Expiry), verdict.Skipped, 0, 0)
+		expect(t, find(t, Check(&b.H, Options{}), Expiry), verdict.Skipped, 0, 0)
 	})
 }
 
@@ -203,34 +203,34 @@ func kept(skip func(sec int) bool, missingAt ...int) *builder {
 func TestKeepAlive(t *testing.T) {
 	t.Run("kept-alive key survives", func(t *testing.T) {
 		b := kept(nil)
-		expect(t, find(t, Check(&b.h, Options{}), KeepAlive), verdict.Pass, 0, 0, "1 kept-alive keys", "10 reads")
+		expect(t, find(t, Check(&b.H, Options{}), KeepAlive), verdict.Pass, 0, 0, "1 kept-alive keys", "10 reads")
 	})
 	t.Run("kept-alive key vanishes", func(t *testing.T) {
 		b := kept(nil, 10)
-		expect(t, find(t, Check(&b.h, Options{}), KeepAlive), verdict.Fail, 1, 0, `"/lease-keep/a"`, "get op")
+		expect(t, find(t, Check(&b.H, Options{}), KeepAlive), verdict.Fail, 1, 0, `"/lease-keep/a"`, "get op")
 	})
 	t.Run("missing after keep-alives stopped is a warning", func(t *testing.T) {
 		// Partition from 5s: keep-alives time out; the key is missing at 10.5s.
 		b := kept(func(s int) bool { return s >= 5 && s <= 11 }, 10)
-		expect(t, find(t, Check(&b.h, Options{}), KeepAlive), verdict.Pass, 0, 1, "stopped succeeding")
+		expect(t, find(t, Check(&b.H, Options{}), KeepAlive), verdict.Pass, 0, 1, "stopped succeeding")
 	})
 	t.Run("missing after a long pause is a warning", func(t *testing.T) {
 		// Keep-alives fail from 5s to 11s, resume at 12s; the key is missing at 13.5s.
 		b := kept(func(s int) bool { return s >= 5 && s <= 11 }, 13)
-		expect(t, find(t, Check(&b.h, Options{}), KeepAlive), verdict.Pass, 0, 1, "paused")
+		expect(t, find(t, Check(&b.H, Options{}), KeepAlive), verdict.Pass, 0, 1, "paused")
 	})
 	t.Run("lease not found while kept alive", func(t *testing.T) {
 		b := kept(nil)
 		b.keepalive(10.2, 9, 3, history.Fail, "etcdserver: requested lease not found")
-		expect(t, find(t, Check(&b.h, Options{}), KeepAlive), verdict.Fail, 1, 0, "lease not found")
+		expect(t, find(t, Check(&b.H, Options{}), KeepAlive), verdict.Fail, 1, 0, "lease not found")
 	})
 	t.Run("revoked lease is not judged", func(t *testing.T) {
 		b := kept(nil, 14)
 		b.revoke(13, 9, 3)
-		expect(t, find(t, Check(&b.h, Options{}), KeepAlive), verdict.Pass, 0, 0)
+		expect(t, find(t, Check(&b.H, Options{}), KeepAlive), verdict.Pass, 0, 0)
 	})
 	t.Run("no kept-alive keys is skipped", func(t *testing.T) {
-		expect(t, find(t, Check(&expiring().h, Options{}), KeepAlive), verdict.Skipped, 0, 0)
+		expect(t, find(t, Check(&expiring().H, Options{}), KeepAlive), verdict.Skipped, 0, 0)
 	})
 }
 
@@ -241,7 +241,7 @@ func TestKeepAliveRangeReadSeesKeyMissing(t *testing.T) {
 	b.add(9.6, history.Operation{Kind: history.Range, Key: "/lease-keep/", End: "/lease-keep0", Limit: 1, Resp: &history.Response{Revision: 2}})
 	// A serializable read may be stale and promises nothing.
 	b.add(9.7, history.Operation{Kind: history.Get, Key: "/lease-keep/a", Serializable: true, Resp: &history.Response{Revision: 2}})
-	expect(t, find(t, Check(&b.h, Options{}), KeepAlive), verdict.Fail, 1, 0, "range op")
+	expect(t, find(t, Check(&b.H, Options{}), KeepAlive), verdict.Fail, 1, 0, "range op")
 }
 
 // BenchmarkCheck measures the lease checks on a history of 2000 leases, each
@@ -273,15 +273,15 @@ func BenchmarkCheck(b *testing.B) {
 			bl.revoke(start+61, l, 3000+l)
 		}
 	}
-	bl.h.SortOperations()
+	bl.H.SortOperations()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		if cs := Check(&bl.h, Options{}); !verdict.Passed(cs) {
+		if cs := Check(&bl.H, Options{}); !verdict.Passed(cs) {
 			b.Fatalf("benchmark history must pass: %+v", cs)
 		}
 	}
-	b.ReportMetric(float64(len(bl.h.Operations)), "ops")
+	b.ReportMetric(float64(len(bl.H.Operations)), "ops")
 }
 
 // Recorded runs of a correct etcd pass every lease check: keep-alives racing

@@ -35,8 +35,10 @@ func (f *fast) chooseFiller(rev int64, cands []int32, used []bool, deadline int6
 
 func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64, freshOnly bool) int {
 	n := f.eligible(cands, deadline)
-	quiet := -1
-	quietDue := int64(math.MaxInt64)
+	// quiet is the optional write with the earliest deadline; spare the
+	// same among those that may fit no later gap (see below).
+	quiet, spare := -1, -1
+	quietDue, spareDue := int64(math.MaxInt64), int64(math.MaxInt64)
 	type job struct {
 		c   int
 		due int64
@@ -67,8 +69,17 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 			if j, ok := needed[key]; !ok || due < j.due {
 				needed[key] = job{c, due}
 			}
-		case quiet < 0 || due < quietDue:
-			quiet, quietDue = c, due
+		default:
+			if quiet < 0 || due < quietDue {
+				quiet, quietDue = c, due
+			}
+			// A revoke or expiry whose keys nobody shows again removes
+			// nothing anyone reads, and it fits every later gap as long
+			// as its lease holds keys (once it holds none, nobody needs
+			// it): it is never the write a spare gap must be kept for.
+			if (spare < 0 || due < spareDue) && (op.Kind != history.LeaseRevoke || due != math.MaxInt64) {
+				spare, spareDue = c, due
+			}
 		}
 	}
 	jobs := make([]job, 0, len(needed))
@@ -91,18 +102,21 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 	if f.cfg.foreign {
 		// An unrecorded write explains a gap at no cost to any key, so
 		// an unknown write nobody needs is better left out.
-		quiet = -1
+		quiet, spare = -1, -1
 	}
 	switch {
 	case quiet >= 0 && later(quietDue) <= 0:
 		return quiet // an optional write that fits only here
-	case quiet >= 0 && len(jobs) > 0 && later(jobs[len(jobs)-1].due)+1 > len(jobs):
+	case spare >= 0 && len(jobs) > 0 && later(jobs[len(jobs)-1].due)+1 > len(jobs):
 		// More gaps come before the last deadline than there are
 		// mandatory writes (expiries among them, which fit any gap
 		// until their deadline), so some gap there needs an optional
 		// write anyway: take one that fits now, as it may fit no later
 		// gap once a mandatory write (a delete, say) has gone first.
-		return quiet
+		// The count sees only writes called by now: one called later
+		// may need a gap before the same deadline, so an optional
+		// write that would fit later too must not take it.
+		return spare
 	case len(jobs) > 0:
 		return jobs[0].c
 	}

@@ -81,3 +81,58 @@ func TestSpareGapTakesOptionalWrite(t *testing.T) {
 		t.Fatalf("fast path passed a gap nothing can fill: %s", c.Summary)
 	}
 }
+
+// unreadExpiry is the shape of a pause-leader soak run on one member
+// (run 44): revisions 5 and 6 have no recorded write. An unknown delete of
+// /kv/a can make either; an unknown delete of /kv/b was called only after
+// a read returned having seen 5, so it can make only 6; reads at 6 see both
+// keys gone. A 2 s lease's expiry fits either gap too, but nobody reads
+// its key again. Giving gap 5 to the expiry, as a spare gap for an
+// optional write, leaves one gap for two deletes the reads need. With
+// third, a third delete (of /kv/c, called with the first) is needed too,
+// and two gaps cannot hold three deletes: not linearizable.
+func unreadExpiry(third bool) *history.History {
+	b := &builder{}
+	b.grantTTL(1, 0, 10, 7, 2, 1)
+	b.putLease(1, 20, 30, "/lease-expire/a", "e1", 7, 2)
+	b.put(2, 100, 110, "/kv/a", "a1", 3)
+	b.put(2, 120, 130, "/kv/b", "b1", 4)
+	b.add(history.Operation{ClientID: 3, Kind: history.Delete, Key: "/kv/a", Call: 200, Return: 3 * sec, Outcome: history.Unknown})
+	if third {
+		b.put(2, 140, 150, "/kv/c", "c1", 5)
+		b.add(history.Operation{ClientID: 5, Kind: history.Delete, Key: "/kv/c", Call: 210, Return: 3 * sec, Outcome: history.Unknown})
+	}
+	gap := int64(5)
+	if third {
+		gap = 6
+	}
+	b.get(2, 2500*sec/1000, 2600*sec/1000, "/kv/z", gap)
+	b.add(history.Operation{ClientID: 4, Kind: history.Delete, Key: "/kv/b", Call: 2700 * sec / 1000, Return: 6 * sec, Outcome: history.Unknown})
+	b.get(2, 3*sec, 3100*sec/1000, "/kv/a", gap+1)
+	b.get(2, 3200*sec/1000, 3300*sec/1000, "/kv/b", gap+1)
+	if third {
+		b.get(2, 3400*sec/1000, 3500*sec/1000, "/kv/c", gap+1)
+	}
+	return b.history()
+}
+
+// TestUnreadExpiryLeavesSpareGap: an expiry nobody observes is not the
+// optional write a spare gap is kept for; the fast path gives gap 5 to the
+// delete of /kv/a and decides in one replay. Three needed deletes for two
+// gaps must not pass.
+func TestUnreadExpiryLeavesSpareGap(t *testing.T) {
+	h := unreadExpiry(false)
+	bothAgree(t, h, verdict.Pass)
+	ops, _ := selectOps(h, false)
+	fr, _ := fastRun(context.Background(), ops, config{}, newHints(), 1, 0)
+	if fr.undecided != "" || len(fr.definite) > 0 {
+		t.Fatalf("one replay did not decide: undecided %q, violations %v", fr.undecided, fr.definite)
+	}
+	bad := unreadExpiry(true)
+	if c := Check(context.Background(), bad, Options{mode: modeFastOnly}); c.Status == verdict.Pass {
+		t.Fatalf("fast path passed three needed deletes in two gaps: %s", c.Summary)
+	}
+	if c := Check(context.Background(), bad, Options{Timeout: time.Minute}); c.Status != verdict.Fail {
+		t.Fatalf("got %s, want fail: %s", c.Status, c.Summary)
+	}
+}

@@ -122,11 +122,10 @@ func hasForeignWriters(h *history.History) bool {
 	return false
 }
 
-// baseline finds the history's initial state: its first operation (by
-// call) when that is a successful linearizable range that returned before
-// any other operation was called. Keys outside the range are taken as
-// absent.
-func baseline(h *history.History) *InitialState {
+// baselineRead returns the history's baseline read: its first operation
+// (by call) when that is a successful linearizable unlimited range that
+// returned before any other operation was called; else nil.
+func baselineRead(h *history.History) *history.Operation {
 	if len(h.Operations) == 0 {
 		return nil
 	}
@@ -138,13 +137,23 @@ func baseline(h *history.History) *InitialState {
 		}
 	}
 	b := &h.Operations[first]
-	if b.Kind != history.Range || b.Outcome != history.OK || b.Resp == nil || b.Serializable || b.Limit != 0 || b.Resp.Revision < model.InitialRevision {
+	if b.Kind != history.Range || b.Outcome != history.OK || b.Resp == nil || b.Serializable || b.Limit != 0 {
 		return nil
 	}
 	for i := range h.Operations {
 		if i != first && h.Operations[i].Call <= b.Return {
 			return nil
 		}
+	}
+	return b
+}
+
+// baseline finds the history's initial state from its baseline read. Keys
+// outside the range are taken as absent.
+func baseline(h *history.History) *InitialState {
+	b := baselineRead(h)
+	if b == nil || b.Resp.Revision < model.InitialRevision {
+		return nil
 	}
 	return &InitialState{Revision: b.Resp.Revision, KVs: b.Resp.KVs}
 }
@@ -163,8 +172,11 @@ func Check(ctx context.Context, h *history.History, opts Options) verdict.Check 
 	return c
 }
 
-func check(ctx context.Context, h *history.History, opts Options) verdict.Check {
-	c := verdict.Check{Name: Name}
+// prepare is where both checks (with and without revisions) start: it
+// fills opts' defaults, bounds the search by ctx's deadline and selects the
+// operations to check. A non-nil done is the verdict already: no time
+// left, or nothing to check.
+func prepare(ctx context.Context, h *history.History, opts Options, c verdict.Check) (_ Options, ops []*history.Operation, counts opCounts, done *verdict.Check) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
@@ -176,16 +188,25 @@ func check(ctx context.Context, h *history.History, opts Options) verdict.Check 
 		// must not turn into an unbounded search.
 		c.Status = verdict.Unknown
 		c.Summary = "linearizability not decided: the context's deadline has passed"
-		return c
+		return opts, nil, counts, &c
 	}
 	if opts.MemoryLimit == 0 {
 		opts.MemoryLimit = DefaultMemoryLimit
 	}
-	ops, counts := selectOps(h, opts.IncludeSerializable)
+	ops, counts = selectOps(h, opts.IncludeSerializable)
 	if counts.ok == 0 {
 		c.Status = verdict.Skipped
 		c.Summary = "no key-value or lease operation answered, nothing to check"
-		return c
+		return opts, nil, counts, &c
+	}
+	return opts, ops, counts, nil
+}
+
+func check(ctx context.Context, h *history.History, opts Options) verdict.Check {
+	c := verdict.Check{Name: Name}
+	opts, ops, counts, done := prepare(ctx, h, opts, c)
+	if done != nil {
+		return *done
 	}
 	cfg := config{foreign: opts.ForeignWrites || hasForeignWriters(h), init: opts.InitialState}
 	if cfg.init == nil {

@@ -105,13 +105,7 @@ func toPorcupine(ops []*history.Operation) []porcupine.Operation {
 // is reported as abandoned. The goroutine is waited for, so no search is
 // ever left running.
 func runPorcupine(ctx context.Context, h *history.History, ops []*history.Operation, cfg config, timeout time.Duration, memLimit uint64, artifactDir string) porcupineResult {
-	m := model.PorcupineWith(cfg.initState(), cfg.rule())
-	m.DescribeOperationMetadata = func(info interface{}) string {
-		if info == nil {
-			return ""
-		}
-		return fmt.Sprintf("op %v", info)
-	}
+	m := porcupineModel(cfg.initState(), cfg.rule())
 	res, info, why := searchBounded(ctx, m, toPorcupine(ops), timeout, memLimit)
 	if why != "" {
 		return porcupineResult{result: porcupine.Unknown, abandoned: why}
@@ -125,26 +119,45 @@ func runPorcupine(ctx context.Context, h *history.History, ops []*history.Operat
 	}
 	out.violations = append(out.violations, explainIllegal(ops, info, cfg))
 	if artifactDir != "" {
-		var ann []porcupine.Annotation
-		for _, f := range h.Faults {
-			ann = append(ann, porcupine.Annotation{
-				Tag:             "faults",
-				Start:           f.Start,
-				End:             f.End,
-				Description:     f.Nemesis + " " + f.Action,
-				Details:         fmt.Sprintf("%s %s %v", f.Nemesis, f.Action, f.Targets),
-				BackgroundColor: "#f8d7da",
-			})
-		}
-		info.AddAnnotations(ann)
-		path := filepath.Join(artifactDir, VisualizationFile)
-		if err := porcupine.VisualizePath(m, info, path); err != nil {
-			out.warn = fmt.Sprintf("could not write the visualisation to %s: %v", path, err)
-		} else {
-			out.artifact = VisualizationFile
-		}
+		out.artifact, out.warn = visualize(m, info, h, artifactDir)
 	}
 	return out
+}
+
+// porcupineModel is the model under rule in porcupine's terms, naming each
+// operation by its ID in the visualisation.
+func porcupineModel(init model.State, rule model.Rule) porcupine.Model {
+	m := model.PorcupineWith(init, rule)
+	m.DescribeOperationMetadata = func(info interface{}) string {
+		if info == nil {
+			return ""
+		}
+		return fmt.Sprintf("op %v", info)
+	}
+	return m
+}
+
+// visualize writes porcupine's visualisation of info into dir, with the
+// fault windows shaded. It returns the file's name, or a warning saying
+// why it could not be written.
+func visualize(m porcupine.Model, info porcupine.LinearizationInfo, h *history.History, dir string) (artifact, warn string) {
+	var ann []porcupine.Annotation
+	for _, f := range h.Faults {
+		ann = append(ann, porcupine.Annotation{
+			Tag:             "faults",
+			Start:           f.Start,
+			End:             f.End,
+			Description:     f.Nemesis + " " + f.Action,
+			Details:         fmt.Sprintf("%s %s %v", f.Nemesis, f.Action, f.Targets),
+			BackgroundColor: "#f8d7da",
+		})
+	}
+	info.AddAnnotations(ann)
+	path := filepath.Join(dir, VisualizationFile)
+	if err := porcupine.VisualizePath(m, info, path); err != nil {
+		return "", fmt.Sprintf("could not write the visualisation to %s: %v", path, err)
+	}
+	return VisualizationFile, ""
 }
 
 // searchBounded runs porcupine under the watchdog described at

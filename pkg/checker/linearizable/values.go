@@ -3,7 +3,6 @@ package linearizable
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/model"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
@@ -29,36 +29,15 @@ func CheckValues(ctx context.Context, h *history.History, opts Options) verdict.
 
 func checkValues(ctx context.Context, h *history.History, opts Options) verdict.Check {
 	c := verdict.Check{Name: Name}
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultTimeout
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		opts.Timeout = min(opts.Timeout, time.Until(dl))
-	}
-	if opts.Timeout <= 0 {
-		c.Status = verdict.Unknown
-		c.Summary = "linearizability not decided: the context's deadline has passed"
-		return c
-	}
-	if opts.MemoryLimit == 0 {
-		opts.MemoryLimit = DefaultMemoryLimit
-	}
-	ops, counts := selectOps(h, opts.IncludeSerializable)
-	if counts.ok == 0 {
-		c.Status = verdict.Skipped
-		c.Summary = "no key-value or lease operation answered, nothing to check"
-		return c
+	opts, ops, counts, done := prepare(ctx, h, opts, c)
+	if done != nil {
+		return *done
 	}
 	init := valueBaseline(h)
 	pops := toPorcupine(ops)
 	parts := partitionByKeys(pops, init)
-	m := model.ValuePorcupine(init, func([]porcupine.Operation) [][]porcupine.Operation { return parts })
-	m.DescribeOperationMetadata = func(info interface{}) string {
-		if info == nil {
-			return ""
-		}
-		return fmt.Sprintf("op %v", info)
-	}
+	m := porcupineModel(init, model.NoRevisions)
+	m.Partition = func([]porcupine.Operation) [][]porcupine.Operation { return parts }
 	res, info, why := searchBounded(ctx, m, pops, opts.Timeout, opts.MemoryLimit)
 	countText := fmt.Sprintf("%s; %s checked in %s that share no key or lease", counts, plural(countKeys(ops), "key"), plural(len(parts), "group"))
 	const valuesOnly = "values only; the revision fast path is skipped and no revision is checked, because the history carries none"
@@ -91,29 +70,10 @@ func checkValues(ctx context.Context, h *history.History, opts Options) verdict.
 		c.Violate("no linearization exists, but porcupine named no partition that failed")
 	}
 	if opts.ArtifactDir != "" {
-		info.AddAnnotations(faultAnnotations(h))
-		path := filepath.Join(opts.ArtifactDir, VisualizationFile)
-		if err := porcupine.VisualizePath(m, info, path); err != nil {
-			c.Warn("could not write the visualisation to %s: %v", path, err)
-		} else {
-			c.Artifacts = map[string]string{"visualization": VisualizationFile}
-		}
+		artifact, warn := visualize(m, info, h, opts.ArtifactDir)
+		addArtifact(&c, porcupineResult{artifact: artifact, warn: warn})
 	}
 	return c
-}
-
-// faultAnnotations shades the fault windows in the visualisation.
-func faultAnnotations(h *history.History) []porcupine.Annotation {
-	var ann []porcupine.Annotation
-	for _, f := range h.Faults {
-		ann = append(ann, porcupine.Annotation{
-			Tag: "faults", Start: f.Start, End: f.End,
-			Description:     f.Nemesis + " " + f.Action,
-			Details:         fmt.Sprintf("%s %s %v", f.Nemesis, f.Action, f.Targets),
-			BackgroundColor: "#f8d7da",
-		})
-	}
-	return ann
 }
 
 func countKeys(ops []*history.Operation) int {
@@ -126,30 +86,13 @@ func countKeys(ops []*history.Operation) int {
 	return len(keys)
 }
 
-// valueBaseline is the store a history without revisions starts from: the
-// first operation, when it is a successful linearizable range that returned
-// before any other was called, shows it; else it is empty.
-func valueBaseline(h *history.History) model.ValueState {
-	if len(h.Operations) == 0 {
-		return model.ValueState{}
+// valueBaseline is the store a history without revisions starts from: as
+// its baseline read (baselineRead) showed it, else empty.
+func valueBaseline(h *history.History) model.State {
+	if b := baselineRead(h); b != nil {
+		return model.ValuesInit(b.Resp.KVs)
 	}
-	first := 0
-	for i := range h.Operations {
-		op := &h.Operations[i]
-		if op.Call < h.Operations[first].Call || op.Call == h.Operations[first].Call && op.ID < h.Operations[first].ID {
-			first = i
-		}
-	}
-	b := &h.Operations[first]
-	if b.Kind != history.Range || b.Outcome != history.OK || b.Resp == nil || b.Serializable || b.Limit != 0 {
-		return model.ValueState{}
-	}
-	for i := range h.Operations {
-		if i != first && h.Operations[i].Call <= b.Return {
-			return model.ValueState{}
-		}
-	}
-	return model.ValueStateOf(b.Resp.KVs)
+	return model.ValuesInit(nil)
 }
 
 // partitionByKeys splits the operations into groups that share no key and
@@ -160,7 +103,8 @@ func valueBaseline(h *history.History) model.ValueState {
 // with a lease ties its key to the lease, whose revoke deletes it.
 // Partitions keep call order within themselves and are ordered by their
 // first operation, so the result is deterministic.
-func partitionByKeys(pops []porcupine.Operation, init model.ValueState) [][]porcupine.Operation {
+func partitionByKeys(pops []porcupine.Operation, init model.State) [][]porcupine.Operation {
+	initKVs := init.Range("", "\x00", 0)
 	keySet := map[string]bool{}
 	for _, p := range pops {
 		op := p.Input.(*history.Operation)
@@ -173,7 +117,7 @@ func partitionByKeys(pops []porcupine.Operation, init model.ValueState) [][]porc
 			}
 		}
 	}
-	for _, kv := range init.KVs() {
+	for _, kv := range initKVs {
 		keySet[kv.Key] = true
 	}
 	keys := make([]string, 0, len(keySet))
@@ -213,7 +157,7 @@ func partitionByKeys(pops []porcupine.Operation, init model.ValueState) [][]porc
 		}
 		return n
 	}
-	for _, kv := range init.KVs() {
+	for _, kv := range initKVs {
 		if kv.Lease != 0 {
 			union(keyIndex[kv.Key], leaseOf(kv.Lease))
 		}
@@ -225,7 +169,7 @@ func partitionByKeys(pops []porcupine.Operation, init model.ValueState) [][]porc
 		switch op.Kind {
 		case history.Range:
 			lo := sort.SearchStrings(keys, op.Key)
-			for j := lo; j < len(keys) && inKeyRange(keys[j], op.Key, op.End); j++ {
+			for j := lo; j < len(keys) && keyspace.InRange(keys[j], op.Key, op.End); j++ {
 				touched = append(touched, j)
 			}
 		case history.Get, history.Put, history.Delete, history.Txn:
@@ -264,23 +208,11 @@ func partitionByKeys(pops []porcupine.Operation, init model.ValueState) [][]porc
 	return parts
 }
 
-// inKeyRange is the range rule of etcd: End "" is Key alone, "\x00" is
-// every key from Key on.
-func inKeyRange(k, key, end string) bool {
-	switch end {
-	case "":
-		return k == key
-	case "\x00":
-		return k >= key
-	}
-	return k >= key && k < end
-}
-
 // replayValues replays the linearization porcupine found for every group
 // through the value model, so that a pass rests on an order that was
 // checked step by step, as on histories with revisions. It returns why the
 // replay failed, or "".
-func replayValues(parts [][]porcupine.Operation, info porcupine.LinearizationInfo, init model.ValueState) string {
+func replayValues(parts [][]porcupine.Operation, info porcupine.LinearizationInfo, init model.State) string {
 	partials := info.PartialLinearizationsOperations()
 	if len(partials) != len(parts) {
 		return fmt.Sprintf("%d linearizations for %d groups", len(partials), len(parts))
@@ -299,7 +231,7 @@ func replayValues(parts [][]porcupine.Operation, info porcupine.LinearizationInf
 		s := init
 		for _, o := range full {
 			op := o.Input.(*history.Operation)
-			ok, n, why := model.ValueStep(s, op, o.Output.(*history.Response))
+			ok, n, why := model.Explain(s, op, o.Output.(*history.Response), model.NoRevisions)
 			if !ok {
 				return fmt.Sprintf("op %d: %s", op.ID, why)
 			}
@@ -312,7 +244,7 @@ func replayValues(parts [][]porcupine.Operation, info porcupine.LinearizationInf
 // explainValues names, for every group porcupine could not linearize, the
 // operation its longest partial linearization could not get past and why
 // the value model rejects it there.
-func explainValues(parts [][]porcupine.Operation, info porcupine.LinearizationInfo, init model.ValueState) []string {
+func explainValues(parts [][]porcupine.Operation, info porcupine.LinearizationInfo, init model.State) []string {
 	var out []string
 	partials := info.PartialLinearizationsOperations()
 	for p, partial := range partials {
@@ -333,7 +265,7 @@ func explainValues(parts [][]porcupine.Operation, info porcupine.LinearizationIn
 		for _, o := range longest {
 			op := o.Input.(*history.Operation)
 			in[op] = true
-			_, s, _ = model.ValueStep(s, op, o.Output.(*history.Response))
+			_, s, _ = model.Explain(s, op, o.Output.(*history.Response), model.NoRevisions)
 		}
 		var pending []*history.Operation
 		for _, o := range parts[p] {
@@ -348,12 +280,12 @@ func explainValues(parts [][]porcupine.Operation, info porcupine.LinearizationIn
 		}
 		sort.SliceStable(pending, func(a, b int) bool { return pending[a].Return < pending[b].Return })
 		op := pending[0]
-		_, _, why := model.ValueStep(s, op, op.Resp)
+		_, _, why := model.Explain(s, op, op.Resp, model.NoRevisions)
 		if why == "" {
 			why = "placing it here makes a later operation impossible"
 		}
 		out = append(out, fmt.Sprintf("op %d (client %d, %s) cannot be linearized: %s, after the longest partial linearization (%d of %d operations on %s, store %s)",
-			op.ID, op.ClientID, model.DescribeValue(op, op.Resp), why, len(longest), len(parts[p]), groupKeys(parts[p]), clipState(s.String())))
+			op.ID, op.ClientID, model.NoRevisions.Describe(op, op.Resp), why, len(longest), len(parts[p]), groupKeys(parts[p]), clipState(model.NoRevisions.DescribeState(s))))
 	}
 	return out
 }

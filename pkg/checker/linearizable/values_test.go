@@ -69,7 +69,7 @@ func TestCheckValues(t *testing.T) {
 		), verdict.Pass, ""},
 		{"cas on a missing key fails", noRevs(
 			cas(1, 1, "r", "", "2", true, 0, 10),
-		), verdict.Fail, `op 1 (client 1, txn(if value(r)=="" then put "2") -> succeeded) cannot be linearized: txn succeeded=true but the key is absent`},
+		), verdict.Fail, `op 1 (client 1, txn(if value(r)=="" then put "2") -> succeeded) cannot be linearized: txn's compare value(r)=="" succeeded, but the key did not exist`},
 		{"stale read", noRevs(
 			vop(1, 1, history.Put, "a", "1", 0, 10),
 			vop(2, 1, history.Put, "a", "2", 20, 30),
@@ -171,12 +171,12 @@ func TestPartitionByKeys(t *testing.T) {
 	for i := range ops {
 		ptrs[i] = &ops[i]
 	}
-	parts := partitionByKeys(toPorcupine(ptrs), model.ValueState{})
+	parts := partitionByKeys(toPorcupine(ptrs), model.ValuesInit(nil))
 	var got []string
 	for _, p := range parts {
 		var ids []string
 		for _, o := range p {
-			ids = append(ids, model.DescribeValue(o.Input.(*history.Operation), nil))
+			ids = append(ids, model.NoRevisions.Describe(o.Input.(*history.Operation), nil))
 		}
 		got = append(got, strings.Join(ids, " "))
 	}

@@ -1,7 +1,11 @@
 // Package lock checks the lock counter (workload.RunLockCounter) from the
 // history: clients increment a counter under one etcd mutex, so with
 // mutual exclusion every acknowledged increment is in the final counter,
-// and nothing else is except increments whose outcome is unknown.
+// and nothing else is except increments whose outcome is unknown. It reads
+// no revision (which txns succeeded, call and return times, the counter's
+// value), so it runs on histories without revisions too; there the
+// increments compare the value, since a revision compare cannot be
+// recorded.
 package lock
 
 import (

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/history/historytest"
 	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
@@ -12,12 +13,12 @@ import (
 // counterHistory has acked, unknown and rejected increments, then a final
 // read of value final ("" means the key is absent).
 func counterHistory(acked, unknown, rejected int, final string) *history.History {
-	h := &history.History{}
+	var b historytest.Builder
 	t := int64(0)
 	add := func(op history.Operation) {
 		t += 10
-		op.ID, op.Key, op.Call, op.Return = int64(len(h.Operations)+1), keyspace.LockCounterKey, t, t+5
-		h.Operations = append(h.Operations, op)
+		op.Key, op.Call, op.Return = keyspace.LockCounterKey, t, t+5
+		b.Add(op)
 	}
 	for range acked {
 		add(history.Operation{Kind: history.Txn, Outcome: history.OK, Resp: &history.Response{Revision: t, Succeeded: true}})
@@ -28,12 +29,12 @@ func counterHistory(acked, unknown, rejected int, final string) *history.History
 	for range rejected {
 		add(history.Operation{Kind: history.Txn, Outcome: history.OK, Resp: &history.Response{Revision: t}})
 	}
-	resp := &history.Response{Revision: t}
-	if final != "" {
-		resp.KVs = []history.KV{{Key: keyspace.LockCounterKey, Value: final, ModRevision: t}}
+	if final == "" {
+		add(historytest.Get(keyspace.LockCounterKey, t))
+	} else {
+		add(historytest.Get(keyspace.LockCounterKey, t, history.KV{Key: keyspace.LockCounterKey, Value: final, ModRevision: t}))
 	}
-	add(history.Operation{Kind: history.Get, Outcome: history.OK, Resp: resp})
-	return h
+	return &b.H
 }
 
 func TestCheck(t *testing.T) {

@@ -271,32 +271,31 @@ func (s State) Range(key, end string, limit int64) []KeyValue {
 	return kvs
 }
 
-func descGot(kvs []history.KV) string {
-	if len(kvs) == 0 {
-		return "nothing"
-	}
-	parts := make([]string, 0, len(kvs))
+// descGot renders the keys a response returned.
+func (r Rule) descGot(kvs []history.KV) string {
+	w := make([]KeyValue, len(kvs))
 	for i, kv := range kvs {
-		if i == 3 {
-			parts = append(parts, fmt.Sprintf("... (%d keys)", len(kvs)))
-			break
-		}
-		parts = append(parts, fmt.Sprintf("%s=%q@%d", kv.Key, kv.Value, kv.ModRevision))
+		w[i] = KeyValue{Key: kv.Key, Value: kv.Value, ModRevision: kv.ModRevision}
 	}
-	return strings.Join(parts, ",")
+	return r.descWant(w)
 }
 
-func descWant(kvs []KeyValue) string {
+// descWant renders keys the store holds; without revisions, values only.
+func (r Rule) descWant(kvs []KeyValue) string {
 	if len(kvs) == 0 {
 		return "nothing"
 	}
-	parts := make([]string, 0, len(kvs))
+	parts := make([]string, 0, min(len(kvs), 4))
 	for i, kv := range kvs {
 		if i == 3 {
 			parts = append(parts, fmt.Sprintf("... (%d keys)", len(kvs)))
 			break
 		}
-		parts = append(parts, fmt.Sprintf("%s=%q@%d", kv.Key, kv.Value, kv.ModRevision))
+		if r == NoRevisions {
+			parts = append(parts, fmt.Sprintf("%s=%q", kv.Key, kv.Value))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s=%q@%d", kv.Key, kv.Value, kv.ModRevision))
+		}
 	}
 	return strings.Join(parts, ",")
 }
@@ -304,6 +303,12 @@ func descWant(kvs []KeyValue) string {
 // Describe renders an operation and its response for people: violations and
 // the porcupine visualisation.
 func Describe(op *history.Operation, resp *history.Response) string {
+	return Strict.Describe(op, resp)
+}
+
+// Describe renders an operation and its response as the rule judges it:
+// without revisions under NoRevisions.
+func (r Rule) Describe(op *history.Operation, resp *history.Response) string {
 	var b strings.Builder
 	switch op.Kind {
 	case history.Get:
@@ -323,7 +328,7 @@ func Describe(op *history.Operation, resp *history.Response) string {
 	case history.Delete:
 		fmt.Fprintf(&b, "delete(%s)", op.Key)
 	case history.Txn:
-		fmt.Fprintf(&b, "txn(if %s then put %q)", compareText(op), op.Value)
+		fmt.Fprintf(&b, "txn(if %s then put %q)", r.compareText(op), op.Value)
 	case history.LeaseGrant:
 		fmt.Fprintf(&b, "lease-grant(ttl %d)", op.TTL)
 	case history.LeaseRevoke:
@@ -340,7 +345,7 @@ func Describe(op *history.Operation, resp *history.Response) string {
 	b.WriteString(" -> ")
 	switch op.Kind {
 	case history.Get, history.Range:
-		b.WriteString(descGot(resp.KVs))
+		b.WriteString(r.descGot(resp.KVs))
 	case history.Delete:
 		fmt.Fprintf(&b, "deleted %d", resp.Deleted)
 	case history.Txn:
@@ -350,21 +355,29 @@ func Describe(op *history.Operation, resp *history.Response) string {
 		case !op.ElseReads():
 			b.WriteString("failed")
 		default:
-			b.WriteString("failed, got " + descGot(resp.KVs))
+			b.WriteString("failed, got " + r.descGot(resp.KVs))
 		}
 	case history.LeaseGrant:
 		fmt.Fprintf(&b, "lease %x", resp.LeaseID)
 	default:
 		b.WriteString("ok")
 	}
-	fmt.Fprintf(&b, " @rev %d", resp.Revision)
+	if r != NoRevisions {
+		fmt.Fprintf(&b, " @rev %d", resp.Revision)
+	}
 	return b.String()
 }
 
 // String renders the state compactly for the visualisation.
-func (s State) String() string {
+func (s State) String() string { return Strict.DescribeState(s) }
+
+// DescribeState renders s compactly, without revisions under NoRevisions.
+func (r Rule) DescribeState(s State) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "rev %d {", s.Revision)
+	if r != NoRevisions {
+		fmt.Fprintf(&b, "rev %d ", s.Revision)
+	}
+	b.WriteString("{")
 	for i, kv := range s.kvs {
 		if i > 0 {
 			b.WriteString(", ")
@@ -373,7 +386,11 @@ func (s State) String() string {
 			fmt.Fprintf(&b, "... %d keys", len(s.kvs))
 			break
 		}
-		fmt.Fprintf(&b, "%s=%q@%d", kv.Key, kv.Value, kv.ModRevision)
+		if r == NoRevisions {
+			fmt.Fprintf(&b, "%s=%q", kv.Key, kv.Value)
+		} else {
+			fmt.Fprintf(&b, "%s=%q@%d", kv.Key, kv.Value, kv.ModRevision)
+		}
 		if kv.Lease != 0 {
 			fmt.Fprintf(&b, "/lease %x", kv.Lease)
 		}

@@ -127,7 +127,7 @@ func TestValueCompareElseBranch(t *testing.T) {
 	// A missing key fails every value compare; the else branch shows it absent.
 	mustStep(t, Init(), withElse, &history.Response{Revision: 1})
 
-	vs := ValueStateOf([]history.KV{{Key: "a", Value: "v1"}})
+	vs := ValuesInit([]history.KV{{Key: "a", Value: "v1", ModRevision: 7}})
 	for _, tc := range []struct {
 		op   history.Operation
 		kvs  []history.KV
@@ -138,8 +138,49 @@ func TestValueCompareElseBranch(t *testing.T) {
 		{withElse, nil, false},
 		{withElse, []history.KV{{Key: "a", Value: "v9"}}, false},
 	} {
-		if ok, _, why := ValueStep(vs, &tc.op, &history.Response{KVs: tc.kvs}); ok != tc.want {
-			t.Errorf("%s: value model says %v (%s), want %v", DescribeValue(&tc.op, &history.Response{KVs: tc.kvs}), ok, why, tc.want)
+		if ok, _, why := Explain(vs, &tc.op, &history.Response{KVs: tc.kvs}, NoRevisions); ok != tc.want {
+			t.Errorf("%s: value model says %v (%s), want %v", NoRevisions.Describe(&tc.op, &history.Response{KVs: tc.kvs}), ok, why, tc.want)
 		}
+	}
+}
+
+// Without revisions the one step function judges keys and values only: the
+// revision never moves, mod revisions are neither checked nor kept, and
+// states holding the same values are equal whatever order wrote them.
+func TestNoRevisionsRule(t *testing.T) {
+	step := func(s State, op history.Operation, resp *history.Response) State {
+		t.Helper()
+		ok, n, why := Explain(s, &op, resp, NoRevisions)
+		if !ok {
+			t.Fatalf("%s rejected: %s", NoRevisions.Describe(&op, resp), why)
+		}
+		return n
+	}
+	reject := func(s State, op history.Operation, resp *history.Response) {
+		t.Helper()
+		if ok, _ := Step(s, &op, resp, NoRevisions); ok {
+			t.Fatalf("%s accepted in %s", NoRevisions.Describe(&op, resp), NoRevisions.DescribeState(s))
+		}
+	}
+	s := step(ValuesInit(nil), history.Operation{Kind: history.Put, Key: "a", Value: "1"}, &history.Response{})
+	s = step(s, history.Operation{Kind: history.Put, Key: "b", Value: "2"}, &history.Response{Revision: 99})
+	if s.Revision != InitialRevision {
+		t.Fatalf("the revision moved: %s", s)
+	}
+	step(s, history.Operation{Kind: history.Get, Key: "a"}, &history.Response{KVs: []history.KV{{Key: "a", Value: "1", ModRevision: 42}}})
+	reject(s, history.Operation{Kind: history.Get, Key: "a"}, &history.Response{KVs: []history.KV{{Key: "a", Value: "2"}}})
+	reject(s, history.Operation{Kind: history.Get, Key: "a"}, &history.Response{})
+	// expect_mod_rev 0 is "the key is absent".
+	reject(s, history.Operation{Kind: history.Txn, Key: "a", Value: "3"}, &history.Response{Succeeded: true})
+	step(s, history.Operation{Kind: history.Txn, Key: "a", Value: "3"}, &history.Response{KVs: []history.KV{{Key: "a", Value: "1"}}})
+	step(s, history.Operation{Kind: history.Txn, Key: "c", Value: "3"}, &history.Response{Succeeded: true})
+	reject(s, history.Operation{Kind: history.Delete, Key: "c"}, &history.Response{Deleted: 1})
+	other := step(ValuesInit(nil), history.Operation{Kind: history.Put, Key: "b", Value: "2"}, &history.Response{})
+	other = step(other, history.Operation{Kind: history.Put, Key: "a", Value: "1"}, &history.Response{})
+	if !s.Equal(other) || s.Hash() != other.Hash() {
+		t.Fatalf("%s and %s hold the same values but differ", s, other)
+	}
+	if got := NoRevisions.DescribeState(s); got != `{a="1", b="2"}` {
+		t.Errorf("state without revisions renders as %s", got)
 	}
 }

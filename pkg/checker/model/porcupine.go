@@ -10,7 +10,7 @@ import (
 
 // PorcupineWith returns the model in porcupine's terms, starting from init,
 // under rule. Inputs are *history.Operation and outputs *history.Response
-// (nil: unknown outcome).
+// (nil: unknown outcome). The caller may set a Partition.
 func PorcupineWith(init State, rule Rule) porcupine.Model {
 	return porcupine.Model{
 		Init: func() interface{} { return init },
@@ -21,8 +21,8 @@ func PorcupineWith(init State, rule Rule) porcupine.Model {
 		Equal: func(a, b interface{}) bool { return a.(State).Equal(b.(State)) },
 		Hash:  func(s interface{}) uint64 { return s.(State).Hash() },
 		DescribeOperation: func(input, output interface{}) string {
-			return Describe(input.(*history.Operation), output.(*history.Response))
+			return rule.Describe(input.(*history.Operation), output.(*history.Response))
 		},
-		DescribeState: func(state interface{}) string { return state.(State).String() },
+		DescribeState: func(state interface{}) string { return rule.DescribeState(state.(State)) },
 	}
 }

@@ -43,6 +43,16 @@ const (
 	// strict, except that an unknown-outcome write's mod revision is not
 	// known until a read shows it (ModRevision 0 until then).
 	ForeignWrites
+	// NoRevisions: the history carries no revisions (history.Meta.
+	// NoRevisions: a Jepsen log, a client log that kept only values), so
+	// responses are judged by their keys and values, whether a txn's
+	// compare held and whether a delete removed anything. The store's
+	// revision stays where it started and every mod revision is 0, so two
+	// states are equal exactly when they hold the same keys, values and
+	// leases. What only revisions can show (a write applied twice, a store
+	// that went back to an older state holding the same values) is out of
+	// reach.
+	NoRevisions
 )
 
 // Step applies op to s under rule. resp is the response for an operation
@@ -129,7 +139,7 @@ func Apply(st Store, op *history.Operation, resp *history.Response, rule Rule) s
 			return rule.write(st, op, nil, "")
 		}
 		if resp.Succeeded != succeed {
-			why := fmt.Sprintf("txn's compare %s %s, but %s", compareText(op), outcomeText(resp.Succeeded), keyText(cur, exists))
+			why := fmt.Sprintf("txn's compare %s %s, but %s", rule.compareText(op), outcomeText(resp.Succeeded), rule.keyText(cur, exists))
 			if resp.Succeeded {
 				return first(why, rule.write(st, op, resp, "txn returned"))
 			}
@@ -156,7 +166,7 @@ func Apply(st Store, op *history.Operation, resp *history.Response, rule Rule) s
 		if len(resp.KVs) == 1 {
 			g := resp.KVs[0]
 			if ok, _ := TxnCompare(KeyValue{Key: g.Key, Value: g.Value, ModRevision: g.ModRevision}, true, op); ok {
-				return fmt.Sprintf("txn's compare %s failed, but it returned %s, which satisfies it", compareText(op), descGot(resp.KVs))
+				return fmt.Sprintf("txn's compare %s failed, but it returned %s, which satisfies it", rule.compareText(op), rule.descGot(resp.KVs))
 			}
 		}
 		return ""
@@ -212,9 +222,12 @@ func TxnCompare(cur KeyValue, exists bool, op *history.Operation) (succeed, know
 	return cur.ModRevision == op.ExpectModRev, true
 }
 
-func compareText(op *history.Operation) string {
-	if op.ExpectValue != nil {
+func (r Rule) compareText(op *history.Operation) string {
+	switch {
+	case op.ExpectValue != nil:
 		return fmt.Sprintf("value(%s)==%q", op.Key, *op.ExpectValue)
+	case r == NoRevisions:
+		return op.Key + " absent"
 	}
 	return fmt.Sprintf("mod(%s)==%d", op.Key, op.ExpectModRev)
 }
@@ -226,9 +239,12 @@ func outcomeText(succeeded bool) string {
 	return "failed"
 }
 
-func keyText(kv KeyValue, exists bool) string {
-	if !exists {
+func (r Rule) keyText(kv KeyValue, exists bool) string {
+	switch {
+	case !exists:
 		return "the key did not exist"
+	case r == NoRevisions:
+		return fmt.Sprintf("the key held %q", kv.Value)
 	}
 	return fmt.Sprintf("the key's mod revision was %d", kv.ModRevision)
 }
@@ -238,6 +254,8 @@ func keyText(kv KeyValue, exists bool) string {
 func (r Rule) write(st Store, op *history.Operation, resp *history.Response, what string) string {
 	mod := st.Rev() + 1
 	switch {
+	case r == NoRevisions:
+		mod = 0
 	case resp != nil && r == ForeignWrites:
 		mod = resp.Revision
 	case resp == nil && r == ForeignWrites:
@@ -250,10 +268,10 @@ func (r Rule) write(st Store, op *history.Operation, resp *history.Response, wha
 // read compares the keys a response returned with want, the keys the store
 // holds, and the response's revision with the store's. Under ForeignWrites
 // a held key with mod revision 0 matches any mod revision in (0, header],
-// and the store learns it.
+// and the store learns it; under NoRevisions only keys and values count.
 func (r Rule) read(st Store, want []KeyValue, resp *history.Response, what string) string {
 	got := resp.KVs
-	mismatch := func() string { return fmt.Sprintf("returned %s, store holds %s", descGot(got), descWant(want)) }
+	mismatch := func() string { return fmt.Sprintf("returned %s, store holds %s", r.descGot(got), r.descWant(want)) }
 	if len(want) != len(got) {
 		return mismatch()
 	}
@@ -263,7 +281,7 @@ func (r Rule) read(st Store, want []KeyValue, resp *history.Response, what strin
 		switch {
 		case w.Key != g.Key || w.Value != g.Value:
 			return mismatch()
-		case w.ModRevision == g.ModRevision:
+		case w.ModRevision == g.ModRevision || r == NoRevisions:
 		case r == ForeignWrites && w.ModRevision == 0 && g.ModRevision > 0 && g.ModRevision <= resp.Revision:
 			w.ModRevision = g.ModRevision
 			learned = append(learned, w)
@@ -283,8 +301,12 @@ func (r Rule) read(st Store, want []KeyValue, resp *history.Response, what strin
 // advance moves the store to its revision after an operation that leaves
 // it at rev (its revision before, plus one if the operation changed the
 // store), checking the response's revision: equal to rev, or under
-// ForeignWrites at least rev (the store then moves up to it).
+// ForeignWrites at least rev (the store then moves up to it). Under
+// NoRevisions the store's revision never moves.
 func (r Rule) advance(st Store, rev int64, resp *history.Response, what string) string {
+	if r == NoRevisions {
+		return ""
+	}
 	var why string
 	if resp != nil {
 		switch {

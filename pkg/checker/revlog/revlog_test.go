@@ -6,34 +6,33 @@ import (
 	"testing"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/history/historytest"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
+// builder spaces operations and watch responses 1ms apart.
 type builder struct {
-	h   history.History
-	id  int64
+	historytest.Builder
 	now int64
 }
 
 func (b *builder) op(op history.Operation) {
-	b.id++
 	b.now += 1e6
-	op.ID, op.ClientID, op.Call, op.Return = b.id, 1, b.now, b.now+5e5
-	b.h.Operations = append(b.h.Operations, op)
+	op.Call, op.Return = b.now, b.now+5e5
+	b.Add(op)
 }
 
 func (b *builder) put(key, value string, lease, rev int64) {
-	b.op(history.Operation{Kind: history.Put, Key: key, Value: value, Lease: lease, Outcome: history.OK, Resp: &history.Response{Revision: rev}})
+	b.op(historytest.Put(key, value, lease, rev))
 }
 
 func (b *builder) watch(key, end string, start int64, events ...history.Event) {
-	b.id++
-	w := history.Watch{ID: b.id, ClientID: 2, Key: key, End: end, StartRevision: start}
+	w := history.Watch{ClientID: 2, Key: key, End: end, StartRevision: start}
 	for _, e := range events {
 		b.now += 1e6
 		w.Responses = append(w.Responses, history.WatchResponse{Time: b.now, Revision: e.ModRevision, Events: []history.Event{e}})
 	}
-	b.h.Watches = append(b.h.Watches, w)
+	b.AddWatch(w)
 }
 
 // base: /a created at 2, /b at 3 with lease 5, /a updated at 4, lease 5
@@ -61,7 +60,7 @@ func build(t *testing.T, h *history.History) *Log {
 }
 
 func TestBuildFromOperations(t *testing.T) {
-	l := build(t, &base().h)
+	l := build(t, &base().H)
 	if l.MaxRevision() != 6 {
 		t.Errorf("max revision %d, want 6", l.MaxRevision())
 	}
@@ -105,7 +104,7 @@ func TestGapsMakeStateUncertain(t *testing.T) {
 	b := &builder{}
 	b.put("/a", "a1", 0, 2)
 	b.put("/a", "a2", 0, 5) // revisions 3 and 4: no evidence
-	l := build(t, &b.h)
+	l := build(t, &b.H)
 	if l.Known(3) || l.KnownFor(3, "/a") {
 		t.Error("revision 3 has no evidence")
 	}
@@ -117,7 +116,7 @@ func TestGapsMakeStateUncertain(t *testing.T) {
 	b.watch("/a", "", 2,
 		history.Event{Type: "put", Key: "/a", Value: "a1", ModRevision: 2},
 		history.Event{Type: "put", Key: "/a", Value: "a2", ModRevision: 5})
-	l = build(t, &b.h)
+	l = build(t, &b.H)
 	if !l.KnownFor(3, "/a") || l.KnownFor(3, "/b") {
 		t.Error("the watch on /a covers revision 3 for /a only")
 	}
@@ -131,12 +130,12 @@ func TestExpiryDeletesFromWatches(t *testing.T) {
 	b.put("/lease-expire/x", "x1", 9, 2)
 	b.put("/lease-expire/y", "y1", 9, 3)
 	// The lease expires: one revision deletes both keys; only a watch says so.
-	b.h.Watches = append(b.h.Watches, history.Watch{ID: 50, Key: "/lease-expire/", End: "/lease-expire0", StartRevision: 2,
+	b.H.Watches = append(b.H.Watches, history.Watch{ID: 50, Key: "/lease-expire/", End: "/lease-expire0", StartRevision: 2,
 		Responses: []history.WatchResponse{{Time: 1, Revision: 4, Events: []history.Event{
 			{Type: "delete", Key: "/lease-expire/x", ModRevision: 4},
 			{Type: "delete", Key: "/lease-expire/y", ModRevision: 4},
 		}}}})
-	l := build(t, &b.h)
+	l := build(t, &b.H)
 	if evs := l.EventsAt(4); len(evs) != 2 {
 		t.Fatalf("revision 4 = %+v, want two deletes", evs)
 	}
@@ -156,7 +155,7 @@ func TestConflicts(t *testing.T) {
 		b := &builder{}
 		b.put("/a", "a1", 0, 2)
 		b.put("/b", "b1", 0, 2)
-		_, conflicts := Build(&b.h)
+		_, conflicts := Build(&b.H)
 		if len(conflicts) != 1 || !strings.Contains(conflicts[0], "revision 2") {
 			t.Errorf("conflicts %q, want one about revision 2", conflicts)
 		}
@@ -166,7 +165,7 @@ func TestConflicts(t *testing.T) {
 		b.put("/a", "a1", 0, 2)
 		b.op(history.Operation{Kind: history.Put, Key: "/a", Value: "a2", Outcome: history.Unknown})
 		b.watch("/a", "", 2, history.Event{Type: "put", Key: "/a", Value: "a2", ModRevision: 2})
-		_, conflicts := Build(&b.h)
+		_, conflicts := Build(&b.H)
 		if len(conflicts) != 1 || !strings.Contains(conflicts[0], "value differs") || !strings.Contains(conflicts[0], "put op 1") {
 			t.Errorf("conflicts %q, want one naming put op 1 and the value", conflicts)
 		}
@@ -179,7 +178,7 @@ func TestConflicts(t *testing.T) {
 			history.Event{Type: "put", Key: "/a", Value: "a2", ModRevision: 4, CreateRevision: 2, Version: 2},
 			history.Event{Type: "delete", Key: "/b", ModRevision: 5},
 			history.Event{Type: "put", Key: "/c", Value: "c1", ModRevision: 6, CreateRevision: 6, Version: 1})
-		build(t, &b.h)
+		build(t, &b.H)
 	})
 }
 
@@ -192,7 +191,7 @@ func TestCheckReportsOnlyContradictionsWithoutWatches(t *testing.T) {
 	// A read shows /a holding b1's revision with a value nobody wrote there.
 	b.op(history.Operation{Kind: history.Get, Key: "/a", Outcome: history.OK,
 		Resp: &history.Response{Revision: 3, KVs: []history.KV{{Key: "/a", Value: "phantom", ModRevision: 3}}}})
-	_, conflicts := Build(&b.h)
+	_, conflicts := Build(&b.H)
 	c := Check(conflicts, 3)
 	if c.Name != ConsistentName || c.Status != verdict.Fail || len(c.Violations) != 1 || !strings.Contains(c.Violations[0], "revision 3") {
 		t.Fatalf("want one kv/consistent violation about revision 3, got %s %q", c.Status, c.Violations)
@@ -205,7 +204,7 @@ func TestCheckReportsOnlyContradictionsWithoutWatches(t *testing.T) {
 	w.put("/a", "a1", 0, 2)
 	w.op(history.Operation{Kind: history.Put, Key: "/a", Value: "a2", Outcome: history.Unknown})
 	w.watch("/a", "", 2, history.Event{Type: "put", Key: "/a", Value: "a2", ModRevision: 2})
-	_, conflicts = Build(&w.h)
+	_, conflicts = Build(&w.H)
 	if len(conflicts) != 1 || !TouchesWatch(conflicts[0]) {
 		t.Fatalf("want one conflict involving the watch, got %q", conflicts)
 	}

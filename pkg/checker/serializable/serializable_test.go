@@ -12,6 +12,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/histgen"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/history/historytest"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
@@ -19,18 +20,11 @@ const ms1 = int64(time.Millisecond)
 
 // builder assembles histories; times are in milliseconds, each operation
 // takes 1ms.
-type builder struct{ h history.History }
+type builder struct{ historytest.Builder }
 
 func (b *builder) add(atMs int64, op history.Operation) *builder {
-	op.ID = int64(len(b.h.Operations) + 1)
-	if op.ClientID == 0 {
-		op.ClientID = 1
-	}
 	op.Call, op.Return = atMs*ms1, atMs*ms1+ms1
-	if op.Outcome == "" {
-		op.Outcome = history.OK
-	}
-	b.h.Operations = append(b.h.Operations, op)
+	b.Add(op)
 	return b
 }
 
@@ -50,7 +44,7 @@ func (b *builder) sget(atMs int64, key, value string, mod, hdr int64, member uin
 
 func check(t *testing.T, b *builder, want verdict.Status, mentions ...string) {
 	t.Helper()
-	c := Check(&b.h)
+	c := Check(&b.H)
 	all := c.Summary + "\n" + strings.Join(c.Violations, "\n")
 	if c.Status != want {
 		t.Fatalf("status %s, want %s:\n%s", c.Status, want, all)
@@ -82,7 +76,7 @@ func TestAccepts(t *testing.T) {
 		b := lagging()
 		b.add(40, history.Operation{Kind: history.Put, Key: "/kv/a", Value: "a3", Outcome: history.Unknown})
 		b.sget(39, "/kv/a", "a3", 5, 5, 1) // sent before, answered after the put was sent
-		b.h.Operations[len(b.h.Operations)-1].Return = 41 * ms1
+		b.H.Operations[len(b.H.Operations)-1].Return = 41 * ms1
 		check(t, b, verdict.Pass)
 	})
 	t.Run("members at different revisions", func(t *testing.T) {

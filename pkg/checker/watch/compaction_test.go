@@ -20,7 +20,7 @@ func TestPrevKVMissingAtOrBelowCompactionAccepted(t *testing.T) {
 	rs := goodEvents()[2:]
 	rs[0].Events[0].PrevKV = nil // a2 at revision 4: its prev a1 was compacted
 	b.watch(2, "/kv/", prefixEnd, 4, true, rs...)
-	expectOnly(t, Check(&b.h))
+	expectOnly(t, Check(&b.H))
 }
 
 func TestPrevKVMissingAboveCompactionRejected(t *testing.T) {
@@ -28,7 +28,7 @@ func TestPrevKVMissingAboveCompactionRejected(t *testing.T) {
 	rs := goodEvents()[2:]
 	rs[1].Events[0].PrevKV = nil // delete of b at revision 5 is above the compaction: b1 is kept
 	b.watch(2, "/kv/", prefixEnd, 4, true, rs...)
-	expectOnly(t, Check(&b.h), "watch/consistent")
+	expectOnly(t, Check(&b.H), "watch/consistent")
 }
 
 // An unrecorded compaction (a nemesis's) is known from the compact revision
@@ -39,5 +39,5 @@ func TestPrevKVMissingBelowUnrecordedCompactionAccepted(t *testing.T) {
 	rs := goodEvents()[2:]
 	rs[0].Events[0].PrevKV = nil
 	b.watch(3, "/kv/", prefixEnd, 4, true, rs...)
-	expectOnly(t, Check(&b.h))
+	expectOnly(t, Check(&b.H))
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
+	"github.com/etcd-chaos/etcd-chaos/pkg/history/historytest"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 )
 
@@ -12,46 +13,37 @@ import (
 // millisecond per recorded thing so that call/return order is the order of
 // the calls.
 type builder struct {
-	h   history.History
-	id  int64
+	historytest.Builder
 	now int64
 }
 
 func (b *builder) tick() int64 { b.now += 1e6; return b.now }
-func (b *builder) nextID() int64 {
-	b.id++
-	return b.id
-}
 
 func (b *builder) op(op history.Operation) *history.Operation {
-	op.ID = b.nextID()
-	op.ClientID = 1
 	op.Call = b.tick()
 	op.Return = b.tick()
-	b.h.Operations = append(b.h.Operations, op)
-	return &b.h.Operations[len(b.h.Operations)-1]
+	return b.Add(op)
 }
 
 func (b *builder) put(key, value string, lease, rev int64) {
-	b.op(history.Operation{Kind: history.Put, Key: key, Value: value, Lease: lease, Outcome: history.OK, Resp: &history.Response{Revision: rev}})
+	b.op(historytest.Put(key, value, lease, rev))
 }
 
 func (b *builder) del(key string, rev int64) {
-	b.op(history.Operation{Kind: history.Delete, Key: key, Outcome: history.OK, Resp: &history.Response{Revision: rev, Deleted: 1}})
+	b.op(historytest.Delete(key, 1, rev))
 }
 
 func (b *builder) revoke(lease, rev int64) {
-	b.op(history.Operation{Kind: history.LeaseRevoke, Lease: lease, Outcome: history.OK, Resp: &history.Response{Revision: rev}})
+	b.op(historytest.Revoke(lease, rev))
 }
 
 func (b *builder) watch(client int, key, end string, start int64, prevKV bool, resps ...history.WatchResponse) *history.Watch {
-	w := history.Watch{ID: b.nextID(), ClientID: client, Key: key, End: end, StartRevision: start, PrevKV: prevKV, Endpoint: "127.0.0.1:2379", Call: b.tick()}
+	w := history.Watch{ClientID: client, Key: key, End: end, StartRevision: start, PrevKV: prevKV, Endpoint: "127.0.0.1:2379", Call: b.tick()}
 	for _, r := range resps {
 		r.Time = b.tick()
 		w.Responses = append(w.Responses, r)
 	}
-	b.h.Watches = append(b.h.Watches, w)
-	return &b.h.Watches[len(b.h.Watches)-1]
+	return b.AddWatch(w)
 }
 
 func resp(events ...history.Event) history.WatchResponse {

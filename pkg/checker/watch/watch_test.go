@@ -21,7 +21,7 @@ func stripPrevKV(rs []history.WatchResponse) []history.WatchResponse {
 }
 
 func TestNoWatchesIsSkipped(t *testing.T) {
-	checks := Check(&base().h)
+	checks := Check(&base().H)
 	for _, c := range checks {
 		if c.Status != verdict.Skipped {
 			t.Errorf("%s: status %s, want skipped", c.Name, c.Status)
@@ -35,7 +35,7 @@ func TestValidStreamsPass(t *testing.T) {
 	b.watch(2, "/kv/", prefixEnd, 0, false, stripPrevKV(goodEvents()[3:])...)
 	b.watch(3, "/kv/a", "", 1, false, stripPrevKV(goodEvents()[0:1])[0], stripPrevKV(goodEvents()[2:3])[0], progress(9))
 	b.watch(4, "", "\x00", 2, false, stripPrevKV(goodEvents())...)
-	expectOnly(t, Check(&b.h))
+	expectOnly(t, Check(&b.H))
 }
 
 func TestResumeAfterErrorPasses(t *testing.T) {
@@ -44,7 +44,7 @@ func TestResumeAfterErrorPasses(t *testing.T) {
 	broken := append(append([]history.WatchResponse(nil), evs[:4]...), history.WatchResponse{Canceled: true, Error: "rpc error: code = Unavailable"})
 	b.watch(1, "/kv/", prefixEnd, 2, true, broken...)
 	b.watch(1, "/kv/", prefixEnd, 6, true, evs[4:]...)
-	expectOnly(t, Check(&b.h))
+	expectOnly(t, Check(&b.H))
 }
 
 func TestResumeAfterProgressPasses(t *testing.T) {
@@ -52,7 +52,7 @@ func TestResumeAfterProgressPasses(t *testing.T) {
 	evs := goodEvents()
 	b.watch(1, "/kv/", prefixEnd, 2, true, evs[0], evs[1], progress(3), history.WatchResponse{Canceled: true, Error: "leader changed"})
 	b.watch(1, "/kv/", prefixEnd, 4, true, evs[2:]...)
-	expectOnly(t, Check(&b.h))
+	expectOnly(t, Check(&b.H))
 }
 
 func TestDuplicatedEventFailsUnique(t *testing.T) {
@@ -60,7 +60,7 @@ func TestDuplicatedEventFailsUnique(t *testing.T) {
 	evs := goodEvents()
 	evs[2].Events = append(evs[2].Events, evs[2].Events[0])
 	b.watch(1, "/kv/", prefixEnd, 2, true, evs...)
-	expectOnly(t, Check(&b.h), Unique)
+	expectOnly(t, Check(&b.H), Unique)
 }
 
 func TestDuplicateAcrossResumeFailsUnique(t *testing.T) {
@@ -70,7 +70,7 @@ func TestDuplicateAcrossResumeFailsUnique(t *testing.T) {
 	// The client resumes from revision 4 as it should, but the server sends
 	// revision 4 again after revision 5: both unique and ordered break.
 	b.watch(1, "/kv/", prefixEnd, 5, true, append([]history.WatchResponse{evs[3], evs[2]}, evs[4:]...)...)
-	expectOnly(t, Check(&b.h), Unique, Ordered)
+	expectOnly(t, Check(&b.H), Unique, Ordered)
 }
 
 func TestReorderedEventsFailOrdered(t *testing.T) {
@@ -78,7 +78,7 @@ func TestReorderedEventsFailOrdered(t *testing.T) {
 	evs := goodEvents()
 	evs[1], evs[2] = evs[2], evs[1]
 	b.watch(1, "/kv/", prefixEnd, 2, true, evs...)
-	expectOnly(t, Check(&b.h), Ordered)
+	expectOnly(t, Check(&b.H), Ordered)
 }
 
 func TestRevisionBackwardsInOneResponseFailsOrdered(t *testing.T) {
@@ -87,7 +87,7 @@ func TestRevisionBackwardsInOneResponseFailsOrdered(t *testing.T) {
 	merged := resp(evs[4].Events[0], evs[3].Events[0])
 	stream := append(append(append([]history.WatchResponse(nil), evs[:3]...), merged), evs[5:]...)
 	b.watch(1, "/kv/", prefixEnd, 2, true, stream...)
-	expectOnly(t, Check(&b.h), Ordered)
+	expectOnly(t, Check(&b.H), Ordered)
 }
 
 func TestSplitRevisionFailsAtomic(t *testing.T) {
@@ -96,7 +96,7 @@ func TestSplitRevisionFailsAtomic(t *testing.T) {
 	last := evs[len(evs)-1]
 	evs = append(evs[:len(evs)-1], resp(last.Events[0]), resp(last.Events[1]))
 	b.watch(1, "/kv/", prefixEnd, 2, true, evs...)
-	expectOnly(t, Check(&b.h), Atomic)
+	expectOnly(t, Check(&b.H), Atomic)
 }
 
 func TestPartialRevisionFailsAtomicAndReliable(t *testing.T) {
@@ -104,7 +104,7 @@ func TestPartialRevisionFailsAtomicAndReliable(t *testing.T) {
 	evs := goodEvents()
 	evs[len(evs)-1] = resp(evs[len(evs)-1].Events[0]) // /kv/d's delete never arrives
 	b.watch(1, "/kv/", prefixEnd, 2, true, append(evs, progress(9))...)
-	expectOnly(t, Check(&b.h), Atomic, Reliable)
+	expectOnly(t, Check(&b.H), Atomic, Reliable)
 }
 
 func TestEventAtOrBelowProgressFailsBookmarkable(t *testing.T) {
@@ -112,13 +112,13 @@ func TestEventAtOrBelowProgressFailsBookmarkable(t *testing.T) {
 	evs := goodEvents()
 	stream := append(append(append([]history.WatchResponse(nil), evs[:5]...), progress(7)), evs[5:]...)
 	b.watch(1, "/kv/", prefixEnd, 2, true, stream...)
-	expectOnly(t, Check(&b.h), Bookmarkable)
+	expectOnly(t, Check(&b.H), Bookmarkable)
 }
 
 func TestProgressGoingBackwardsFailsBookmarkable(t *testing.T) {
 	b := base()
 	b.watch(1, "/kv/", prefixEnd, 2, true, append(goodEvents(), progress(9), progress(8))...)
-	expectOnly(t, Check(&b.h), Bookmarkable)
+	expectOnly(t, Check(&b.H), Bookmarkable)
 }
 
 func TestGapFailsReliable(t *testing.T) {
@@ -126,7 +126,7 @@ func TestGapFailsReliable(t *testing.T) {
 	evs := goodEvents()
 	evs = append(evs[:2], evs[3:]...) // revision 4 never arrives
 	b.watch(1, "/kv/", prefixEnd, 2, true, evs...)
-	checks := Check(&b.h)
+	checks := Check(&b.H)
 	expectOnly(t, checks, Reliable)
 	if v := checks[4].Violations; len(v) != 1 || !strings.Contains(v[0], `"/kv/a"="a2"@4`) || !strings.Contains(v[0], "watch ") {
 		t.Errorf("reliable violations %q should name the missed event and the watch", v)
@@ -139,21 +139,21 @@ func TestGapBetweenResumedStreamsFailsReliable(t *testing.T) {
 	b.watch(1, "/kv/", prefixEnd, 2, true, evs[:3]...)
 	// Resumed at 6 though it had seen only up to 4: revision 5 is lost.
 	b.watch(1, "/kv/", prefixEnd, 6, true, evs[4:]...)
-	expectOnly(t, Check(&b.h), Reliable)
+	expectOnly(t, Check(&b.H), Reliable)
 }
 
 func TestWrongFirstEventAfterResumeFailsResumable(t *testing.T) {
 	b := base()
 	evs := goodEvents()
 	b.watch(1, "/kv/", prefixEnd, 4, true, evs[3:]...) // revision 4 is skipped
-	expectOnly(t, Check(&b.h), Resumable)
+	expectOnly(t, Check(&b.H), Resumable)
 }
 
 func TestEventBeforeStartFailsResumable(t *testing.T) {
 	b := base()
 	evs := goodEvents()
 	b.watch(1, "/kv/", prefixEnd, 5, true, evs[2:]...) // starts with revision 4
-	expectOnly(t, Check(&b.h), Resumable)
+	expectOnly(t, Check(&b.H), Resumable)
 }
 
 func TestCompactedResumeIsExcused(t *testing.T) {
@@ -162,7 +162,7 @@ func TestCompactedResumeIsExcused(t *testing.T) {
 	b.watch(1, "/kv/", prefixEnd, 2, true, evs[:2]...)
 	b.watch(1, "/kv/", prefixEnd, 4, true, history.WatchResponse{Canceled: true, CompactRevision: 6, Revision: 9})
 	b.watch(1, "/kv/", prefixEnd, 6, true, evs[4:]...)
-	expectOnly(t, Check(&b.h))
+	expectOnly(t, Check(&b.H))
 }
 
 func TestWrongPrevKVFailsConsistent(t *testing.T) {
@@ -171,21 +171,21 @@ func TestWrongPrevKVFailsConsistent(t *testing.T) {
 		evs := goodEvents()
 		evs[2].Events[0].PrevKV = kv("/kv/a", "a1", 2, 2, 5, 0)
 		b.watch(1, "/kv/", prefixEnd, 2, true, evs...)
-		expectOnly(t, Check(&b.h), Consistent)
+		expectOnly(t, Check(&b.H), Consistent)
 	})
 	t.Run("key was deleted", func(t *testing.T) {
 		b := base()
 		evs := goodEvents()
 		evs[4].Events[0].PrevKV = kv("/kv/b", "b1", 3, 3, 1, 0)
 		b.watch(1, "/kv/", prefixEnd, 2, true, evs...)
-		expectOnly(t, Check(&b.h), Consistent)
+		expectOnly(t, Check(&b.H), Consistent)
 	})
 	t.Run("missing", func(t *testing.T) {
 		b := base()
 		evs := goodEvents()
 		evs[3].Events[0].PrevKV = nil
 		b.watch(1, "/kv/", prefixEnd, 2, true, evs...)
-		expectOnly(t, Check(&b.h), Consistent)
+		expectOnly(t, Check(&b.H), Consistent)
 	})
 }
 
@@ -195,7 +195,7 @@ func TestWrongIsCreateFailsConsistent(t *testing.T) {
 		evs := goodEvents()
 		evs[2].Events[0].IsCreate = true
 		b.watch(1, "/kv/", prefixEnd, 2, true, evs...)
-		expectOnly(t, Check(&b.h), Consistent)
+		expectOnly(t, Check(&b.H), Consistent)
 	})
 	t.Run("update of absent key", func(t *testing.T) {
 		b := base()
@@ -204,14 +204,14 @@ func TestWrongIsCreateFailsConsistent(t *testing.T) {
 		e := &evs[4].Events[0]
 		e.IsCreate, e.CreateRevision, e.Version = false, 0, 0
 		b.watch(1, "/kv/", prefixEnd, 2, false, evs...)
-		expectOnly(t, Check(&b.h), Consistent)
+		expectOnly(t, Check(&b.H), Consistent)
 	})
 }
 
 func TestValueNeverWrittenFailsConsistent(t *testing.T) {
 	b := base()
 	b.watch(1, "/kv/", prefixEnd, 2, true, append(goodEvents(), resp(putEv("/kv/z", "ghost", 10, 10, 1, nil)))...)
-	checks := Check(&b.h)
+	checks := Check(&b.H)
 	expectOnly(t, checks, Consistent)
 	if v := checks[6].Violations; len(v) != 1 || !strings.Contains(v[0], "never written") {
 		t.Errorf("consistent violations %q, want one naming the unwritten value", v)
@@ -222,14 +222,14 @@ func TestValueOfFailedPutFailsConsistent(t *testing.T) {
 	b := base()
 	b.op(history.Operation{Kind: history.Put, Key: "/kv/z", Value: "z1", Outcome: history.Fail, Error: "lease not found"})
 	b.watch(1, "/kv/", prefixEnd, 2, true, append(goodEvents(), resp(putEv("/kv/z", "z1", 10, 10, 1, nil)))...)
-	expectOnly(t, Check(&b.h), Consistent)
+	expectOnly(t, Check(&b.H), Consistent)
 }
 
 func TestValueOfFailedCompareFailsConsistent(t *testing.T) {
 	b := base()
 	b.op(history.Operation{Kind: history.Txn, Key: "/kv/z", Value: "z1", ExpectModRev: 3, Outcome: history.OK, Resp: &history.Response{Revision: 9}})
 	b.watch(1, "/kv/", prefixEnd, 2, true, append(goodEvents(), resp(putEv("/kv/z", "z1", 10, 10, 1, nil)))...)
-	checks := Check(&b.h)
+	checks := Check(&b.H)
 	expectOnly(t, checks, Consistent)
 	if v := checks[6].Violations; len(v) != 1 || !strings.Contains(v[0], "compare failed") {
 		t.Errorf("consistent violations %q, want one naming the txn's failed compare", v)
@@ -240,7 +240,7 @@ func TestEventOutsideRangeFailsFilter(t *testing.T) {
 	b := base()
 	b.put("/other", "o1", 0, 10)
 	b.watch(1, "/kv/", prefixEnd, 2, true, append(goodEvents(), resp(putEv("/other", "o1", 10, 10, 1, nil)))...)
-	expectOnly(t, Check(&b.h), Filter)
+	expectOnly(t, Check(&b.H), Filter)
 }
 
 func TestUnknownWriteResolvedByWatch(t *testing.T) {
@@ -249,12 +249,12 @@ func TestUnknownWriteResolvedByWatch(t *testing.T) {
 	z := resp(putEv("/kv/z", "z1", 10, 10, 1, nil))
 	b.watch(1, "/kv/", prefixEnd, 2, true, append(goodEvents(), z)...)
 	b.watch(2, "/kv/z", "", 2, false, z)
-	expectOnly(t, Check(&b.h))
+	expectOnly(t, Check(&b.H))
 
 	// A second watch on the range that saw past revision 10 without it
 	// missed an event.
 	b.watch(3, "/kv/", prefixEnd, 2, false, append(stripPrevKV(goodEvents()), progress(11))...)
-	expectOnly(t, Check(&b.h), Reliable)
+	expectOnly(t, Check(&b.H), Reliable)
 }
 
 func TestWatchesDisagreeFailsConsistent(t *testing.T) {
@@ -263,7 +263,7 @@ func TestWatchesDisagreeFailsConsistent(t *testing.T) {
 	b.op(history.Operation{Kind: history.Put, Key: "/kv/z", Value: "z2", Outcome: history.Unknown})
 	b.watch(1, "/kv/z", "", 10, false, resp(putEv("/kv/z", "z1", 10, 10, 1, nil)))
 	b.watch(2, "/kv/z", "", 10, false, resp(putEv("/kv/z", "z2", 10, 10, 1, nil)))
-	checks := Check(&b.h)
+	checks := Check(&b.H)
 	expectOnly(t, checks, Consistent)
 	if v := checks[6].Violations; len(v) != 1 || !strings.Contains(v[0], "conflicting evidence") {
 		t.Errorf("consistent violations %q, want one conflict", v)
@@ -275,7 +275,7 @@ func TestViolationNamesWatch(t *testing.T) {
 	evs := goodEvents()
 	evs[1], evs[2] = evs[2], evs[1]
 	w := b.watch(7, "/kv/", prefixEnd, 2, true, evs...)
-	checks := Check(&b.h)
+	checks := Check(&b.H)
 	v := checks[0].Violations
 	if len(v) != 1 {
 		t.Fatalf("ordered violations %q, want 1", v)
