@@ -405,6 +405,8 @@ func (wt *watcher) watchOnce(ctx context.Context, rev int64) (progressed bool) {
 	s := cl.Watch(ctx, WatchRequest{Key: wt.cfg.Prefix, End: clientv3.GetPrefixRangeEnd(wt.cfg.Prefix), Revision: rev, PrevKV: wt.cfg.PrevKV})
 	defer s.Close()
 	opened := s.Heard()
+	// delivered: the stream has sent an event.
+	var delivered atomic.Bool
 
 	go func() {
 		t := time.NewTicker(wt.cfg.ProgressInterval)
@@ -427,6 +429,12 @@ func (wt *watcher) watchOnce(ctx context.Context, rev int64) (progressed bool) {
 				wt.stalled.Add(1)
 				s.Cancel()
 				return
+			}
+			if wt.future && !delivered.Load() {
+				// Before the store reaches a future start, a progress
+				// notification can only report a revision below it,
+				// which ends the stream (see below).
+				continue
 			}
 			_ = s.RequestProgress(wt.cfg.ProgressInterval)
 		}
@@ -454,6 +462,18 @@ func (wt *watcher) watchOnce(ctx context.Context, rev int64) (progressed bool) {
 		if wt.future && seen >= wt.until {
 			// This future watch has delivered its window; the next one
 			// starts from a new future revision.
+			s.Cancel()
+		}
+		if len(r.Events) > 0 {
+			delivered.Store(true)
+		}
+		if r.Progress && r.Revision+1 < rev {
+			// The client library resumes a watch it reconnects from one
+			// past the last progress notification it heard, so after
+			// this one a reconnect would silently widen the watch to
+			// revisions below the one asked for (a future start, or a
+			// member that lags the one the last stream used). End the
+			// stream; the next one asks again.
 			s.Cancel()
 		}
 		if r.Canceled || r.Error != "" {
