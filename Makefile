@@ -19,10 +19,12 @@ E2E_TIMEOUT ?= 90m
 TEST_ETCD_VERSIONS = v3.6.4 $(ETCD_VERSION) v3.5.8
 # `make e2e` adds the old releases its known-bug specs pin (suites/knownbugs_test.go).
 E2E_ETCD_VERSIONS = $(TEST_ETCD_VERSIONS) v3.5.2
+# The failpoint builds the known-bugs-slow specs pin (built by `make known-bugs-slow`).
+KNOWN_BUGS_FAILPOINT_VERSIONS = v3.5.4 v3.5.6
 
 export ARTIFACTS SEED ETCD_VERSION E2E_ETCD_VERSIONS
 
-.PHONY: all build test test-etcd unit smoke smoke-kube-host soak e2e e2e-local e2e-kind e2e-kube-host kube-host-deps chart-upgrade etcd bench bench-history lint fmt vet clean help
+.PHONY: all build test test-etcd unit smoke smoke-kube-host soak e2e e2e-local e2e-kind e2e-kube-host kube-host-deps chart-upgrade etcd bench bench-history lint fmt vet clean help known-bugs known-bugs-slow
 
 all: build test
 
@@ -71,6 +73,13 @@ soak: ## SOAK_RUNS (50) seeded faulted runs across etcd v3.5 and v3.6, 1-5 membe
 
 e2e: ## the main job: every suite, on kind if a Docker daemon answers, else local
 	@bash scripts/e2e.sh
+
+known-bugs: ## the known-bug specs that need only plain etcd builds (label known-bugs)
+	@ETCD_CHAOS_BACKEND=local E2E_LABELS=known-bugs bash scripts/e2e.sh
+
+known-bugs-slow: ## the known-bug specs on failpoint builds (label known-bugs-slow, which make e2e skips; builds them first)
+	@for v in $(KNOWN_BUGS_FAILPOINT_VERSIONS); do $(GO) run ./cmd/etcd-chaos failpoints --etcd-version $$v >/dev/null || exit 1; done
+	@ETCD_CHAOS_BACKEND=local E2E_LABELS=known-bugs-slow bash scripts/e2e.sh
 
 e2e-local: ## every suite on the local backend
 	@ETCD_CHAOS_BACKEND=local bash scripts/e2e.sh

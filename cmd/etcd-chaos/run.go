@@ -69,15 +69,7 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	leases := fs.Bool("leases", true, "run lease expiry and keep-alive traffic")
 	checkTimeout := fs.Duration("check-timeout", 5*time.Minute, "bound on the linearizability search (unknown verdict past it)")
 	var settings local.Settings
-	fs.IntVar(&settings.SnapshotCount, "snapshot-count", local.DefaultSnapshotCount, "local: applied entries between member snapshots (etcd --snapshot-count)")
-	fs.IntVar(&settings.SnapshotCatchupEntries, "snapshot-catchup-entries", 0, "local: entries the leader keeps after a snapshot for slow followers (0: etcd's 5000; 3.5.14+ and 3.6 only)")
-	fs.IntVar(&settings.CompactionBatchLimit, "compaction-batch-limit", 0, "local: maximum revisions one compaction batch deletes (0: etcd's default)")
-	fs.DurationVar(&settings.ProgressNotifyInterval, "progress-notify-interval", 0, "local: how often watches that asked get progress notifications (0: etcd's 10m)")
-	fs.BoolVar(&settings.PeerTLS, "peer-tls", false, "local: peer traffic over TLS with client certificates (generated per run)")
-	fs.Func("etcd-flag", "local: extra etcd flag as name=value, passed to every member (repeatable; overrides the settings above)", func(v string) error {
-		settings.Flags = append(settings.Flags, v)
-		return nil
-	})
+	settings.RegisterFlags(fs)
 	failpoints := fs.Bool("failpoints", false, "local: run etcd built with gofail failpoints (needed by the failpoint-* nemeses; built once, cached apart)")
 	var kube scenario.KubeOptions
 	fs.StringVar(&kube.Kubeconfig, "kubeconfig", "", "kubeconfig for the kube backend (default: client-go's rules, as kubectl: $KUBECONFIG, then ~/.kube/config)")
@@ -222,40 +214,16 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 // line.
 func settingsGiven(fs *flag.FlagSet) bool {
 	given := false
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "snapshot-count", "snapshot-catchup-entries", "compaction-batch-limit", "progress-notify-interval", "peer-tls", "etcd-flag":
-			given = true
-		}
-	})
+	fs.Visit(func(f *flag.Flag) { given = given || local.IsSettingFlag(f.Name) })
 	return given
 }
 
 // settingsArgs are the flags that give a re-run the same cluster settings.
 func settingsArgs(s local.Settings, failpoints bool) string {
-	var b strings.Builder
-	if s.SnapshotCount != local.DefaultSnapshotCount && s.SnapshotCount != 0 {
-		fmt.Fprintf(&b, " --snapshot-count %d", s.SnapshotCount)
-	}
-	if s.SnapshotCatchupEntries != 0 {
-		fmt.Fprintf(&b, " --snapshot-catchup-entries %d", s.SnapshotCatchupEntries)
-	}
-	if s.CompactionBatchLimit != 0 {
-		fmt.Fprintf(&b, " --compaction-batch-limit %d", s.CompactionBatchLimit)
-	}
-	if s.ProgressNotifyInterval != 0 {
-		fmt.Fprintf(&b, " --progress-notify-interval %v", s.ProgressNotifyInterval)
-	}
-	if s.PeerTLS {
-		b.WriteString(" --peer-tls")
-	}
-	for _, f := range s.Flags {
-		fmt.Fprintf(&b, " --etcd-flag %s", f)
-	}
 	if failpoints {
-		b.WriteString(" --failpoints")
+		return s.Args() + " --failpoints"
 	}
-	return b.String()
+	return s.Args()
 }
 
 // nemesisHelp lists every nemesis with its one-line meaning.

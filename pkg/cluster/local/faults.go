@@ -48,23 +48,32 @@ func (c *Cluster) Kill(ctx context.Context, member string) error {
 // Restart starts a killed member again with the same data dir and flags and
 // waits until it serves client requests (it need not have a leader: a
 // member restarted inside a partition serves, but cannot find one). On a
-// running member it only waits.
+// running member it only waits, and if that member exits meanwhile (a
+// crash racing the heal, such as a failpoint panic that fired just before
+// it) it is started again.
 func (c *Cluster) Restart(ctx context.Context, member string) error {
-	c.mu.Lock()
-	m, err := c.member(member)
-	if err == nil && c.closed {
-		err = errClosed
+	for {
+		c.mu.Lock()
+		m, err := c.member(member)
+		if err == nil && c.closed {
+			err = errClosed
+		}
+		started := false
+		if err == nil && (m.proc == nil || m.proc.done()) {
+			// Same ports if still free; a clash is retried by exitReport.
+			m.clashes = 0
+			err = c.startMemberLocked(m, false)
+			started = true
+		}
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		err = c.waitServing(ctx, m)
+		if err == nil || started || ctx.Err() != nil {
+			return err
+		}
 	}
-	if err == nil && (m.proc == nil || m.proc.done()) {
-		// Same ports if still free; a clash is retried by exitReport.
-		m.clashes = 0
-		err = c.startMemberLocked(m, false)
-	}
-	c.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	return c.waitServing(ctx, m)
 }
 
 // waitServing polls the member's own client port, bypassing its proxy so

@@ -2,7 +2,9 @@ package local
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"io"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -182,4 +184,74 @@ func probeFlag(ctx context.Context, bin, name, value string) (bool, error) {
 // catch up from a snapshot.
 func (c *Cluster) SnapshotPolicy() (count, catchupEntries int) {
 	return c.settings.Snapshots(), c.settings.CatchupEntries()
+}
+
+// settingFlags are the names RegisterFlags defines.
+var settingFlagNames = []string{"snapshot-count", "snapshot-catchup-entries", "compaction-batch-limit", "progress-notify-interval", "peer-tls", "etcd-flag"}
+
+// RegisterFlags defines on fs one flag per setting, as `etcd-chaos run`
+// and ETCD_SETTINGS in the suites spell them, writing into s.
+func (s *Settings) RegisterFlags(fs *flag.FlagSet) {
+	fs.IntVar(&s.SnapshotCount, "snapshot-count", DefaultSnapshotCount, "local: applied entries between member snapshots (etcd --snapshot-count)")
+	fs.IntVar(&s.SnapshotCatchupEntries, "snapshot-catchup-entries", 0, "local: entries the leader keeps after a snapshot for slow followers (0: etcd's 5000; 3.5.14+ and 3.6 only)")
+	fs.IntVar(&s.CompactionBatchLimit, "compaction-batch-limit", 0, "local: maximum revisions one compaction batch deletes (0: etcd's default)")
+	fs.DurationVar(&s.ProgressNotifyInterval, "progress-notify-interval", 0, "local: how often watches that asked get progress notifications (0: etcd's 10m)")
+	fs.BoolVar(&s.PeerTLS, "peer-tls", false, "local: peer traffic over TLS with client certificates (generated per run)")
+	fs.Func("etcd-flag", "local: extra etcd flag as name=value, passed to every member (repeatable; overrides the settings above)", func(v string) error {
+		s.Flags = append(s.Flags, v)
+		return nil
+	})
+}
+
+// IsSettingFlag reports whether name is one of the flags RegisterFlags
+// defines.
+func IsSettingFlag(name string) bool {
+	for _, n := range settingFlagNames {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseSettings reads settings written as `etcd-chaos run` flags, such as
+// "--snapshot-count 100 --peer-tls" (the suites' ETCD_SETTINGS).
+func ParseSettings(args string) (Settings, error) {
+	var s Settings
+	fs := flag.NewFlagSet("settings", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	s.RegisterFlags(fs)
+	if err := fs.Parse(strings.Fields(args)); err != nil {
+		return Settings{}, fmt.Errorf("cluster settings %q: %w (valid: --%s)", args, err, strings.Join(settingFlagNames, ", --"))
+	}
+	if fs.NArg() > 0 {
+		return Settings{}, fmt.Errorf("cluster settings %q: unexpected %q: write them as flags, such as --snapshot-count 100", args, fs.Arg(0))
+	}
+	return s, nil
+}
+
+// Args are the flags that give s back through RegisterFlags, each with a
+// leading space ("" for the defaults): the part of a re-run command that
+// sets the cluster up the same way.
+func (s Settings) Args() string {
+	var b strings.Builder
+	if s.SnapshotCount != DefaultSnapshotCount && s.SnapshotCount != 0 {
+		fmt.Fprintf(&b, " --snapshot-count %d", s.SnapshotCount)
+	}
+	if s.SnapshotCatchupEntries != 0 {
+		fmt.Fprintf(&b, " --snapshot-catchup-entries %d", s.SnapshotCatchupEntries)
+	}
+	if s.CompactionBatchLimit != 0 {
+		fmt.Fprintf(&b, " --compaction-batch-limit %d", s.CompactionBatchLimit)
+	}
+	if s.ProgressNotifyInterval != 0 {
+		fmt.Fprintf(&b, " --progress-notify-interval %v", s.ProgressNotifyInterval)
+	}
+	if s.PeerTLS {
+		b.WriteString(" --peer-tls")
+	}
+	for _, f := range s.Flags {
+		fmt.Fprintf(&b, " --etcd-flag %s", f)
+	}
+	return b.String()
 }

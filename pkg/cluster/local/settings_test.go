@@ -170,3 +170,26 @@ func TestSettingsReachEtcd(t *testing.T) {
 		}
 	})
 }
+
+func TestParseSettingsRoundTripsArgs(t *testing.T) {
+	s, err := ParseSettings("--snapshot-count 100 --snapshot-catchup-entries=50 --compaction-batch-limit 20 --progress-notify-interval 250ms --peer-tls --etcd-flag max-txn-ops=7 --etcd-flag quota-backend-bytes=1000000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Settings{SnapshotCount: 100, SnapshotCatchupEntries: 50, CompactionBatchLimit: 20, ProgressNotifyInterval: 250 * time.Millisecond, PeerTLS: true, Flags: []string{"max-txn-ops=7", "quota-backend-bytes=1000000"}}
+	if fmt.Sprint(s) != fmt.Sprint(want) {
+		t.Fatalf("parsed %+v, want %+v", s, want)
+	}
+	again, err := ParseSettings(s.Args())
+	if err != nil || fmt.Sprint(again) != fmt.Sprint(s) {
+		t.Fatalf("Args %q parsed back to %+v (%v), want %+v", s.Args(), again, err, s)
+	}
+	if empty, err := ParseSettings(""); err != nil || empty.Args() != "" || empty.Snapshots() != DefaultSnapshotCount {
+		t.Fatalf("no settings: %+v %q %v; want the defaults and no args", empty, empty.Args(), err)
+	}
+	for _, bad := range []string{"--snapshot-count lots", "--no-such-setting 1", "snapshot-count=100"} {
+		if _, err := ParseSettings(bad); err == nil || strings.Contains(err.Error(), "\n") {
+			t.Errorf("ParseSettings(%q) = %v; want one line of error", bad, err)
+		}
+	}
+}
