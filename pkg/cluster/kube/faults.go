@@ -488,7 +488,7 @@ func tcErr(member, node string, out []byte, err error) error {
 	s := strings.TrimSpace(string(out))
 	switch {
 	case strings.Contains(s, "qdisc kind is unknown") || strings.Contains(s, "Specified qdisc not found"):
-		return fmt.Errorf("%w: degrade %s: tc netem is missing on node %s (%s): load it on the host with `modprobe sch_netem`", cluster.ErrUnsupported, member, node, s)
+		return fmt.Errorf("%w: the kernel of node %s has no netem qdisc (tc says %q): load it with `modprobe sch_netem`, or use a kernel built with CONFIG_NET_SCH_NETEM", cluster.ErrUnsupported, node, s)
 	case strings.Contains(s, "not found") || strings.Contains(s, "No such file"):
 		return fmt.Errorf("%w: degrade %s: tc is missing on node %s (%s): the node image needs iproute2", cluster.ErrUnsupported, member, node, s)
 	}

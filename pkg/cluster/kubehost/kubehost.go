@@ -118,6 +118,11 @@ type Cluster struct {
 	mu    sync.Mutex
 	procs []*proc
 
+	// stopVolumes stops the volume provisioner loop; volumesDone closes
+	// when it has.
+	stopVolumes context.CancelFunc
+	volumesDone chan struct{}
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -383,10 +388,32 @@ func (c *Cluster) boot(ctx context.Context, etcd string, images []string) error 
 	}
 	// Pods are admitted only once their namespace's default
 	// ServiceAccount exists; the controller-manager makes it.
-	return c.waitFor(ctx, "the controller-manager to create ServiceAccount default/default", func() bool {
+	if err := c.waitFor(ctx, "the controller-manager to create ServiceAccount default/default", func() bool {
 		_, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
 		return err == nil
-	})
+	}); err != nil {
+		return err
+	}
+	return c.startVolumes(ctx, cs)
+}
+
+// startVolumes creates the default StorageClass and starts the loop that
+// provisions its claims with hostPath volumes under dir/volumes.
+func (c *Cluster) startVolumes(ctx context.Context, cs kubernetes.Interface) error {
+	dir := filepath.Join(c.dir, "volumes")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := createStorageClass(ctx, cs); err != nil {
+		return err
+	}
+	vctx, cancel := context.WithCancel(context.Background())
+	c.stopVolumes, c.volumesDone = cancel, make(chan struct{})
+	go func() {
+		defer close(c.volumesDone)
+		(&provisioner{cs: cs, dir: dir, logf: c.logf}).run(vctx)
+	}()
+	return nil
 }
 
 // startRuntime makes the bridge, the cgroup root and the CNI config, and

@@ -37,6 +37,12 @@ func (c *Cluster) teardown(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
+	if c.stopVolumes != nil {
+		// Volumes themselves are directories under the temp dir and go
+		// with it.
+		c.stopVolumes()
+		<-c.volumesDone
+	}
 	c.stopProc("kubelet", 20*time.Second)
 	if c.bins.Crictl != "" && c.running("containerd") {
 		// rmp -f stops and removes every sandbox and its containers;
