@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -46,10 +47,13 @@ Examples:
 Nemeses:
 ` + "{nemeses}" + `
 
+Profiles (--profile):
+` + "{profiles}" + `
+
 Flags:`
 
 func runRun(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlagSet("run", strings.Replace(runSynopsis, "{nemeses}", nemesisHelp(), 1), stdout)
+	fs := newFlagSet("run", strings.NewReplacer("{nemeses}", nemesisHelp(), "{profiles}", profileHelp()).Replace(runSynopsis), stdout)
 	backend := fs.String("backend", "local", "cluster backend: local, kind, kube or kube-host (root; docs/KUBERNETES.md)")
 	members := fs.Int("members", 3, "cluster size: 1, 3 or 5")
 	version := fs.String("etcd-version", etcdbin.DefaultVersion, "etcd version for the local backend (built from the Go module proxy and cached)")
@@ -63,6 +67,10 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	compactEvery := fs.Duration("compact-interval", 0, "compact about this often during traffic, a few revisions below the current one (0: never); watches from older revisions then meet ErrCompacted")
 	compactKeep := fs.Int64("compact-keep", workload.DefaultCompactKeep, "revisions below the current one a compaction keeps")
 	defragEvery := fs.Duration("defrag-interval", 0, "defragment one member about this often during traffic, round robin (0: never)")
+	profile := fs.String("profile", workload.ProfileDefault, "traffic shape (see Profiles above)")
+	futureWatchers := fs.Int("future-watchers", 0, "extra watchers that open watch after watch at a future revision (--future-offset above the current one); each must get every event from its start on")
+	futureOffset := fs.Int64("future-offset", 50, "how many revisions above the current one a future watch starts")
+	spreadWatchers := fs.Int("spread-watchers", 0, "extra watchers that move to the next member every 2s, resuming the same watch there")
 	seed := fs.Int64("seed", 0, "seed for traffic and fault schedule (0: pick one and print it)")
 	out := fs.String("out", "", "artifact dir (default artifacts/run-<time>)")
 	watch := fs.Bool("watch", true, "run watchers and check watch guarantees")
@@ -99,6 +107,15 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *faultDuration < 0 {
 		return usageErr("--fault-duration must not be negative")
+	}
+	if !slices.ContainsFunc(workload.Profiles, func(p struct{ Name, Meaning string }) bool { return p.Name == *profile }) {
+		return usageErr("unknown --profile %q; see --help for the profiles", *profile)
+	}
+	if *futureWatchers < 0 || *spreadWatchers < 0 || *futureOffset <= 0 {
+		return usageErr("--future-watchers and --spread-watchers must not be negative and --future-offset must be positive")
+	}
+	if (*futureWatchers > 0 || *spreadWatchers > 0) && !*watch {
+		return usageErr("--future-watchers and --spread-watchers need --watch")
 	}
 	if *seed == 0 {
 		*seed = time.Now().UnixNano() % 1_000_000_000
@@ -162,6 +179,15 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	if *defragEvery > 0 {
 		rerun += fmt.Sprintf(" --defrag-interval %v", *defragEvery)
 	}
+	if *profile != workload.ProfileDefault {
+		rerun += " --profile " + *profile
+	}
+	if *futureWatchers > 0 {
+		rerun += fmt.Sprintf(" --future-watchers %d --future-offset %d", *futureWatchers, *futureOffset)
+	}
+	if *spreadWatchers > 0 {
+		rerun += fmt.Sprintf(" --spread-watchers %d", *spreadWatchers)
+	}
 	if *backend == "local" {
 		rerun += " --etcd-version " + c.Version() + settingsArgs(settings, *failpoints)
 	}
@@ -172,7 +198,7 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 		Nemesis:  *nemesis,
 		Duration: *duration,
 		Seed:     *seed,
-		Traffic: workload.Config{Clients: *clients, Rate: *rate, Keys: *keys,
+		Traffic: workload.Config{Clients: *clients, Rate: *rate, Keys: *keys, Profile: *profile,
 			CompactInterval: *compactEvery, CompactKeep: *compactKeep, DefragInterval: *defragEvery},
 		ArtifactDir:  dir,
 		CheckTimeout: *checkTimeout,
@@ -186,7 +212,7 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 		},
 	}
 	if *watch {
-		cfg.Watch = &workload.WatchConfig{}
+		cfg.Watch = &workload.WatchConfig{FutureWatchers: *futureWatchers, FutureOffset: *futureOffset, SpreadWatchers: *spreadWatchers}
 	}
 	if *leases {
 		cfg.Leases = &workload.LeaseConfig{}
@@ -224,6 +250,15 @@ func settingsArgs(s local.Settings, failpoints bool) string {
 		return s.Args() + " --failpoints"
 	}
 	return s.Args()
+}
+
+// profileHelp lists every traffic profile with its one-line meaning.
+func profileHelp() string {
+	var b strings.Builder
+	for _, p := range workload.Profiles {
+		fmt.Fprintf(&b, "  %-26s %s\n", p.Name, p.Meaning)
+	}
+	return strings.TrimRight(b.String(), "\n")
 }
 
 // nemesisHelp lists every nemesis with its one-line meaning.

@@ -37,6 +37,10 @@ func TestRunRejectsBadFlagsInOneLine(t *testing.T) {
 		{[]string{"--nemesis", "failpoint-raft-save"}, "add --failpoints"},
 		{[]string{"--backend", "kube", "--snapshot-count", "100"}, "apply to the local backend only"},
 		{[]string{"--backend", "kind", "--failpoints"}, "apply to the local backend only"},
+		{[]string{"--profile", "bogus"}, `unknown --profile "bogus"`},
+		{[]string{"--future-watchers", "-1"}, "must not be negative"},
+		{[]string{"--future-offset", "0"}, "--future-offset must be positive"},
+		{[]string{"--spread-watchers", "2", "--watch=false"}, "need --watch"},
 	}
 	for _, tc := range cases {
 		var out, errOut bytes.Buffer

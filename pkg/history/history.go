@@ -126,7 +126,10 @@ type Operation struct {
 	ElseGet bool `json:"else_get,omitempty"`
 	// Limit bounds a range; 0 means no limit.
 	Limit int64 `json:"limit,omitempty"`
-	// Revision is the revision a compact compacts at.
+	// Revision is the revision a compact compacts at, or the revision a
+	// get or range reads at (0: the latest). A read at a revision is
+	// judged by the serializable check against the revision log, not by
+	// the linearizability model.
 	Revision int64 `json:"rev,omitempty"`
 	// Serializable marks a read served by one member without consensus. It is
 	// recorded so the checker can tell which reads promise linearizability.

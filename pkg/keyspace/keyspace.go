@@ -53,6 +53,28 @@ const MaxKVKeys = 1000
 // KVKey returns the i-th key of the KV pool (0 <= i < MaxKVKeys).
 func KVKey(i int) string { return fmt.Sprintf("%sk%03d", KVPrefix, i) }
 
+// ChurnKey returns the n-th key KV client c creates and deletes at once
+// (churn): under KVPrefix, so watches and ranges of the pool see it, and
+// used once in a run.
+func ChurnKey(c, n int) string { return fmt.Sprintf("%schurn/c%d-%d", KVPrefix, c, n) }
+
+// KubePrefix holds the kubernetes profile's objects, under KVPrefix so the
+// watchers and the final read cover them.
+const KubePrefix = KVPrefix + "pods/"
+
+// KubeKey returns the key of the kubernetes profile's i-th object.
+func KubeKey(i int) string { return fmt.Sprintf("%sp%03d", KubePrefix, i) }
+
+// KubeIndex is the inverse of KubeKey.
+func KubeIndex(key string) (int, bool) {
+	s, ok := strings.CutPrefix(key, KubePrefix+"p")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(s)
+	return i, err == nil && i >= 0
+}
+
 // PrefixEnd is the range end that covers every key starting with prefix,
 // as clientv3.GetPrefixRangeEnd computes it.
 func PrefixEnd(prefix string) string {
@@ -89,17 +111,20 @@ func HasForeignWriters(key string) bool {
 }
 
 // LinearizableRead reports whether op is an answered read that promises
-// linearizability: a get or range not sent serializable, or a failed txn
-// whose else branch read its key. A failed value-compare txn without an
-// else branch is not one: it read nothing, and taking its empty answer for
-// "the key is absent" would invent a missing key.
+// linearizability of the current state: a get or range not sent
+// serializable nor at a revision, or a failed txn whose else branch read
+// its key. A failed value-compare txn without an else branch is not one:
+// it read nothing, and taking its empty answer for "the key is absent"
+// would invent a missing key.
 func LinearizableRead(op *history.Operation) bool {
 	if op.Outcome != history.OK || op.Resp == nil || op.Serializable {
 		return false
 	}
 	switch op.Kind {
 	case history.Get, history.Range:
-		return true
+		// A read at a revision is linearizable too, but it shows the
+		// store as it was then, not now.
+		return op.Revision == 0
 	case history.Txn:
 		return !op.Resp.Succeeded && op.ElseReads()
 	}

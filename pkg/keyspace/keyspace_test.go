@@ -79,3 +79,19 @@ func TestParseCounter(t *testing.T) {
 		}
 	}
 }
+
+func TestKubeKeyRoundTrip(t *testing.T) {
+	for _, i := range []int{0, 7, 999} {
+		if got, ok := KubeIndex(KubeKey(i)); !ok || got != i {
+			t.Errorf("KubeIndex(KubeKey(%d)) = %d, %v", i, got, ok)
+		}
+	}
+	for _, k := range []string{KVKey(3), KubePrefix + "x", ChurnKey(1, 2)} {
+		if _, ok := KubeIndex(k); ok {
+			t.Errorf("KubeIndex(%q) accepted a key that is not an object's", k)
+		}
+	}
+	if !InRange(KubeKey(1), KVPrefix, PrefixEnd(KVPrefix)) || !InRange(ChurnKey(1, 2), KVPrefix, PrefixEnd(KVPrefix)) {
+		t.Error("objects and churn keys must lie under KVPrefix, where watchers and the final read look")
+	}
+}

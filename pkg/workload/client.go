@@ -2,9 +2,12 @@ package workload
 
 import (
 	"context"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 )
@@ -33,6 +36,9 @@ type client struct {
 	// so their caller's deadline holds.
 	detach bool
 	stats  Stats
+	// lastRev is the highest header revision this client was answered
+	// with, for traffic that chooses revisions to read at.
+	lastRev int64
 }
 
 // do records op around call. op needs its Kind and request fields; do fills
@@ -66,6 +72,9 @@ func (c *client) finish(op *history.Operation, err error, resp *history.Response
 		op.Resp = nil
 	} else {
 		op.Resp = resp
+		if resp != nil && !op.Serializable {
+			c.lastRev = max(c.lastRev, resp.Revision)
+		}
 	}
 	c.rec.AddOperation(*op)
 	c.stats.add(op)
@@ -100,6 +109,37 @@ func (c *client) Get(ctx context.Context, key string, serializable bool) history
 func (c *client) Range(ctx context.Context, key, end string, limit int64) history.Operation {
 	op := history.Operation{Kind: history.Range, Key: key, End: end, Limit: limit}
 	opts := []clientv3.OpOption{clientv3.WithRange(end)}
+	if limit > 0 {
+		opts = append(opts, clientv3.WithLimit(limit))
+	}
+	return c.do(ctx, op, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Get(ctx, key, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return rangeResponse(resp), nil
+	})
+}
+
+// GetAt reads key as the store was at revision rev, linearizably: etcd
+// answers from its history, or refuses a revision it compacted away
+// (ErrCompacted) or has not reached (ErrFutureRev), both recorded fail.
+func (c *client) GetAt(ctx context.Context, key string, rev int64) history.Operation {
+	op := history.Operation{Kind: history.Get, Key: key, Revision: rev}
+	return c.do(ctx, op, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Get(ctx, key, clientv3.WithRev(rev))
+		if err != nil {
+			return nil, err
+		}
+		return rangeResponse(resp), nil
+	})
+}
+
+// RangeAt reads the keys in [key, end) as the store was at revision rev, at
+// most limit of them (0: all): a page of a list at one revision.
+func (c *client) RangeAt(ctx context.Context, key, end string, limit, rev int64) history.Operation {
+	op := history.Operation{Kind: history.Range, Key: key, End: end, Limit: limit, Revision: rev}
+	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithRev(rev)}
 	if limit > 0 {
 		opts = append(opts, clientv3.WithLimit(limit))
 	}
@@ -272,4 +312,130 @@ func (c *client) Defragment(ctx context.Context, endpoint string) history.Operat
 		}
 		return headerOnly(resp.Header), nil
 	})
+}
+
+// WatchRequest is a watch a traffic actor chooses: the range [Key, End)
+// (End "" is the single Key), the revision to start from (0: the next one)
+// and whether events carry the previous key-value. Every watch asks for
+// progress notifications.
+type WatchRequest struct {
+	Key, End string
+	Revision int64
+	PrevKV   bool
+}
+
+// WatchStream is one recorded watch stream: Next records every response,
+// Close records the stream as one history.Watch. One goroutine reads it;
+// RequestProgress, Heard and Cancel may be called from others.
+type WatchStream struct {
+	c      *client
+	w      history.Watch
+	ctx    context.Context
+	cancel context.CancelFunc
+	ch     clientv3.WatchChan
+	// heard is when the stream last answered (or was opened), in the
+	// recorder's clock.
+	heard atomic.Int64
+	ended bool
+}
+
+// Watch opens a watch stream for req. The stream lives until ctx is done,
+// Cancel, or the server or client library ends it; read it with Next and
+// record it with Close.
+func (c *client) Watch(ctx context.Context, req WatchRequest) *WatchStream {
+	id := c.rec.NextID()
+	// Each recorded watch gets a gRPC stream of its own (the client shares
+	// one among contexts with equal metadata): a resumed watch must not
+	// inherit a stream on which etcd no longer answers progress requests.
+	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx),
+		"etcd-chaos-watch", strconv.FormatInt(id, 10)))
+	s := &WatchStream{c: c, ctx: sctx, cancel: cancel, w: history.Watch{
+		ID:            id,
+		ClientID:      c.id,
+		Key:           req.Key,
+		End:           req.End,
+		StartRevision: req.Revision,
+		PrevKV:        req.PrevKV,
+		Endpoint:      c.endpoint,
+		Call:          c.rec.Now(),
+	}}
+	s.heard.Store(s.w.Call)
+	opts := []clientv3.OpOption{clientv3.WithProgressNotify()}
+	if req.End != "" {
+		opts = append(opts, clientv3.WithRange(req.End))
+	}
+	if req.Revision > 0 {
+		opts = append(opts, clientv3.WithRev(req.Revision))
+	}
+	if req.PrevKV {
+		opts = append(opts, clientv3.WithPrevKV())
+	}
+	s.ch = c.cli.Watch(sctx, req.Key, opts...)
+	return s
+}
+
+// Next waits for the stream's next response and records it. It returns
+// false once the stream is over: the channel closed, or the response before
+// ended it (canceled, compacted, no leader), after which the channel closes
+// at once.
+func (s *WatchStream) Next() (history.WatchResponse, bool) {
+	if s.ended {
+		return history.WatchResponse{}, false
+	}
+	resp, ok := <-s.ch
+	if !ok {
+		s.ended = true
+		return history.WatchResponse{}, false
+	}
+	r := history.WatchResponse{
+		Time:            s.c.rec.Now(),
+		Revision:        resp.Header.Revision,
+		Progress:        resp.IsProgressNotify(),
+		Canceled:        resp.Canceled,
+		CompactRevision: resp.CompactRevision,
+	}
+	if err := resp.Err(); err != nil {
+		r.Error = err.Error()
+	}
+	if len(resp.Events) > 0 {
+		r.Events = make([]history.Event, len(resp.Events))
+		for i, ev := range resp.Events {
+			r.Events[i] = convEvent(ev)
+		}
+	}
+	s.heard.Store(r.Time)
+	s.w.Responses = append(s.w.Responses, r)
+	if resp.Canceled || resp.Err() != nil {
+		s.ended = true
+	}
+	return r, true
+}
+
+// Heard returns when the stream last answered, or was opened when it has
+// not answered yet, in the recorder's clock.
+func (s *WatchStream) Heard() int64 { return s.heard.Load() }
+
+// Canceled reports whether the stream was ended by Cancel or its context
+// rather than by the server or the client library.
+func (s *WatchStream) Canceled() bool { return s.ctx.Err() != nil }
+
+// RequestProgress asks etcd for a progress notification on this stream,
+// waiting at most timeout: the client blocks while it reconnects. It must
+// use the stream's own context, by whose metadata the client finds the
+// gRPC stream. Its answer, if any, arrives through Next.
+func (s *WatchStream) RequestProgress(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
+	defer cancel()
+	return s.c.cli.RequestProgress(ctx)
+}
+
+// Cancel ends the stream; Next then drains what is left and returns false.
+func (s *WatchStream) Cancel() { s.cancel() }
+
+// Close ends the stream and records it with every response Next read. Call
+// it once, from the goroutine that reads the stream.
+func (s *WatchStream) Close() history.Watch {
+	s.cancel()
+	s.c.rec.AddWatch(s.w)
+	return s.w
 }

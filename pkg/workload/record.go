@@ -65,3 +65,24 @@ func firstModRev(kvs []history.KV) int64 {
 	}
 	return kvs[0].ModRevision
 }
+
+func convEvent(ev *clientv3.Event) history.Event {
+	e := history.Event{
+		Type:           "put",
+		Key:            string(ev.Kv.Key),
+		Value:          string(ev.Kv.Value),
+		ModRevision:    ev.Kv.ModRevision,
+		CreateRevision: ev.Kv.CreateRevision,
+		Version:        ev.Kv.Version,
+		Lease:          ev.Kv.Lease,
+		IsCreate:       ev.IsCreate(),
+	}
+	if ev.Type == mvccpb.DELETE {
+		e.Type = "delete"
+	}
+	if ev.PrevKv != nil {
+		kv := convKV(ev.PrevKv)
+		e.PrevKV = &kv
+	}
+	return e
+}

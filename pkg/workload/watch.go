@@ -5,15 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
@@ -55,6 +52,27 @@ type WatchConfig struct {
 	// resumed watch was synced, until an event in range comes
 	// (etcd-io/etcd#17566), which after the last write in range never does.
 	StallTimeout time.Duration
+	// FutureWatchers is how many more watchers (beyond Watchers) open
+	// their watches at future revisions: each opens a watch FutureOffset
+	// revisions above the newest revision it knows of, keeps it (resuming
+	// it like any other) until it has seen FutureOffset revisions past its
+	// start, then opens the next. etcd must deliver every event from the
+	// start revision on, once the store gets there. Each such watch is a
+	// logical watch of its own, with its own ClientID from
+	// FutureWatchClientBase. Default 0.
+	FutureWatchers int
+	// FutureOffset is how far above the current revision a future watch
+	// starts (default 50).
+	FutureOffset int64
+	// SpreadWatchers is how many more watchers (beyond Watchers) spread
+	// their streams over every member: each stream goes to the next member
+	// in turn, and a stream is ended after RotateInterval so the watch
+	// resumes on another member, whose view may lag or lead the last
+	// one's. Default 0.
+	SpreadWatchers int
+	// RotateInterval is how long a spread watcher keeps one stream
+	// (default 2s).
+	RotateInterval time.Duration
 }
 
 func (cfg WatchConfig) withDefaults() (WatchConfig, error) {
@@ -62,11 +80,21 @@ func (cfg WatchConfig) withDefaults() (WatchConfig, error) {
 		return cfg, fmt.Errorf("workload: WatchConfig Watchers, Pinned, ProgressInterval, ReplayAfter and StallTimeout must not be negative (got %d, %d, %s, %s, %s)",
 			cfg.Watchers, cfg.Pinned, cfg.ProgressInterval, cfg.ReplayAfter, cfg.StallTimeout)
 	}
+	if cfg.FutureWatchers < 0 || cfg.FutureOffset < 0 || cfg.SpreadWatchers < 0 || cfg.RotateInterval < 0 {
+		return cfg, fmt.Errorf("workload: WatchConfig FutureWatchers, FutureOffset, SpreadWatchers and RotateInterval must not be negative (got %d, %d, %d, %s)",
+			cfg.FutureWatchers, cfg.FutureOffset, cfg.SpreadWatchers, cfg.RotateInterval)
+	}
+	if cfg.FutureOffset == 0 {
+		cfg.FutureOffset = 50
+	}
+	if cfg.RotateInterval == 0 {
+		cfg.RotateInterval = 2 * time.Second
+	}
 	if cfg.Watchers == 0 {
 		cfg.Watchers = 4
 	}
-	if cfg.Watchers > 100 {
-		return cfg, fmt.Errorf("workload: Watchers=%d is too many; use at most 100", cfg.Watchers)
+	if cfg.Watchers+cfg.SpreadWatchers+cfg.FutureWatchers > 100 {
+		return cfg, fmt.Errorf("workload: Watchers+SpreadWatchers+FutureWatchers=%d is too many; use at most 100 in all", cfg.Watchers+cfg.SpreadWatchers+cfg.FutureWatchers)
 	}
 	if cfg.Pinned == 0 {
 		cfg.Pinned = min(2, cfg.Watchers)
@@ -109,6 +137,9 @@ const (
 	LockClientBase     = 300
 	RegistryClientBase = 400
 	FinalReadClient    = 500
+	// FutureWatchClientBase + n is the ClientID of the n-th future watch
+	// (see WatchConfig.FutureWatchers): each is a logical watch of its own.
+	FutureWatchClientBase = 10000
 )
 
 // Watchers is running watch traffic. Stop or Drain it to record the streams
@@ -123,12 +154,20 @@ type Watchers struct {
 }
 
 type watcher struct {
-	id       int
-	cli      *clientv3.Client
-	endpoint string
-	cfg      WatchConfig
-	rec      *history.Recorder
-	delay    time.Duration
+	// clients record the watcher's streams, each on one endpoint (or on
+	// all); stream n uses clients[n%len(clients)]. Their ID is the
+	// watcher's.
+	clients []*client
+	id      int
+	cfg     WatchConfig
+	delay   time.Duration
+	// rotate, when positive, ends each stream after this long so that the
+	// watch resumes on the next client (a spread watcher).
+	rotate time.Duration
+	// future makes the watcher open one logical watch after another, each
+	// at a future revision (a future watcher).
+	future  bool
+	futures *atomic.Int64 // shared counter of future watches, for ClientIDs
 	// seen is the highest revision this watcher has proven it saw: the
 	// largest event mod revision or progress-notify revision.
 	seen atomic.Int64
@@ -136,6 +175,10 @@ type watcher struct {
 	// was refused with: the next stream starts there, since no earlier
 	// revision can be served any more.
 	compacted atomic.Int64
+	// start is where the current logical watch began, and until, when
+	// positive, the revision past which a future watch has done its job.
+	// Only the watcher's goroutine uses them.
+	start, until int64
 	// streams counts the streams this watcher opened, resumed those after
 	// its first; stalled, those it gave up after StallTimeout of silence;
 	// ended, those the server or the client library ended (canceled, no
@@ -189,26 +232,48 @@ func StartWatch(ctx context.Context, c cluster.Cluster, rec *history.Recorder, c
 	w := &Watchers{rec: rec}
 	closeAll := func() {
 		for _, wt := range w.ws {
-			wt.cli.Close()
+			for _, cl := range wt.clients {
+				cl.cli.Close()
+			}
 		}
 	}
-	for i := 0; i < cfg.Watchers; i++ {
-		ep := endpointFor(members, i, cfg.Pinned)
-		cli, err := openClient(ctx, c, ep)
-		if err != nil {
-			closeAll()
-			return nil, err
-		}
-		wt := &watcher{id: WatchClientBase + i, cli: cli, endpoint: ep, cfg: cfg, rec: rec}
-		if i >= cfg.Watchers-cfg.ReplayWatchers {
-			wt.delay = cfg.ReplayAfter
+	var futures atomic.Int64
+	total := cfg.Watchers + cfg.SpreadWatchers + cfg.FutureWatchers
+	for i := 0; i < total; i++ {
+		wt := &watcher{id: WatchClientBase + i, cfg: cfg, futures: &futures}
+		eps := []string{endpointFor(members, i, cfg.Pinned)}
+		switch {
+		case i < cfg.Watchers:
+			if i >= cfg.Watchers-cfg.ReplayWatchers {
+				wt.delay = cfg.ReplayAfter
+			}
+		case i < cfg.Watchers+cfg.SpreadWatchers:
+			wt.rotate = cfg.RotateInterval
+			eps = eps[:0]
+			// Start each spread watcher on a different member.
+			for j := range members {
+				eps = append(eps, members[(i+j)%len(members)].ClientURL)
+			}
+			if len(eps) == 0 {
+				eps = []string{""}
+			}
+		default:
+			wt.future = true
 		}
 		w.ws = append(w.ws, wt)
+		for _, ep := range eps {
+			cli, err := openClient(ctx, c, ep)
+			if err != nil {
+				closeAll()
+				return nil, err
+			}
+			wt.clients = append(wt.clients, &client{cli: cli, rec: rec, id: wt.id, endpoint: ep})
+		}
 	}
 	// The start revision comes from a linearizable read so that it is not
 	// behind anything the caller wrote before starting the watchers.
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	resp, err := w.ws[0].cli.Get(rctx, cfg.Prefix, clientv3.WithCountOnly())
+	resp, err := w.ws[0].clients[0].cli.Get(rctx, cfg.Prefix, clientv3.WithCountOnly())
 	cancel()
 	if err != nil {
 		closeAll()
@@ -221,7 +286,11 @@ func StartWatch(ctx context.Context, c cluster.Cluster, rec *history.Recorder, c
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
-			defer wt.cli.Close()
+			defer func() {
+				for _, cl := range wt.clients {
+					cl.cli.Close()
+				}
+			}()
 			wt.run(wctx, w.startRev)
 		}()
 	}
@@ -252,6 +321,13 @@ func (w *Watchers) Drain(ctx context.Context, untilRev int64) error {
 	for {
 		var lagging []string
 		for _, wt := range w.ws {
+			if wt.future {
+				// Its current watch starts past the revisions it has
+				// seen, likely past untilRev: it waits for revisions
+				// that may never come, and etcd need not say anything
+				// about the ones before its start.
+				continue
+			}
 			if s := wt.seen.Load(); s < untilRev {
 				lagging = append(lagging, fmt.Sprintf("watcher %d at revision %d after %d stream(s)", wt.id, s, wt.streams.Load()))
 			}
@@ -277,13 +353,19 @@ func (wt *watcher) run(ctx context.Context, start int64) {
 		case <-time.After(wt.delay):
 		}
 	}
+	wt.start = start
+	if wt.future {
+		wt.nextFuture()
+	}
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		next := start
-		if s := wt.seen.Load(); s > 0 {
-			next = s + 1
+		if wt.future && wt.seen.Load() >= wt.until {
+			wt.nextFuture()
 		}
-		next = max(next, wt.compacted.Load())
+		// Resume after the last revision seen, never before the logical
+		// watch's start (a future watch's progress notifications report
+		// revisions below it), nor below a compaction that refused it.
+		next := max(wt.start, wt.seen.Load()+1, wt.compacted.Load())
 		if wt.watchOnce(ctx, next) {
 			backoff = 50 * time.Millisecond
 			continue
@@ -299,126 +381,87 @@ func (wt *watcher) run(ctx context.Context, start int64) {
 	}
 }
 
-// watchOnce runs one watch stream from rev until it ends and records it. It
-// reports whether the stream delivered anything.
+// nextFuture starts the future watcher's next logical watch: a ClientID of
+// its own (so the checker does not join it to the one before, whose
+// revisions it skips) and a start FutureOffset revisions above the newest
+// revision the watcher knows of.
+func (wt *watcher) nextFuture() {
+	id := FutureWatchClientBase + int(wt.futures.Add(1)) - 1
+	for _, cl := range wt.clients {
+		cl.id = id
+	}
+	wt.start = max(wt.start, wt.seen.Load()+1) + wt.cfg.FutureOffset
+	wt.until = wt.start + wt.cfg.FutureOffset
+}
+
+// watchOnce runs one watch stream from rev until it ends; the recording
+// client records it. It reports whether the stream delivered anything.
 func (wt *watcher) watchOnce(ctx context.Context, rev int64) (progressed bool) {
-	id := wt.rec.NextID()
-	// Each recorded watch gets a gRPC stream of its own (the client shares
-	// one among contexts with equal metadata): a resumed watch must not
-	// inherit a stream on which etcd no longer answers progress requests.
-	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx),
-		"etcd-chaos-watch", strconv.FormatInt(id, 10)))
-	defer cancel()
 	if wt.streams.Add(1) > 1 {
 		wt.resumed.Add(1)
 	}
-	end := clientv3.GetPrefixRangeEnd(wt.cfg.Prefix)
-	rec := history.Watch{
-		ID:            id,
-		ClientID:      wt.id,
-		Key:           wt.cfg.Prefix,
-		End:           end,
-		StartRevision: rev,
-		PrevKV:        wt.cfg.PrevKV,
-		Endpoint:      wt.endpoint,
-		Call:          wt.rec.Now(),
-	}
-	defer func() { wt.rec.AddWatch(rec) }()
-	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithRev(rev), clientv3.WithProgressNotify()}
-	if wt.cfg.PrevKV {
-		opts = append(opts, clientv3.WithPrevKV())
-	}
-	ch := wt.cli.Watch(sctx, wt.cfg.Prefix, opts...)
+	n := wt.streams.Load() - 1
+	cl := wt.clients[int(n)%len(wt.clients)]
+	s := cl.Watch(ctx, WatchRequest{Key: wt.cfg.Prefix, End: clientv3.GetPrefixRangeEnd(wt.cfg.Prefix), Revision: rev, PrevKV: wt.cfg.PrevKV})
+	defer s.Close()
+	opened := s.Heard()
 
-	// heard is when the stream last answered (or was opened), in the
-	// recorder's clock.
-	var heard atomic.Int64
-	heard.Store(rec.Call)
-	// RequestProgress must use the watch's own context: the client finds the
-	// gRPC stream by the context's metadata. It blocks while the client
-	// reconnects, hence the timeout; the stall check must still run.
 	go func() {
 		t := time.NewTicker(wt.cfg.ProgressInterval)
 		defer t.Stop()
 		for {
 			select {
-			case <-sctx.Done():
+			case <-s.ctx.Done():
 				return
 			case <-t.C:
 			}
-			if time.Duration(wt.rec.Now()-heard.Load()) > wt.cfg.StallTimeout {
-				// Give the stream up: the range loop below records it and
-				// run resumes from the last revision seen.
-				wt.stalled.Add(1)
-				cancel()
+			now := cl.rec.Now()
+			if wt.rotate > 0 && time.Duration(now-opened) > wt.rotate {
+				// A spread watcher moves on to the next member.
+				s.Cancel()
 				return
 			}
-			pctx, pcancel := context.WithTimeout(sctx, wt.cfg.ProgressInterval)
-			_ = wt.cli.RequestProgress(pctx)
-			pcancel()
+			if time.Duration(now-s.Heard()) > wt.cfg.StallTimeout {
+				// Give the stream up: Next returns false and run resumes
+				// from the last revision seen.
+				wt.stalled.Add(1)
+				s.Cancel()
+				return
+			}
+			_ = s.RequestProgress(wt.cfg.ProgressInterval)
 		}
 	}()
 
-	for resp := range ch {
-		r := history.WatchResponse{
-			Time:            wt.rec.Now(),
-			Revision:        resp.Header.Revision,
-			Progress:        resp.IsProgressNotify(),
-			Canceled:        resp.Canceled,
-			CompactRevision: resp.CompactRevision,
-		}
-		if err := resp.Err(); err != nil {
-			r.Error = err.Error()
-		}
-		if len(resp.Events) > 0 {
-			r.Events = make([]history.Event, len(resp.Events))
+	for {
+		r, ok := s.Next()
+		if !ok {
+			return progressed
 		}
 		seen := wt.seen.Load()
-		for i, ev := range resp.Events {
-			r.Events[i] = convEvent(ev)
-			seen = max(seen, ev.Kv.ModRevision)
+		for _, e := range r.Events {
+			seen = max(seen, e.ModRevision)
 		}
 		if r.Progress {
-			seen = max(seen, resp.Header.Revision)
+			seen = max(seen, r.Revision)
 		}
 		if seen > wt.seen.Load() {
 			wt.seen.Store(seen)
 			progressed = true
 		}
-		heard.Store(r.Time)
-		if resp.CompactRevision > wt.compacted.Load() {
-			wt.compacted.Store(resp.CompactRevision)
+		if r.CompactRevision > wt.compacted.Load() {
+			wt.compacted.Store(r.CompactRevision)
 		}
-		rec.Responses = append(rec.Responses, r)
-		if resp.Canceled || resp.Err() != nil {
-			if sctx.Err() == nil {
+		if wt.future && seen >= wt.until {
+			// This future watch has delivered its window; the next one
+			// starts from a new future revision.
+			s.Cancel()
+		}
+		if r.Canceled || r.Error != "" {
+			// The stream is over (no leader, compacted, ...). Resume with
+			// a new recorded watch.
+			if !s.Canceled() {
 				wt.ended.Add(1)
 			}
-			// The stream is over (no leader, compacted, ...); the channel
-			// closes right after. Resume with a new recorded watch.
-			break
 		}
 	}
-	return progressed
-}
-
-func convEvent(ev *clientv3.Event) history.Event {
-	e := history.Event{
-		Type:           "put",
-		Key:            string(ev.Kv.Key),
-		Value:          string(ev.Kv.Value),
-		ModRevision:    ev.Kv.ModRevision,
-		CreateRevision: ev.Kv.CreateRevision,
-		Version:        ev.Kv.Version,
-		Lease:          ev.Kv.Lease,
-		IsCreate:       ev.IsCreate(),
-	}
-	if ev.Type == mvccpb.DELETE {
-		e.Type = "delete"
-	}
-	if ev.PrevKv != nil {
-		kv := convKV(ev.PrevKv)
-		e.PrevKV = &kv
-	}
-	return e
 }

@@ -46,9 +46,15 @@ const KVLeaseTTL = 600
 const maxLeasesPerClient = 4
 
 // Mix weighs the request types of KV traffic. Weights are relative; a zero
-// Mix means DefaultMix.
+// Mix means the profile's.
 type Mix struct {
 	Put, Get, Range, Txn, Delete, LeasePut, Revoke int
+	// Churn creates a key no one used before (a txn on mod revision 0)
+	// and, once that is acknowledged, deletes it: two recorded operations.
+	Churn int
+	// ReadAt gets a key at a recent revision (WithRev): some below a
+	// compaction, some not yet reached.
+	ReadAt int
 	// ValueTxn is a compare-and-set on the value (a txn with expect_value
 	// and else_get), against the value the client last saw.
 	ValueTxn int
@@ -59,8 +65,28 @@ type Mix struct {
 // linearizability checker explores, so they are kept rare.
 var DefaultMix = Mix{Put: 30, Get: 30, Range: 10, Txn: 20, Delete: 3, LeasePut: 4, Revoke: 3, ValueTxn: 5}
 
+// DeleteHeavyMix deletes as often as it writes: deletes of the key pool,
+// and churn keys created and deleted at once. A delete still waits for the
+// one in flight (see kvShared.deletes), so the checker's search stays
+// bounded; a drawn delete that cannot go is a get.
+var DeleteHeavyMix = Mix{Put: 20, Get: 15, Range: 10, Txn: 10, Delete: 25, Churn: 15, ReadAt: 5}
+
 func (m Mix) total() int {
-	return m.Put + m.Get + m.Range + m.Txn + m.Delete + m.LeasePut + m.Revoke + m.ValueTxn
+	return m.Put + m.Get + m.Range + m.Txn + m.Delete + m.LeasePut + m.Revoke + m.Churn + m.ReadAt + m.ValueTxn
+}
+
+// Traffic profiles (Config.Profile).
+const (
+	ProfileDefault     = "default"
+	ProfileDeleteHeavy = "delete-heavy"
+	ProfileKubernetes  = "kubernetes"
+)
+
+// Profiles lists every profile with its one-line meaning, for --help.
+var Profiles = []struct{ Name, Meaning string }{
+	{ProfileDefault, "puts, gets, ranges, txns on mod revision and on value, rare deletes and lease puts over the key pool"},
+	{ProfileDeleteHeavy, "as many deletes as writes, plus keys created and at once deleted (churn), and gets at recent revisions"},
+	{ProfileKubernetes, "apiserver-shaped: objects created and updated by txn on mod revision, deleted, listed in pages at one revision, watched from the list's revision"},
 }
 
 // Config configures KV traffic. Zero fields take the documented defaults.
@@ -79,7 +105,11 @@ type Config struct {
 	Keys int
 	// Seed drives every random choice.
 	Seed int64
-	// Mix weighs the request types (default DefaultMix).
+	// Profile shapes the traffic (see Profiles; default ProfileDefault).
+	Profile string
+	// Mix weighs the request types (default DefaultMix, or DeleteHeavyMix
+	// for ProfileDeleteHeavy). The kubernetes profile has a shape of its
+	// own and ignores it.
 	Mix Mix
 	// OpTimeout bounds one request (default 2s). A request that times out is
 	// recorded with outcome unknown.
@@ -108,7 +138,7 @@ func (cfg Config) withDefaults() (Config, error) {
 			cfg.Clients, cfg.PinnedClients, cfg.Keys, cfg.Rate, cfg.OpTimeout)
 	}
 	m := cfg.Mix
-	if m.Put < 0 || m.Get < 0 || m.Range < 0 || m.Txn < 0 || m.Delete < 0 || m.LeasePut < 0 || m.Revoke < 0 || m.ValueTxn < 0 {
+	if m.Put < 0 || m.Get < 0 || m.Range < 0 || m.Txn < 0 || m.Delete < 0 || m.LeasePut < 0 || m.Revoke < 0 || m.Churn < 0 || m.ReadAt < 0 || m.ValueTxn < 0 {
 		return cfg, fmt.Errorf("workload: Mix weights must not be negative (got %+v)", m)
 	}
 	if cfg.CompactInterval < 0 || cfg.CompactKeep < 0 || cfg.DefragInterval < 0 {
@@ -139,8 +169,18 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Keys == 0 {
 		cfg.Keys = 10
 	}
+	switch cfg.Profile {
+	case "":
+		cfg.Profile = ProfileDefault
+	case ProfileDefault, ProfileDeleteHeavy, ProfileKubernetes:
+	default:
+		return cfg, fmt.Errorf("workload: unknown traffic profile %q; want %s, %s or %s", cfg.Profile, ProfileDefault, ProfileDeleteHeavy, ProfileKubernetes)
+	}
 	if m.total() == 0 {
 		cfg.Mix = DefaultMix
+		if cfg.Profile == ProfileDeleteHeavy {
+			cfg.Mix = DeleteHeavyMix
+		}
 	}
 	if cfg.OpTimeout == 0 {
 		cfg.OpTimeout = 2 * time.Second
@@ -352,6 +392,8 @@ type kvClient struct {
 	seen    []int64
 	seenVal []string
 	leases  []int64
+	// churned counts the churn keys this client created.
+	churned int
 }
 
 func (kc *kvClient) run(ctx context.Context) {
@@ -363,7 +405,11 @@ func (kc *kvClient) run(ctx context.Context) {
 			}
 		}
 		before := kc.stats.OK
-		kc.step(ctx)
+		if kc.cfg.Profile == ProfileKubernetes {
+			kc.kubeStep(ctx)
+		} else {
+			kc.step(ctx)
+		}
 		if kc.stats.OK > before {
 			backoff = 0
 			continue
@@ -385,20 +431,28 @@ func (kc *kvClient) step(ctx context.Context) {
 	m := kc.cfg.Mix
 	n := kc.rnd.Intn(m.total())
 	k := kc.rnd.Intn(kc.cfg.Keys)
+	// draw reports whether n falls in the next weight's share.
+	draw := func(w int) bool {
+		if n < w {
+			return true
+		}
+		n -= w
+		return false
+	}
 	switch {
-	case n < m.Put:
+	case draw(m.Put):
 		kc.put(ctx, k, 0)
 		return
-	case n < m.Put+m.Get:
+	case draw(m.Get):
 		kc.get(ctx, k)
 		return
-	case n < m.Put+m.Get+m.Range:
+	case draw(m.Range):
 		kc.rangeAll(ctx)
 		return
-	case n < m.Put+m.Get+m.Range+m.Txn:
+	case draw(m.Txn):
 		kc.txn(ctx, k)
 		return
-	case n < m.Put+m.Get+m.Range+m.Txn+m.Delete:
+	case draw(m.Delete):
 		select {
 		case kc.deletes <- struct{}{}:
 			kc.delete(ctx, k)
@@ -406,10 +460,19 @@ func (kc *kvClient) step(ctx context.Context) {
 			return
 		default:
 		}
-	case n < m.Put+m.Get+m.Range+m.Txn+m.Delete+m.LeasePut:
+	case draw(m.LeasePut):
 		kc.leasePut(ctx, k)
 		return
-	case n < m.Put+m.Get+m.Range+m.Txn+m.Delete+m.LeasePut+m.ValueTxn:
+	case draw(m.Churn):
+		kc.churn(ctx)
+		return
+	case draw(m.ReadAt):
+		// A recent revision: a few not reached yet, some compacted away
+		// when compaction runs.
+		rev := max(1, kc.lastRev+2-int64(kc.rnd.Intn(2*int(kc.cfg.CompactKeep)+2)))
+		kc.GetAt(ctx, kc.keys[k], rev)
+		return
+	case draw(m.ValueTxn):
 		kc.valueTxn(ctx, k)
 		return
 	default:
@@ -426,6 +489,25 @@ func (kc *kvClient) step(ctx context.Context) {
 	// The non-unique write we drew is not allowed now; read instead so the
 	// client keeps its pace.
 	kc.get(ctx, k)
+}
+
+// churn creates a key no one used before and, once the create is
+// acknowledged, deletes it, waiting for its turn among deletes: a delete
+// is a non-unique write, kept one at a time.
+func (kc *kvClient) churn(ctx context.Context) {
+	kc.churned++
+	key := keyspace.ChurnKey(kc.id, kc.churned)
+	op := kc.CompareAndPut(ctx, CAS{Key: key})
+	if op.Outcome != history.OK || !op.Resp.Succeeded {
+		return
+	}
+	select {
+	case kc.deletes <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	kc.Delete(ctx, key)
+	<-kc.deletes
 }
 
 func (kc *kvClient) get(ctx context.Context, k int) {

@@ -30,6 +30,19 @@ func TestConfigDefaults(t *testing.T) {
 	}
 }
 
+func TestProfileMix(t *testing.T) {
+	cfg, err := Config{Profile: ProfileDeleteHeavy}.withDefaults()
+	if err != nil || cfg.Mix != DeleteHeavyMix {
+		t.Errorf("delete-heavy: Mix = %+v, err %v; want %+v", cfg.Mix, err, DeleteHeavyMix)
+	}
+	if DeleteHeavyMix.Delete+DeleteHeavyMix.Churn < DeleteHeavyMix.Put {
+		t.Errorf("DeleteHeavyMix %+v deletes less than it puts", DeleteHeavyMix)
+	}
+	if cfg, _ := (Config{}).withDefaults(); cfg.Profile != ProfileDefault || cfg.Mix != DefaultMix {
+		t.Errorf("default profile = %q, Mix %+v", cfg.Profile, cfg.Mix)
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
 		cfg  Config
@@ -42,6 +55,8 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Keys: 1001}, "at most 1000"},
 		{Config{Clients: 2, PinnedClients: 3}, "exceeds Clients"},
 		{Config{Clients: 100}, "too many"},
+		{Config{Profile: "bogus"}, "unknown traffic profile"},
+		{Config{Mix: Mix{Put: 1, Churn: -1}}, "Mix weights"},
 	} {
 		_, err := tc.cfg.withDefaults()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -55,6 +70,8 @@ func TestConfigErrors(t *testing.T) {
 		{WatchConfig{Watchers: -1}, "must not be negative"},
 		{WatchConfig{Watchers: 1, Pinned: 2}, "exceeds Watchers"},
 		{WatchConfig{Watchers: 2, ReplayWatchers: 3}, "exceeds Watchers"},
+		{WatchConfig{FutureWatchers: -1}, "must not be negative"},
+		{WatchConfig{Watchers: 50, SpreadWatchers: 30, FutureWatchers: 30}, "too many"},
 	} {
 		_, err := tc.cfg.withDefaults()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -301,7 +301,7 @@ func finalReads(h *history.History) []*history.Operation {
 	byRange := map[string]*history.Operation{}
 	for i := range h.Operations {
 		op := &h.Operations[i]
-		if op.Kind != history.Range || op.Outcome != history.OK || op.Serializable || op.Limit != 0 {
+		if op.Kind != history.Range || op.Outcome != history.OK || op.Serializable || op.Limit != 0 || op.Revision != 0 {
 			continue
 		}
 		k := op.Key + "\x00" + op.End

@@ -340,7 +340,7 @@ func boolInt(b bool) int64 {
 // Included reports whether op takes part in the linearizability check.
 // Failed operations never took effect; reads that did not answer carry no
 // information; serializable reads promise no linearizability and are left out
-// unless includeSerializable is set.
+// unless includeSerializable is set; reads at a revision are left out.
 func Included(op *history.Operation, includeSerializable bool) bool {
 	if op.Kind == history.Compact || op.Kind == history.Defragment {
 		// Neither changes the key-value state or the revision, and a
@@ -358,6 +358,11 @@ func Included(op *history.Operation, includeSerializable bool) bool {
 		return false
 	}
 	if op.Serializable && !includeSerializable && (op.Kind == history.Get || op.Kind == history.Range) {
+		return false
+	}
+	if op.Revision != 0 && (op.Kind == history.Get || op.Kind == history.Range) {
+		// A read at a past revision shows history, not the state at its
+		// linearization point; pkg/checker/serializable judges it.
 		return false
 	}
 	return true

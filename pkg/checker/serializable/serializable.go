@@ -24,11 +24,33 @@
 // ID, or catches up from the leader before it serves. Only a whole cluster
 // bootstrapped again from empty data keeps its old member IDs at lower
 // revisions, and that is data loss, which durability reports as well.
+//
+// Reads at a revision (WithRev; history.Operation.Revision) are judged here
+// too, against the same revision log, since they answer with history rather
+// than with the state at their linearization point, which the
+// linearizability model does not decide:
+//
+//   - an answer is the store at the revision asked for: the same value,
+//     committed-state and absence rules as above, at that revision instead
+//     of the header's; a page (a limit) must hold every key of its range
+//     below its last one, and every key when it is not full; and the
+//     header is not below the revision asked for;
+//   - a refusal as compacted is right only if a compaction above the
+//     revision may have applied before the read returned (a recorded
+//     compact that did not fail, or the compact revision of a watch
+//     refused as compacted); when the run's faults compact without
+//     recording it, the refusal is not judged;
+//   - a refusal as a future revision is right only if no operation that
+//     returned before the read was sent had seen the store at or past it.
+//
+// A read whose answer the log cannot decide is not judged, and the summary
+// says how many were left so.
 package serializable
 
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker/revlog"
@@ -53,15 +75,22 @@ func CheckLog(h *history.History, log *revlog.Log) verdict.Check {
 	c := verdict.Check{Name: Name, Status: verdict.Pass}
 	defer func() { c.Duration = time.Since(start) }()
 
-	var reads []*history.Operation
+	var reads, atRev []*history.Operation
 	for i := range h.Operations {
 		op := &h.Operations[i]
-		if op.Serializable && op.Outcome == history.OK && op.Resp != nil && (op.Kind == history.Get || op.Kind == history.Range) {
+		if op.Kind != history.Get && op.Kind != history.Range {
+			continue
+		}
+		if op.Revision != 0 {
+			atRev = append(atRev, op)
+			continue
+		}
+		if op.Serializable && op.Outcome == history.OK && op.Resp != nil {
 			reads = append(reads, op)
 		}
 	}
-	if len(reads) == 0 {
-		c.Status, c.Summary = verdict.Skipped, "no acknowledged serializable reads in the history"
+	if len(reads) == 0 && len(atRev) == 0 {
+		c.Status, c.Summary = verdict.Skipped, "no acknowledged serializable reads and no reads at a revision in the history"
 		return c
 	}
 	if log == nil {
@@ -81,13 +110,21 @@ func CheckLog(h *history.History, log *revlog.Log) verdict.Check {
 		}
 	}
 	for _, rd := range reads {
-		x.values(rd)
-		x.absent(rd)
+		x.values(rd, rd.Resp.Revision)
+		x.absent(rd, rd.Resp.Revision)
 	}
 	members := x.monotonic(reads)
 	stale, worst := staleness(h, reads)
+	judged, unjudged := x.readsAtRevision(atRev)
 
-	c.Summary = fmt.Sprintf("%d serializable reads served by %d members; %d were stale (up to %d revisions behind an acknowledged operation)", len(reads), members, stale, worst)
+	var parts []string
+	if len(reads) > 0 {
+		parts = append(parts, fmt.Sprintf("%d serializable reads served by %d members; %d were stale (up to %d revisions behind an acknowledged operation)", len(reads), members, stale, worst))
+	}
+	if len(atRev) > 0 {
+		parts = append(parts, fmt.Sprintf("%d reads at a revision: %d judged, %d left unjudged (unknown outcome, an error that proves nothing, or a compaction the history did not record); the linearizability check leaves them out", len(atRev), judged, unjudged))
+	}
+	c.Summary = strings.Join(parts, "; ")
 	if c.Status == verdict.Fail {
 		c.Summary = fmt.Sprintf("%d violation(s); ", len(c.Violations)+c.Omitted) + c.Summary
 	}
@@ -128,7 +165,11 @@ func (x *checker) written(key string) bool {
 }
 
 func describe(op *history.Operation) string {
-	s := fmt.Sprintf("serializable %s op %d (client %d", op.Kind, op.ID, op.ClientID)
+	what := "serializable"
+	if op.Revision != 0 {
+		what = fmt.Sprintf("revision-%d", op.Revision)
+	}
+	s := fmt.Sprintf("%s %s op %d (client %d", what, op.Kind, op.ID, op.ClientID)
 	if op.Resp != nil && op.Resp.MemberID != 0 {
 		s += fmt.Sprintf(", member %x", op.Resp.MemberID)
 	} else if op.Endpoint != "" {
@@ -139,9 +180,9 @@ func describe(op *history.Operation) string {
 
 func ms(ns int64) string { return time.Duration(ns).Round(time.Millisecond / 10).String() }
 
-// values checks every key-value pair a read returned.
-func (x *checker) values(rd *history.Operation) {
-	hdr := rd.Resp.Revision
+// values checks every key-value pair a read returned, as the store at
+// revision hdr (the header's, or the one a read at a revision asked for).
+func (x *checker) values(rd *history.Operation, hdr int64) {
 	for _, kv := range rd.Resp.KVs {
 		ws := x.writers[kv.Key+"\x00"+kv.Value]
 		if len(ws) == 0 {
@@ -178,7 +219,7 @@ func (x *checker) values(rd *history.Operation) {
 			continue
 		}
 		if hdr > 0 && kv.ModRevision > hdr {
-			x.c.Violate("%s read %q=%q at mod revision %d, above its own header revision %d", describe(rd), kv.Key, kv.Value, kv.ModRevision, hdr)
+			x.c.Violate("%s read %q=%q at mod revision %d, above %s %d", describe(rd), kv.Key, kv.Value, kv.ModRevision, readAt(rd, "its own header revision"), hdr)
 			continue
 		}
 		if hdr <= 0 {
@@ -192,9 +233,9 @@ func (x *checker) values(rd *history.Operation) {
 }
 
 // absent checks the keys a read found missing: none may certainly exist at
-// the read's header revision.
-func (x *checker) absent(rd *history.Operation) {
-	hdr := rd.Resp.Revision
+// revision hdr. A read with a limit that came back full vouches only for
+// the keys below its last one.
+func (x *checker) absent(rd *history.Operation, hdr int64) {
 	if hdr <= 0 {
 		return
 	}
@@ -206,8 +247,15 @@ func (x *checker) absent(rd *history.Operation) {
 	switch {
 	case rd.Kind == history.Get && rd.End == "":
 		keys = []string{rd.Key}
-	case rd.Limit == 0:
+	default:
+		full := rd.Limit > 0 && int64(len(rd.Resp.KVs)) >= rd.Limit
+		if full && len(rd.Resp.KVs) == 0 {
+			break
+		}
 		for i := sort.SearchStrings(x.keys, rd.Key); i < len(x.keys) && keyspace.InRange(x.keys[i], rd.Key, rd.End); i++ {
+			if full && x.keys[i] >= rd.Resp.KVs[len(rd.Resp.KVs)-1].Key {
+				break
+			}
 			keys = append(keys, x.keys[i])
 		}
 	}
@@ -216,10 +264,19 @@ func (x *checker) absent(rd *history.Operation) {
 			continue
 		}
 		if kv, exists, certain := x.log.Before(key, hdr+1); exists && certain {
-			x.c.Violate("%s found %q missing at header revision %d, but it held %q from revision %d with no delete after it up to then",
-				describe(rd), key, hdr, kv.Value, kv.ModRevision)
+			x.c.Violate("%s found %q missing at %s %d, but it held %q from revision %d with no delete after it up to then",
+				describe(rd), key, readAt(rd, "header revision"), hdr, kv.Value, kv.ModRevision)
 		}
 	}
+}
+
+// readAt names the revision a read answered at in messages: the header's
+// (called def) or, for a read at a revision, the one it asked for.
+func readAt(rd *history.Operation, def string) string {
+	if rd.Revision != 0 {
+		return "the revision it read at,"
+	}
+	return def
 }
 
 func sources(e revlog.Event) string {
@@ -327,4 +384,97 @@ func staleness(h *history.History, reads []*history.Operation) (stale int, worst
 		}
 	}
 	return stale, worst
+}
+
+// Errors etcd gives a read at a revision it cannot serve (mvcc's
+// ErrCompacted and ErrFutureRev, as clientv3 reports them).
+const (
+	errCompacted = "required revision has been compacted"
+	errFutureRev = "required revision is a future revision"
+)
+
+// readsAtRevision judges the reads at a revision and returns how many it
+// judged and how many it could not.
+func (x *checker) readsAtRevision(rds []*history.Operation) (judged, unjudged int) {
+	// Compactions that may have applied: recorded compacts that did not
+	// fail (by call time), and compact revisions etcd refused watches with
+	// (time unknown, so they excuse any read).
+	type compact struct {
+		rev, call int64
+	}
+	var compacts []compact
+	var refusedAt int64
+	for i := range x.h.Operations {
+		if op := &x.h.Operations[i]; op.Kind == history.Compact && op.Outcome != history.Fail {
+			compacts = append(compacts, compact{op.Revision, op.Call})
+		}
+	}
+	for i := range x.h.Watches {
+		for _, r := range x.h.Watches[i].Responses {
+			refusedAt = max(refusedAt, r.CompactRevision)
+		}
+	}
+	unrecorded := unrecordedCompactions(x.h.Meta.Nemesis)
+	// seenBy[i] is the highest header revision of an operation that
+	// returned at or before returns[i].
+	type ret struct{ at, rev int64 }
+	var rets []ret
+	for i := range x.h.Operations {
+		op := &x.h.Operations[i]
+		if op.Outcome == history.OK && op.Resp != nil && op.Resp.Revision > 0 && !op.Serializable {
+			rets = append(rets, ret{op.Return, op.Resp.Revision})
+		}
+	}
+	sort.Slice(rets, func(i, j int) bool { return rets[i].at < rets[j].at })
+	for i := 1; i < len(rets); i++ {
+		rets[i].rev = max(rets[i].rev, rets[i-1].rev)
+	}
+	seenBefore := func(t int64) int64 {
+		i := sort.Search(len(rets), func(i int) bool { return rets[i].at >= t })
+		if i == 0 {
+			return 0
+		}
+		return rets[i-1].rev
+	}
+	for _, rd := range rds {
+		r := rd.Revision
+		switch {
+		case rd.Outcome == history.OK && rd.Resp != nil:
+			judged++
+			if rd.Resp.Revision > 0 && rd.Resp.Revision < r {
+				x.c.Violate("%s answered with header revision %d, below the revision it asked for: etcd must refuse a future revision", describe(rd), rd.Resp.Revision)
+			}
+			x.values(rd, r)
+			x.absent(rd, r)
+		case rd.Outcome == history.Fail && strings.Contains(rd.Error, errCompacted):
+			may := refusedAt > r
+			for _, c := range compacts {
+				may = may || c.rev > r && c.call < rd.Return
+			}
+			switch {
+			case may:
+				judged++
+			case unrecorded:
+				unjudged++
+			default:
+				judged++
+				x.c.Violate("%s was refused as compacted, but no compaction above revision %d was sent before it returned", describe(rd), r)
+			}
+		case rd.Outcome == history.Fail && strings.Contains(rd.Error, errFutureRev):
+			judged++
+			if seen := seenBefore(rd.Call); seen >= r {
+				x.c.Violate("%s was refused as a future revision, but an operation that returned before it was sent had seen revision %d", describe(rd), seen)
+			}
+		default:
+			unjudged++
+		}
+	}
+	return judged, unjudged
+}
+
+// unrecordedCompactions reports whether a nemesis compacts the store
+// without recording it (the compaction failpoints), so that a read refused
+// as compacted cannot be judged from the recorded compactions.
+func unrecordedCompactions(nemesis string) bool {
+	return nemesis == "" || strings.Contains(nemesis, "compaction") || strings.Contains(nemesis, "mix") || strings.Contains(nemesis, "failpoint")
 }

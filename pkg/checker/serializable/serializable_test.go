@@ -310,3 +310,78 @@ func TestSimulatedHistories(t *testing.T) {
 		}
 	}
 }
+
+// getAt is a linearizable get of key at revision rev answered with value
+// at mod (nothing when value is "") and header hdr.
+func (b *builder) getAt(atMs int64, key string, rev int64, value string, mod, hdr int64) *builder {
+	r := &history.Response{Revision: hdr, MemberID: 1}
+	if value != "" {
+		r.KVs = []history.KV{{Key: key, Value: value, ModRevision: mod}}
+	}
+	return b.add(atMs, history.Operation{Kind: history.Get, Key: key, Revision: rev, Resp: r})
+}
+
+// rangeAt is a page of the /kv/ prefix from key at revision rev, at most
+// limit keys, answered with kvs.
+func (b *builder) rangeAt(atMs int64, key string, limit, rev int64, kvs ...history.KV) *builder {
+	return b.add(atMs, history.Operation{Kind: history.Range, Key: key, End: "/kv0", Limit: limit, Revision: rev,
+		Resp: &history.Response{Revision: 4, KVs: kvs, MemberID: 1}})
+}
+
+// refusedAt is a get at revision rev that etcd refused with msg.
+func (b *builder) refusedAt(atMs int64, key string, rev int64, msg string) *builder {
+	return b.add(atMs, history.Operation{Kind: history.Get, Key: key, Revision: rev, Outcome: history.Fail,
+		Error: "etcdserver: mvcc: " + msg})
+}
+
+// atRevision is lagging's writes (a1@2, a2@3, b1@4) in a run whose faults
+// record every compaction.
+func atRevision() *builder {
+	b := lagging()
+	b.H.Meta.Nemesis = "kill-random"
+	return b
+}
+
+func TestReadsAtRevisionAccepted(t *testing.T) {
+	b := atRevision()
+	b.getAt(30, "/kv/a", 2, "a1", 2, 4)
+	b.getAt(31, "/kv/b", 3, "", 0, 4)
+	b.getAt(32, "/kv/a", 4, "a2", 3, 4)
+	b.rangeAt(33, "/kv/", 1, 4, history.KV{Key: "/kv/a", Value: "a2", ModRevision: 3})
+	b.rangeAt(34, "/kv/a\x00", 1, 4, history.KV{Key: "/kv/b", Value: "b1", ModRevision: 4})
+	b.rangeAt(35, "/kv/", 5, 3, history.KV{Key: "/kv/a", Value: "a2", ModRevision: 3})
+	b.add(36, history.Operation{Kind: history.Compact, Revision: 3, Resp: &history.Response{Revision: 4}})
+	b.refusedAt(37, "/kv/a", 2, errCompacted)
+	b.refusedAt(38, "/kv/a", 9, errFutureRev)
+	b.add(39, history.Operation{Kind: history.Get, Key: "/kv/a", Revision: 2, Outcome: history.Unknown, Error: "context deadline exceeded"})
+	check(t, b, verdict.Pass, "9 reads at a revision: 8 judged, 1 left unjudged")
+}
+
+func TestReadsAtRevisionRejected(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		b    *builder
+		want string
+	}{
+		{"a value written after the revision", atRevision().getAt(30, "/kv/a", 2, "a2", 3, 4), "above the revision it read at"},
+		{"an older value than the revision held", atRevision().getAt(30, "/kv/a", 3, "a1", 2, 4), "a state no member had"},
+		{"a key missing that existed at the revision", atRevision().getAt(30, "/kv/b", 4, "", 0, 4), `found "/kv/b" missing at the revision it read at`},
+		{"a short page lacking a key", atRevision().rangeAt(30, "/kv/", 2, 4, history.KV{Key: "/kv/a", Value: "a2", ModRevision: 3}), `found "/kv/b" missing`},
+		{"refused as compacted with no compaction", atRevision().refusedAt(30, "/kv/a", 2, errCompacted), "no compaction above revision 2"},
+		{"refused as compacted by a compaction at the revision itself",
+			atRevision().add(29, history.Operation{Kind: history.Compact, Revision: 2, Resp: &history.Response{Revision: 4}}).refusedAt(30, "/kv/a", 2, errCompacted), "no compaction above revision 2"},
+		{"refused as a future revision the store had reached", atRevision().refusedAt(30, "/kv/a", 3, errFutureRev), "had seen revision 4"},
+		{"a header below the revision asked for", atRevision().getAt(30, "/kv/a", 5, "a2", 3, 4), "header revision 4, below the revision it asked for"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { check(t, tc.b, verdict.Fail, tc.want) })
+	}
+}
+
+// Faults that compact without recording it leave a compacted refusal
+// unjudged rather than wrongly judged.
+func TestReadAtRevisionCompactedUnderUnrecordedCompactionsUnjudged(t *testing.T) {
+	b := lagging()
+	b.H.Meta.Nemesis = "failpoint-compaction"
+	b.refusedAt(30, "/kv/a", 2, errCompacted)
+	check(t, b, verdict.Pass, "1 reads at a revision: 0 judged, 1 left unjudged")
+}

@@ -261,9 +261,18 @@ func (c *checker) unique(ck *verdict.Check, ch []*history.Watch) {
 	}
 }
 
+// bookmarkable checks that no event arrives at or below a revision a
+// progress notification of the logical watch vouched for, and that one
+// stream's notifications never go back. Across streams they may: a watch
+// resumed on another member (a spread watcher, or a client on every
+// endpoint) hears that member's current revision, which may lag the last
+// one's, and a watch from a future revision hears the current revision,
+// below its start. Its events still come after everything vouched for,
+// since it resumes past it.
 func (c *checker) bookmarkable(ck *verdict.Check, ch []*history.Watch) {
 	var progress int64
 	for _, w := range ch {
+		var stream int64
 		for _, r := range w.Responses {
 			for _, e := range r.Events {
 				if e.ModRevision <= progress {
@@ -272,9 +281,10 @@ func (c *checker) bookmarkable(ck *verdict.Check, ch []*history.Watch) {
 				}
 			}
 			if r.Progress {
-				if r.Revision < progress {
-					ck.Violate("%s: progress notification at revision %d after one at revision %d", describe(w), r.Revision, progress)
+				if r.Revision < stream {
+					ck.Violate("%s: progress notification at revision %d after one at revision %d", describe(w), r.Revision, stream)
 				}
+				stream = max(stream, r.Revision)
 				progress = max(progress, r.Revision)
 			}
 		}
@@ -329,9 +339,16 @@ func firstRev(r history.WatchResponse) int64 {
 }
 
 // observed returns the first revision a stream vouches for (its first
-// event, or one past the header of a first event-less response) and the last
-// revision it vouches for (its last event or progress notification).
+// event, or one past the header of a first event-less response, but never
+// below the revision it asked for: a watch from a future revision hears
+// progress at the current one) and the last revision it vouches for (its
+// last event or progress notification).
 func observed(w *history.Watch) (from, to int64) {
+	defer func() {
+		if from > 0 {
+			from = max(from, w.StartRevision)
+		}
+	}()
 	for _, r := range w.Responses {
 		if r.CompactRevision > 0 {
 			continue

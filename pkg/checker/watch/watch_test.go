@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -285,4 +286,88 @@ func TestViolationNamesWatch(t *testing.T) {
 			t.Errorf("violation %q does not mention %s", v[0], want)
 		}
 	}
+}
+
+// futureWatch records, on base's writes, a future watch on /kv/ opened at
+// revision 5 when the store was at revision 3: it hears progress at 3, then
+// gets every event from 5 on.
+func futureWatch(b *builder, client int, evs ...history.WatchResponse) *history.Watch {
+	return b.watch(client, "/kv/", prefixEnd, 5, true, slices.Concat([]history.WatchResponse{progress(3)}, evs)...)
+}
+
+func TestFutureWatchFromItsStartPasses(t *testing.T) {
+	b := base()
+	evs := goodEvents()
+	futureWatch(b, 1, slices.Concat(evs[3:], []history.WatchResponse{progress(9)})...)
+	expectOnly(t, Check(&b.H))
+}
+
+func TestFutureWatchResumedPasses(t *testing.T) {
+	b := base()
+	evs := goodEvents()
+	// The first stream heard progress at 3 only and broke; the client
+	// resumes at its start revision 5, not at 4.
+	futureWatch(b, 1, history.WatchResponse{Canceled: true, Error: "no leader"})
+	b.watch(1, "/kv/", prefixEnd, 5, true, slices.Concat([]history.WatchResponse{progress(4)}, evs[3:5], []history.WatchResponse{progress(6)})...)
+	b.watch(1, "/kv/", prefixEnd, 7, true, evs[5:]...)
+	expectOnly(t, Check(&b.H))
+}
+
+func TestFutureWatchGapFailsReliable(t *testing.T) {
+	b := base()
+	evs := goodEvents()
+	// The delete of b at revision 5 is missing, though the watch asked for
+	// revision 5 on.
+	futureWatch(b, 1, slices.Concat(evs[4:], []history.WatchResponse{progress(9)})...)
+	expectOnly(t, Check(&b.H), Reliable, Resumable)
+}
+
+func TestFutureWatchMidGapFailsReliable(t *testing.T) {
+	b := base()
+	evs := goodEvents()
+	futureWatch(b, 1, evs[3], evs[4], evs[6], evs[7], progress(9))
+	expectOnly(t, Check(&b.H), Reliable)
+}
+
+func TestFutureWatchEventBeforeStartFails(t *testing.T) {
+	b := base()
+	evs := goodEvents()
+	futureWatch(b, 1, evs[2:]...)
+	expectOnly(t, Check(&b.H), Resumable)
+}
+
+func TestFutureWatchDuplicateFailsUnique(t *testing.T) {
+	b := base()
+	evs := goodEvents()
+	futureWatch(b, 1, evs[3], evs[4], evs[4])
+	expectOnly(t, Check(&b.H), Unique, Atomic)
+}
+
+// A watch resumed on another member hears that member's revision, which may
+// lag the last stream's: not a violation; within one stream it is.
+func TestProgressBackwardsAcrossMembersPasses(t *testing.T) {
+	b := base()
+	evs := goodEvents()
+	b.watch(1, "/kv/", prefixEnd, 2, true, slices.Concat(evs[:5], []history.WatchResponse{progress(6)})...)
+	w := b.watch(1, "/kv/", prefixEnd, 7, true, slices.Concat([]history.WatchResponse{progress(5)}, evs[5:])...)
+	w.Endpoint = "127.0.0.1:2381"
+	expectOnly(t, Check(&b.H))
+}
+
+func TestProgressBackwardsInOneStreamFails(t *testing.T) {
+	b := base()
+	evs := goodEvents()
+	b.watch(1, "/kv/", prefixEnd, 2, true, slices.Concat(evs[:5], []history.WatchResponse{progress(6), progress(5)})...)
+	expectOnly(t, Check(&b.H), Bookmarkable)
+}
+
+func TestEventBelowProgressAcrossMembersFails(t *testing.T) {
+	b := base()
+	evs := goodEvents()
+	b.watch(1, "/kv/", prefixEnd, 2, true, slices.Concat(evs[:5], []history.WatchResponse{progress(6)})...)
+	// The resumed stream on another member delivers revision 6 again,
+	// which the first stream's progress notification had vouched for.
+	w := b.watch(1, "/kv/", prefixEnd, 7, true, evs[4:]...)
+	w.Endpoint = "127.0.0.1:2381"
+	expectOnly(t, Check(&b.H), Bookmarkable, Resumable, Unique)
 }
