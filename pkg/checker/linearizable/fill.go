@@ -49,10 +49,7 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 	// same among those that may fit no later gap (see below).
 	quiet, spare := -1, -1
 	quietDue, spareDue := int64(math.MaxInt64), int64(math.MaxInt64)
-	type job struct {
-		c   int
-		due int64
-	}
+	var spareKey int32
 	needed := map[int32]job{} // by key
 	const scanLimit = 4096
 	scanned := 0
@@ -77,7 +74,7 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 		case !fits:
 		case need:
 			if j, ok := needed[key]; !ok || due < j.due {
-				needed[key] = job{c, due}
+				needed[key] = job{c, due, key}
 			}
 		default:
 			if quiet < 0 || due < quietDue {
@@ -88,7 +85,7 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 			// as its lease holds keys (once it holds none, nobody needs
 			// it): it is never the write a spare gap must be kept for.
 			if (spare < 0 || due < spareDue) && (op.Kind != history.LeaseRevoke || due != math.MaxInt64) {
-				spare, spareDue = c, due
+				spare, spareDue, spareKey = c, due, key
 			}
 		}
 	}
@@ -117,13 +114,15 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 	switch {
 	case quiet >= 0 && later(quietDue) <= 0:
 		return quiet, true // an optional write that fits only here
-	case spare >= 0 && len(jobs) > 0 && later(jobs[len(jobs)-1].due)+1 > len(jobs):
+	case spare >= 0 && len(jobs) > 0 && later(jobs[len(jobs)-1].due)+1 > len(jobs) && f.spoils(cands, jobs, cands[spare], spareKey):
 		// More gaps come before the last deadline than there are
 		// mandatory writes (expiries among them, which fit any gap
 		// until their deadline), so some gap there needs an optional
 		// write anyway: take one that fits now, as it may fit no later
 		// gap once a mandatory write (a delete, say) has gone first.
-		// The count sees only writes called by now: one called later
+		// Only when one of them would spoil it: the count sees only
+		// writes that fit by now, and one that fits only later (called
+		// later, or after a read at this revision still shows its key)
 		// may need a gap before the same deadline, so an optional
 		// write that would fit later too must not take it.
 		return spare, false
@@ -131,6 +130,36 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 		return jobs[0].c, false
 	}
 	return quiet, false
+}
+
+// job is a mandatory filler: candidate c, needed by the operation at
+// position due, which shows key.
+type job struct {
+	c   int
+	due int64
+	key int32
+}
+
+// spoils reports whether a mandatory write in jobs, applied first, could
+// leave optional write o (on key k) unable to fit: one writes the key the
+// other writes or reads, or removes the lease o would attach a key to, or
+// o revokes a lease the job's key is attached to.
+func (f *fast) spoils(cands []int32, jobs []job, o int32, k int32) bool {
+	op := f.ops[o]
+	for _, j := range jobs {
+		jop := f.ops[cands[j.c]]
+		switch {
+		case op.Kind != history.LeaseRevoke && jop.Kind != history.LeaseRevoke && j.key == k:
+			return true
+		case jop.Kind == history.LeaseRevoke && op.Lease != 0 && op.Lease == jop.Lease:
+			return true
+		case jop.Kind == history.LeaseRevoke && op.Kind != history.LeaseRevoke && f.st.ks[k].present && f.st.ks[k].lease == jop.Lease:
+			return true
+		case op.Kind == history.LeaseRevoke && f.st.ks[j.key].present && f.st.ks[j.key].lease == op.Lease:
+			return true
+		}
+	}
+	return false
 }
 
 // fits reports whether candidate w could have made revision rev, and the
