@@ -77,9 +77,9 @@ e2e: ## the main job: every suite, on kind if a Docker daemon answers, else loca
 known-bugs: ## the known-bug specs that need only plain etcd builds (label known-bugs)
 	@ETCD_CHAOS_BACKEND=local E2E_LABELS=known-bugs bash scripts/e2e.sh
 
-known-bugs-slow: ## the known-bug specs on failpoint builds (label known-bugs-slow, which make e2e skips; builds them first)
+known-bugs-slow: ## the known-bug specs on failpoint builds or with long faults (label known-bugs-slow, which make e2e skips; builds them first)
 	@for v in $(KNOWN_BUGS_FAILPOINT_VERSIONS); do $(GO) run ./cmd/etcd-chaos failpoints --etcd-version $$v >/dev/null || exit 1; done
-	@ETCD_CHAOS_BACKEND=local E2E_LABELS=known-bugs-slow bash scripts/e2e.sh
+	@ETCD_CHAOS_BACKEND=local E2E_LABELS=known-bugs-slow E2E_TIMEOUT=180m bash scripts/e2e.sh
 
 e2e-local: ## every suite on the local backend
 	@ETCD_CHAOS_BACKEND=local bash scripts/e2e.sh

@@ -73,6 +73,7 @@ var _ = Describe("Snapshot round-trip", Label("snapshot"), func() {
 				By(fmt.Sprintf("restoring the %s snapshot (revision %d) into %d member(s)", role, info.Revision, members))
 				restored, err := snapshot.Restore(ctx, info.Path, members,
 					snapshot.WithEtcdVersion(restoreVersion), snapshot.WithEtcdBinary(localBinary()),
+					snapshot.WithCredentials(c.Credentials().Username, c.Credentials().Password),
 					snapshot.WithArtifactDir(filepath.Join(dir, fmt.Sprintf("restored-%s-%d", role, members))))
 				Expect(err).NotTo(HaveOccurred())
 				DeferCleanup(func() { restored.Close(context.Background()) })

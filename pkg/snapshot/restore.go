@@ -26,6 +26,7 @@ type restoreConfig struct {
 	progress    io.Writer
 	artifactDir string
 	flags       []string
+	user, pass  string
 }
 
 // WithEtcdVersion picks the etcd version Restore runs (built and cached by
@@ -52,6 +53,15 @@ func WithProgress(w io.Writer) RestoreOption {
 // WithArtifactDir keeps the restored cluster's logs in dir.
 func WithArtifactDir(dir string) RestoreOption {
 	return func(c *restoreConfig) { c.artifactDir = dir }
+}
+
+// WithCredentials makes the restored cluster's clients authenticate as
+// user: a snapshot keeps the auth state of the cluster it came from, so a
+// snapshot of a cluster with auth on (every release of the Bitnami chart,
+// and charts/etcd, have RBAC on) restores into members that answer even
+// Status only to an authenticated client.
+func WithCredentials(user, password string) RestoreOption {
+	return func(c *restoreConfig) { c.user, c.pass = user, password }
 }
 
 func newRestoreConfig(opts []RestoreOption) *restoreConfig {
@@ -149,6 +159,9 @@ func Restore(ctx context.Context, path string, members int, opts ...RestoreOptio
 	}
 	if len(cfg.flags) > 0 {
 		copts = append(copts, local.CreateWithFlags(cfg.flags...))
+	}
+	if cfg.user != "" {
+		copts = append(copts, local.CreateWithCredentials(cfg.user, cfg.pass))
 	}
 	// Create waits until every member serves and they agree on a leader,
 	// and removes everything it made when it fails.

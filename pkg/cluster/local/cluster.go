@@ -26,6 +26,9 @@ type Cluster struct {
 	flags    []string // settings' flags, then CreateWithFlags'
 	settings Settings
 	peerTLS  *peerTLS // nil: plaintext peers
+	// creds are the user and password clients send: empty, except for a
+	// cluster restored from a snapshot of a cluster with auth enabled.
+	creds cluster.Credentials
 	// failpoints lists the binary's gofail failpoints; nil for a plain build.
 	failpoints []string
 	tmpDir     string
@@ -72,8 +75,9 @@ func (c *Cluster) Endpoints() []string {
 	return out
 }
 
-// Credentials is empty: local members run without auth or TLS.
-func (c *Cluster) Credentials() cluster.Credentials { return cluster.Credentials{} }
+// Credentials are empty (local members run without auth or TLS) unless
+// CreateWithCredentials set them.
+func (c *Cluster) Credentials() cluster.Credentials { return c.creds }
 
 // Client opens a client on endpoints (all members when none). Dialing does
 // not block; keepalives make a dead or partitioned connection fail within
@@ -82,13 +86,12 @@ func (c *Cluster) Client(ctx context.Context, endpoints ...string) (*clientv3.Cl
 	if len(endpoints) == 0 {
 		endpoints = c.Endpoints()
 	}
-	return clientv3.New(clientConfig(endpoints))
+	return clientv3.New(clientConfig(endpoints, c.creds))
 }
 
-// clientConfig is the client configuration Client uses: the shared one, as
-// local members have no credentials.
-func clientConfig(endpoints []string) clientv3.Config {
-	return cluster.ClientConfig(endpoints, cluster.Credentials{})
+// clientConfig is the client configuration Client uses: the shared one.
+func clientConfig(endpoints []string, creds cluster.Credentials) clientv3.Config {
+	return cluster.ClientConfig(endpoints, creds)
 }
 
 // Leader returns the member a majority names as leader.
@@ -340,7 +343,7 @@ func (c *Cluster) selfDeclaredLeaders(ctx context.Context) map[string]bool {
 			defer wg.Done()
 			sctx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
-			cli, err := clientv3.New(clientConfig([]string{url}))
+			cli, err := clientv3.New(clientConfig([]string{url}, c.creds))
 			if err != nil {
 				return
 			}

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -87,7 +88,7 @@ func (c *Cluster) waitServing(ctx context.Context, m *member) error {
 		c.mu.Lock()
 		url := "http://" + m.realClient
 		c.mu.Unlock()
-		last = statusOnce(ctx, url)
+		last = statusOnce(ctx, url, c.creds)
 		if last == nil {
 			return nil
 		}
@@ -99,11 +100,14 @@ func (c *Cluster) waitServing(ctx context.Context, m *member) error {
 	}
 }
 
-func statusOnce(ctx context.Context, url string) error {
+func statusOnce(ctx context.Context, url string, creds cluster.Credentials) error {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{url},
 		DialTimeout: time.Second,
 		Logger:      zap.NewNop(),
+		// Status needs authentication when auth is on (etcd 3.6).
+		Username: creds.Username,
+		Password: creds.Password,
 	})
 	if err != nil {
 		return err

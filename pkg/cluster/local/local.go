@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/etcdbin"
 	"github.com/etcd-chaos/etcd-chaos/pkg/faultproxy"
 )
@@ -87,6 +88,7 @@ type createConfig struct {
 	artifactDir string
 	keepData    bool
 	seeder      Seeder
+	creds       cluster.Credentials
 	flags       []string
 	settings    Settings
 	token       string
@@ -118,6 +120,13 @@ func CreateWithFlags(extra ...string) CreateOption {
 // catch-up entries, compaction batch, progress notify, peer TLS, flags).
 func CreateWithSettings(s Settings) CreateOption {
 	return func(c *createConfig) { c.settings = s }
+}
+
+// CreateWithCredentials makes the cluster's clients authenticate as user
+// with password: for members started from data with auth enabled (a
+// snapshot of a Kubernetes release, whose chart turns RBAC on).
+func CreateWithCredentials(user, password string) CreateOption {
+	return func(c *createConfig) { c.creds = cluster.Credentials{Username: user, Password: password} }
 }
 
 // CreateWithClusterToken sets --initial-cluster-token. The default is random
@@ -196,6 +205,7 @@ func (p *Provider) Create(ctx context.Context, opts ...CreateOption) (_ *Cluster
 		flags:      append(settingFlags, cfg.flags...),
 		settings:   cfg.settings,
 		peerTLS:    certs,
+		creds:      cfg.creds,
 		failpoints: failpoints,
 		tmpDir:     tmp,
 		logDir:     logDir,

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
 )
@@ -25,7 +26,7 @@ func TestSeederRestoresSnapshot(t *testing.T) {
 	defer cli.Close()
 	put(t, cli, "/kv/restored", "yes")
 	db := filepath.Join(t.TempDir(), "snap.db")
-	if _, err := snapshot.NewV3(zap.NewNop()).Save(ctx, clientConfig(src.Endpoints()), db); err != nil {
+	if _, err := snapshot.NewV3(zap.NewNop()).Save(ctx, clientConfig(src.Endpoints(), cluster.Credentials{}), db); err != nil {
 		t.Fatal(err)
 	}
 	srcStatus, err := cli.Status(ctx, src.Endpoints()[0])
