@@ -175,7 +175,7 @@ func openCluster(ctx context.Context, name string, members int, kube ...func(*sc
 // needKubernetes skips a spec that only makes sense on a Kubernetes backend.
 func needKubernetes(what string) {
 	if env.Backend == "local" {
-		Skip(what + " needs a Kubernetes backend (ETCD_CHAOS_BACKEND=kind or kube); this run uses local")
+		Skip(what + " needs a Kubernetes backend (ETCD_CHAOS_BACKEND=kind, kube or kube-host); this run uses local")
 	}
 }
 
