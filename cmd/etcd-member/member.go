@@ -382,13 +382,19 @@ func (m *member) bootstrap(ctx context.Context) (env []string, err error) {
 	if err != nil {
 		return nil, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed when the background etcd is gone, and waitErr then
+	// holds its status: a closed channel can be read by waitLeader and by
+	// the cleanup below, where a single sent value left the second reader
+	// blocked for ever once waitLeader had seen etcd exit.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	// reap collects the background etcd's exit; it was stopped on purpose,
 	// so its status is only worth a log line.
 	reap := func() {
-		if werr := <-exited; werr != nil {
-			m.logf("bootstrap etcd exited: %v", werr)
+		<-exited
+		if waitErr != nil {
+			m.logf("bootstrap etcd exited: %v", waitErr)
 		}
 	}
 	defer func() {
@@ -404,7 +410,7 @@ func (m *member) bootstrap(ctx context.Context) (env []string, err error) {
 	}()
 	bctx, cancel := context.WithTimeout(ctx, m.bootstrapTimeout)
 	defer cancel()
-	if err := m.waitLeader(bctx, exited); err != nil {
+	if err := m.waitLeader(bctx, exited, &waitErr); err != nil {
 		return nil, fmt.Errorf("bootstrapping a new cluster: %w", err)
 	}
 	if m.cfg.password != "" {
@@ -416,9 +422,9 @@ func (m *member) bootstrap(ctx context.Context) (env []string, err error) {
 	// nothing about the bootstrap, which already succeeded.
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case werr := <-exited:
-		if werr != nil {
-			m.logf("bootstrap etcd exited: %v", werr)
+	case <-exited:
+		if waitErr != nil {
+			m.logf("bootstrap etcd exited: %v", waitErr)
 		}
 	case <-time.After(30 * time.Second):
 		_ = cmd.Process.Kill()
@@ -442,7 +448,7 @@ func (m *member) startBackground(env []string) (*exec.Cmd, error) {
 }
 
 // waitLeader waits until the local etcd reports a leader.
-func (m *member) waitLeader(ctx context.Context, exited <-chan error) error {
+func (m *member) waitLeader(ctx context.Context, exited <-chan struct{}, waitErr *error) error {
 	for {
 		err := func() error {
 			cli, err := m.client(ctx, m.cfg.localClient)
@@ -465,8 +471,8 @@ func (m *member) waitLeader(ctx context.Context, exited <-chan error) error {
 			return nil
 		}
 		select {
-		case werr := <-exited:
-			return fmt.Errorf("etcd exited: %w", werr)
+		case <-exited:
+			return fmt.Errorf("etcd exited: %w", *waitErr)
 		case <-ctx.Done():
 			return fmt.Errorf("no leader within %v (last: %w)", m.bootstrapTimeout, err)
 		case <-time.After(time.Second):

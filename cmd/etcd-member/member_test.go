@@ -462,3 +462,39 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(b)
 }
+
+// TestBootstrapReturnsWhenEtcdExits: a bootstrap etcd that dies before
+// electing a leader must make prepare fail (so the container restarts),
+// not leave the entrypoint waiting for an exit status it already consumed.
+func TestBootstrapReturnsWhenEtcdExits(t *testing.T) {
+	c, err := configFromEnv(baseEnv())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.dataDir = filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(filepath.Join(c.dataDir, "member", "wal"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c.localClient = "http://127.0.0.1:1" // nothing answers, as before a leader
+	m := &member{
+		cfg: c, bootstrapTimeout: time.Minute,
+		logf: t.Logf,
+		start: func([]string) (*exec.Cmd, error) {
+			cmd := exec.Command("/bin/sh", "-c", "exit 3")
+			return cmd, cmd.Start()
+		},
+	}
+	done := make(chan error, 1)
+	go func() { _, err := m.bootstrap(context.Background()); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "etcd exited") {
+			t.Fatalf("bootstrap = %v, want an error saying etcd exited", err)
+		}
+		if exists(filepath.Join(c.dataDir, "member")) {
+			t.Error("the failed bootstrap left its data behind")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("bootstrap still waiting a minute after its etcd exited")
+	}
+}
