@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"reflect"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
@@ -35,8 +34,8 @@ type Backend struct {
 // after Open returned; Open itself cleans up whatever it started when it
 // fails.
 func Open(ctx context.Context, b Backend) (cluster.Cluster, error) {
-	if b.Name != "" && b.Name != "local" && (b.Failpoints || !reflect.DeepEqual(b.Settings, local.Settings{})) {
-		return nil, fmt.Errorf("cluster settings and failpoints apply to the local backend only; on %s set them through the chart's values", b.Name)
+	if err := localOnly(b); err != nil {
+		return nil, err
 	}
 	switch b.Name {
 	case "", "local":
@@ -57,4 +56,17 @@ func Open(ctx context.Context, b Backend) (cluster.Cluster, error) {
 	default:
 		return nil, fmt.Errorf("unknown backend %q (want local, kind, kube or kube-host)", b.Name)
 	}
+}
+
+// localOnly refuses settings a Kubernetes backend cannot apply. Settings at
+// their defaults (what an unset flag or an empty ETCD_SETTINGS parses to,
+// a non-zero snapshot count included) are no request at all.
+func localOnly(b Backend) error {
+	if b.Name == "" || b.Name == "local" {
+		return nil
+	}
+	if b.Failpoints || !b.Settings.IsDefault() {
+		return fmt.Errorf("cluster settings and failpoints apply to the local backend only; on %s set them through the chart's values", b.Name)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/chaos"
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 	"github.com/etcd-chaos/etcd-chaos/pkg/workload"
 )
@@ -131,5 +132,32 @@ func TestFaultsCheckNeedsAFaultThatTookEffect(t *testing.T) {
 		if tc.name == "none applied" && !strings.Contains(c.Summary, "modprobe sch_netem") {
 			t.Errorf("%s: the summary must give the reason, got %q", tc.name, c.Summary)
 		}
+	}
+}
+
+// TestKubernetesBackendsTakeDefaultSettings: settings parsed from nothing
+// (an unset ETCD_SETTINGS, no run flags) hold a non-zero default snapshot
+// count; a Kubernetes backend must accept them and refuse only a real
+// request.
+func TestKubernetesBackendsTakeDefaultSettings(t *testing.T) {
+	defaults, err := local.ParseSettings("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := localOnly(Backend{Name: "kube-host", Settings: defaults}); err != nil {
+		t.Errorf("default settings refused: %v", err)
+	}
+	asked, err := local.ParseSettings("--snapshot-count 100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := localOnly(Backend{Name: "kube-host", Settings: asked}); err == nil {
+		t.Error("a snapshot count was accepted on kube-host, where nothing applies it")
+	}
+	if err := localOnly(Backend{Name: "kind", Failpoints: true}); err == nil {
+		t.Error("failpoints were accepted on kind")
+	}
+	if err := localOnly(Backend{Name: "local", Settings: asked, Failpoints: true}); err != nil {
+		t.Errorf("local refused its own settings: %v", err)
 	}
 }

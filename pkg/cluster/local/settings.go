@@ -230,6 +230,10 @@ func ParseSettings(args string) (Settings, error) {
 	return s, nil
 }
 
+// IsDefault reports whether s asks for nothing beyond the defaults, as
+// parsed from no flags at all.
+func (s Settings) IsDefault() bool { return s.Args() == "" }
+
 // Args are the flags that give s back through RegisterFlags, each with a
 // leading space ("" for the defaults): the part of a re-run command that
 // sets the cluster up the same way.
