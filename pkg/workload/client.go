@@ -88,6 +88,18 @@ func (c *client) newWrite(kind history.Kind, key, prefix string) history.Operati
 	return op
 }
 
+// read records one Get request for op.Key with opts: the one path every
+// read (plain, ranged, at a revision) takes.
+func (c *client) read(ctx context.Context, op history.Operation, opts ...clientv3.OpOption) history.Operation {
+	return c.do(ctx, op, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Get(ctx, op.Key, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return rangeResponse(resp), nil
+	})
+}
+
 // Get reads key, linearizably unless serializable.
 func (c *client) Get(ctx context.Context, key string, serializable bool) history.Operation {
 	op := history.Operation{Kind: history.Get, Key: key, Serializable: serializable}
@@ -95,13 +107,7 @@ func (c *client) Get(ctx context.Context, key string, serializable bool) history
 	if serializable {
 		opts = append(opts, clientv3.WithSerializable())
 	}
-	return c.do(ctx, op, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
-		resp, err := c.cli.Get(ctx, key, opts...)
-		if err != nil {
-			return nil, err
-		}
-		return rangeResponse(resp), nil
-	})
+	return c.read(ctx, op, opts...)
 }
 
 // Range reads the keys in [key, end) linearizably, at most limit of them (0:
@@ -112,13 +118,7 @@ func (c *client) Range(ctx context.Context, key, end string, limit int64) histor
 	if limit > 0 {
 		opts = append(opts, clientv3.WithLimit(limit))
 	}
-	return c.do(ctx, op, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
-		resp, err := c.cli.Get(ctx, key, opts...)
-		if err != nil {
-			return nil, err
-		}
-		return rangeResponse(resp), nil
-	})
+	return c.read(ctx, op, opts...)
 }
 
 // GetAt reads key as the store was at revision rev, linearizably: etcd
@@ -126,13 +126,7 @@ func (c *client) Range(ctx context.Context, key, end string, limit int64) histor
 // (ErrCompacted) or has not reached (ErrFutureRev), both recorded fail.
 func (c *client) GetAt(ctx context.Context, key string, rev int64) history.Operation {
 	op := history.Operation{Kind: history.Get, Key: key, Revision: rev}
-	return c.do(ctx, op, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
-		resp, err := c.cli.Get(ctx, key, clientv3.WithRev(rev))
-		if err != nil {
-			return nil, err
-		}
-		return rangeResponse(resp), nil
-	})
+	return c.read(ctx, op, clientv3.WithRev(rev))
 }
 
 // RangeAt reads the keys in [key, end) as the store was at revision rev, at
@@ -143,13 +137,7 @@ func (c *client) RangeAt(ctx context.Context, key, end string, limit, rev int64)
 	if limit > 0 {
 		opts = append(opts, clientv3.WithLimit(limit))
 	}
-	return c.do(ctx, op, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
-		resp, err := c.cli.Get(ctx, key, opts...)
-		if err != nil {
-			return nil, err
-		}
-		return rangeResponse(resp), nil
-	})
+	return c.read(ctx, op, opts...)
 }
 
 // Put writes a value unique to the run to key, attached to lease unless it
