@@ -110,6 +110,7 @@ type Cluster struct {
 	sock      string
 	cniBinDir string
 	bins      k8sbin.Binaries
+	version   string // Kubernetes version, for settings that depend on it
 	pki       *pki.CA
 	logf      func(string, ...any)
 	unlock    func()
@@ -171,7 +172,7 @@ func (p *Provider) Create(ctx context.Context) (c *Cluster, err error) {
 		unlock()
 		return nil, err
 	}
-	c = &Cluster{dir: dir, sock: filepath.Join(dir, "c.sock"), bins: bins, logf: p.logf, unlock: unlock, before: before, Chart: prep}
+	c = &Cluster{dir: dir, sock: filepath.Join(dir, "c.sock"), bins: bins, version: p.version, logf: p.logf, unlock: unlock, before: before, Chart: prep}
 	c.cniBinDir = cniBinDir(p.cniBinDirs)
 	c.logDir = p.logDir
 	if c.logDir == "" {
