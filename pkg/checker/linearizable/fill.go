@@ -171,6 +171,14 @@ func (f *fast) fits(w int32, rev int64) (fits bool, due int64, needed bool, key 
 	op := f.ops[w]
 	switch op.Kind {
 	case history.Put, history.Txn:
+		if op.DeletesKey() {
+			k := f.st.keyIdx[op.Key]
+			if !f.st.ks[k].present || !f.compares(k, op) {
+				return false, 0, false, 0
+			}
+			ok, due, need := f.agrees(k, &keyState{}, rev)
+			return ok, due, need, k
+		}
 		if op.Lease != 0 && !f.st.leases[op.Lease] {
 			return false, 0, false, 0
 		}
@@ -324,7 +332,7 @@ func (f *fast) consistent(k int32, s *keyState, e keyEvent) (ok, blind bool) {
 		case history.Put:
 			return true, false
 		case history.Txn:
-			return compares, false
+			return compares && (!op.DeletesKey() || s.present), false
 		case history.Delete:
 			return s.present, false
 		}
@@ -334,6 +342,9 @@ func (f *fast) consistent(k int32, s *keyState, e keyEvent) (ok, blind bool) {
 	case history.Get:
 		return same(op.Resp.KVs), false
 	case history.Txn:
+		if op.Resp.Succeeded {
+			return compares && !s.present, false // its then branch deleted nothing
+		}
 		if !op.ElseReads() {
 			return !compares, false // no else branch: it shows only that the compare failed
 		}

@@ -110,9 +110,9 @@ func (f *fast) learnHint(h *hintAt) bool {
 			}
 			var fits bool
 			if ht.wantAbsent {
-				fits = op.Kind == history.Delete && op.Key == key || op.Kind == history.LeaseRevoke && op.Lease != 0 && op.Lease == h.lease
+				fits = op.DeletesKey() && op.Key == key || op.Kind == history.LeaseRevoke && op.Lease != 0 && op.Lease == h.lease
 			} else {
-				fits = (op.Kind == history.Put || op.Kind == history.Txn) && op.Key == key
+				fits = op.WritesValue() && op.Key == key
 			}
 			if fits {
 				f.hints.forced[gap] = int32(i)
