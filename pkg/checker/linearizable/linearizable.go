@@ -10,7 +10,8 @@
 // directly. Where that witness leaves a choice open (a revision produced by a
 // write whose outcome is unknown and whose effect nobody observed) the fast
 // path guesses, replays, and learns from a contradiction it cannot call
-// certain for a few passes; when it still cannot exhibit a consistent
+// certain for a few passes, then once more in a second order of guesses
+// (decideFast); when it still cannot exhibit a consistent
 // choice, it neither passes nor fails but falls back to porcupine's
 // exhaustive search (on histories of up to porcupineLimit operations; larger
 // ones get Unknown). Porcupine runs under a heap watchdog
