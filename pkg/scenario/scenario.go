@@ -18,6 +18,7 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/chaos"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker"
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/report"
@@ -225,6 +226,7 @@ func prepare(ctx context.Context, c cluster.Cluster, cfg Config) (*run, error) {
 		Seed:        cfg.Seed,
 		Rerun:       cfg.Rerun,
 		Notes:       cfg.Notes,
+		Compactions: compactions(c),
 	})
 	// A baseline read of the whole key pool, before any other request, tells
 	// the checkers what the store held at the start: nothing on a fresh
@@ -236,6 +238,30 @@ func prepare(ctx context.Context, c cluster.Cluster, cfg Config) (*run, error) {
 		return nil, fmt.Errorf("baseline read: %w", err)
 	}
 	return r, nil
+}
+
+// autoCompacting is a cluster that can tell whether its members compact
+// their store on their own (the local backend knows the flags and
+// environment it starts them with).
+type autoCompacting interface {
+	AutoCompaction() string
+}
+
+var _ autoCompacting = (*local.Cluster)(nil)
+
+// compactions is the history's meta.compactions for c: whether every
+// compaction of the run will be recorded (the workload's compact
+// operations, the faults marked as compacting), why not, or "" when c
+// cannot tell, which the checkers treat as not recorded.
+func compactions(c cluster.Cluster) string {
+	a, ok := c.(autoCompacting)
+	if !ok {
+		return ""
+	}
+	if why := a.AutoCompaction(); why != "" {
+		return why
+	}
+	return history.CompactionsRecorded
 }
 
 // driven is what drive leaves for the wind-down and the judge.

@@ -115,6 +115,52 @@ func settingFlags(ctx context.Context, bin, version string, s Settings) ([]strin
 	return out, nil
 }
 
+// AutoCompaction says why members started with s in the environment
+// environ (which they inherit) may compact their store without a client
+// asking: an auto-compaction retention other than zero, from Flags or,
+// when no flag sets it, from ETCD_AUTO_COMPACTION_RETENTION, or a config
+// file, which may set one. It is "" when they never do (etcd's default
+// retention is 0: off).
+func (s Settings) AutoCompaction(environ []string) string {
+	var retention, from string
+	for _, e := range environ {
+		if v, ok := strings.CutPrefix(e, "ETCD_AUTO_COMPACTION_RETENTION="); ok {
+			retention, from = v, e
+		}
+		if strings.HasPrefix(e, "ETCD_CONFIG_FILE=") {
+			return "members read the config file " + e + ", which may set auto-compaction"
+		}
+	}
+	for _, f := range s.Flags {
+		f = strings.TrimLeft(strings.TrimSpace(f), "-")
+		if v, ok := strings.CutPrefix(f, "auto-compaction-retention="); ok {
+			retention, from = v, "--"+f
+		}
+		if strings.HasPrefix(f, "config-file=") {
+			return "members read the config file --" + f + ", which may set auto-compaction"
+		}
+	}
+	if retentionOff(retention) {
+		return ""
+	}
+	return "members run with " + from
+}
+
+// retentionOff reports whether an auto-compaction retention turns it off:
+// empty (etcd's default, 0) or zero, as hours or revisions ("0") or as a
+// duration ("0s"). Anything else, even what etcd would refuse, counts as on.
+func retentionOff(v string) bool {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return true
+	}
+	if n, err := strconv.ParseFloat(v, 64); err == nil {
+		return n == 0
+	}
+	d, err := time.ParseDuration(v)
+	return err == nil && d == 0
+}
+
 // CatchupEntries is the snapshot catch-up entries the members run with:
 // the setting, or etcd's built-in value.
 func (s Settings) CatchupEntries() int {
