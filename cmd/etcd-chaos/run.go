@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -138,17 +137,18 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "etcd-chaos run: backend=%s members=%d nemesis=%s duration=%v seed=%d\n", *backend, *members, *nemesis, *duration, *seed)
 
-	if *backend != "local" && (*failpoints || settingsGiven(fs)) {
-		return usageErr("cluster settings and --failpoints apply to the local backend only (set the chart's values on %s)", *backend)
+	b := scenario.Backend{
+		Name: *backend, Members: *members, EtcdVersion: *version, EtcdBinary: *binary,
+		ArtifactDir: dir, Progress: os.Stderr, Kube: kube,
+		Settings: settings, Failpoints: *failpoints,
+	}
+	if err := scenario.LocalOnly(b); err != nil {
+		return usageErr("%v", err)
 	}
 	if chaos.NeedsFailpoints(*nemesis) && !*failpoints {
 		return usageErr("nemesis %s arms gofail failpoints: add --failpoints to run the failpoint build of etcd", *nemesis)
 	}
-	c, err := scenario.Open(ctx, scenario.Backend{
-		Name: *backend, Members: *members, EtcdVersion: *version, EtcdBinary: *binary,
-		ArtifactDir: dir, Progress: os.Stderr, Kube: kube,
-		Settings: settings, Failpoints: *failpoints,
-	})
+	c, err := scenario.Open(ctx, b)
 	if err != nil {
 		return err
 	}
@@ -234,14 +234,6 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: see %s (re-run: %s)", errChecksFailed, res.Report, rerun)
 	}
 	return nil
-}
-
-// settingsGiven reports whether any cluster setting was set on the command
-// line.
-func settingsGiven(fs *flag.FlagSet) bool {
-	given := false
-	fs.Visit(func(f *flag.Flag) { given = given || local.IsSettingFlag(f.Name) })
-	return given
 }
 
 // settingsArgs are the flags that give a re-run the same cluster settings.

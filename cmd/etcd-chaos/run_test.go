@@ -37,6 +37,7 @@ func TestRunRejectsBadFlagsInOneLine(t *testing.T) {
 		{[]string{"--nemesis", "failpoint-raft-save"}, "add --failpoints"},
 		{[]string{"--backend", "kube", "--snapshot-count", "100"}, "apply to the local backend only"},
 		{[]string{"--backend", "kind", "--failpoints"}, "apply to the local backend only"},
+		{[]string{"--backend", "kube-host", "--peer-tls", "--snapshot-count", "2000"}, "apply to the local backend only"},
 		{[]string{"--profile", "bogus"}, `unknown --profile "bogus"`},
 		{[]string{"--future-watchers", "-1"}, "must not be negative"},
 		{[]string{"--future-offset", "0"}, "--future-offset must be positive"},
@@ -51,6 +52,24 @@ func TestRunRejectsBadFlagsInOneLine(t *testing.T) {
 		msg := errOut.String()
 		if !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") != 1 {
 			t.Errorf("%v: want one line containing %q, got %q", tc.args, tc.want, msg)
+		}
+	}
+}
+
+// TestRunLeavesTheLocalOnlyRuleToScenario: run refuses settings beyond the
+// defaults on a non-local backend (a usage error, above), but naming a
+// setting at its default value is no request, as scenario.LocalOnly has
+// it: the run gets past the flag checks to opening the backend (here an
+// unknown one, so nothing starts).
+func TestRunLeavesTheLocalOnlyRuleToScenario(t *testing.T) {
+	for _, args := range [][]string{
+		{"--snapshot-count", "2000"},
+		{"--snapshot-count", "2000", "--peer-tls=false", "--failpoints=false"},
+	} {
+		var out, errOut bytes.Buffer
+		code := realMain(append([]string{"run", "--backend", "nowhere", "--out", t.TempDir()}, args...), &out, &errOut)
+		if code != 1 || !strings.Contains(errOut.String(), `unknown backend "nowhere"`) {
+			t.Errorf("%v: exit %d, stderr %q; want the defaults accepted and the backend refused by scenario.Open", args, code, errOut.String())
 		}
 	}
 }

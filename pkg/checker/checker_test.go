@@ -128,3 +128,49 @@ func TestNoRevisionsRunsLockCounter(t *testing.T) {
 		}
 	}
 }
+
+// A history of the kubernetes profile's conditional deletes (a txn on the
+// mod revision that deletes, else gets) passes every check, and a delete
+// that "succeeded" although the mod revision had moved fails the verdict.
+func TestConditionalDeletes(t *testing.T) {
+	key := keyspace.KubeKey(0)
+	cdel := func(id int64, expect int64, call, ret int64, resp *history.Response) history.Operation {
+		o := op(id, history.Txn, key, "", call, ret, resp)
+		o.ExpectModRev, o.Then = expect, history.Delete
+		return o
+	}
+	build := func(expect int64) *history.History {
+		update := op(2, history.Txn, key, "b", 30, 40, &history.Response{Revision: 3, Succeeded: true})
+		update.ExpectModRev = 2
+		h := &history.History{Operations: []history.Operation{
+			op(1, history.Put, key, "a", 10, 20, &history.Response{Revision: 2}),
+			update,
+			cdel(3, 2, 50, 60, &history.Response{Revision: 3, KVs: []history.KV{{Key: key, Value: "b", ModRevision: 3}}}),
+			cdel(4, expect, 70, 80, &history.Response{Revision: 4, Succeeded: true, Deleted: 1}),
+			op(5, history.Get, key, "", 90, 100, &history.Response{Revision: 4}),
+			op(7, history.Range, keyspace.KVPrefix, "", 200, 210, &history.Response{Revision: 4}),
+		}}
+		h.Operations[5].End = keyspace.PrefixEnd(keyspace.KVPrefix)
+		h.Watches = []history.Watch{{ID: 6, ClientID: 6, Key: keyspace.KubePrefix, End: keyspace.PrefixEnd(keyspace.KubePrefix), StartRevision: 2, Call: 5,
+			Responses: []history.WatchResponse{
+				{Time: 25, Revision: 2, Events: []history.Event{{Type: "put", Key: key, Value: "a", ModRevision: 2, CreateRevision: 2, Version: 1, IsCreate: true}}},
+				{Time: 45, Revision: 3, Events: []history.Event{{Type: "put", Key: key, Value: "b", ModRevision: 3, CreateRevision: 2, Version: 2}}},
+				{Time: 85, Revision: 4, Events: []history.Event{{Type: "delete", Key: key, ModRevision: 4}}},
+				{Time: 110, Revision: 4, Progress: true},
+			}}}
+		return h
+	}
+	checks := Check(context.Background(), build(3), Options{Timeout: 10 * time.Second})
+	if !verdict.Passed(checks) {
+		t.Fatalf("a correct history of conditional deletes must pass: %+v", verdict.Failed(checks))
+	}
+	checks = Check(context.Background(), build(2), Options{Timeout: 10 * time.Second})
+	if verdict.Passed(checks) {
+		t.Fatal("a delete on mod revision 2 succeeded although the key was at 3, and the verdict passed")
+	}
+	for _, c := range verdict.Failed(checks) {
+		if c.Name != "linearizable" {
+			t.Errorf("only linearizable should fail, %s did: %s", c.Name, c.Summary)
+		}
+	}
+}

@@ -32,6 +32,10 @@ const (
 	// RevisionRegression: one get answers with a header revision older than
 	// one its client already saw.
 	RevisionRegression
+	// MovedDelete: one conditional delete (Config.CondDeletes) deletes its
+	// key and is acknowledged as succeeded although the key's mod revision
+	// had moved from the one it compared.
+	MovedDelete
 )
 
 func (b Bug) String() string {
@@ -44,6 +48,8 @@ func (b Bug) String() string {
 		return "lost-write"
 	case RevisionRegression:
 		return "revision-regression"
+	case MovedDelete:
+		return "moved-delete"
 	}
 	return "bug(" + strconv.Itoa(int(b)) + ")"
 }
@@ -64,6 +70,11 @@ type Config struct {
 	// FaultEvery and FaultLength shape the fault windows in simulated
 	// nanoseconds (default: 20ms of every 200ms).
 	FaultEvery, FaultLength int64
+	// CondDeletes makes a quarter of the txns deletes on the mod revision
+	// the client last saw (then "delete", else get), as a Kubernetes
+	// apiserver deletes. Off, the random choices are those of a history
+	// generated before conditional deletes existed.
+	CondDeletes bool
 }
 
 type kvState struct {
@@ -230,6 +241,9 @@ func (g *gen) call(c int, t int64) (int, int64) {
 	case r < 90:
 		op.Kind, op.Key, op.Value = history.Txn, key, "v"+strconv.FormatInt(id, 10)
 		op.ExpectModRev = g.clients[c].seenMod[key]
+		if g.cfg.CondDeletes && g.rnd.IntN(4) == 0 {
+			op.Then, op.Value = history.Delete, ""
+		}
 	case r < 95:
 		op.Kind, op.Key = history.Delete, key
 	default:
@@ -347,7 +361,22 @@ func (g *gen) apply(i int) {
 		if kv := st.kvs[op.Key]; kv != nil {
 			mod = kv.mod
 		}
-		if mod == op.ExpectModRev {
+		moved := ok && g.cfg.Bug == MovedDelete && !g.bugDone && i >= g.cfg.Ops/2 && !g.inFault(op.Call) &&
+			op.Then == history.Delete && st.kvs[op.Key] != nil && mod != op.ExpectModRev
+		if moved {
+			g.bugDone = true
+		}
+		if op.Then == history.Delete && (mod == op.ExpectModRev || moved) {
+			if st.kvs[op.Key] != nil {
+				st.rev++
+				delete(st.kvs, op.Key)
+				resp.Deleted = 1
+			}
+			resp.Succeeded = true
+			if ok {
+				cl.seenMod[op.Key] = 0
+			}
+		} else if mod == op.ExpectModRev {
 			st.rev++
 			g.write(op.Key, op.Value, 0, ok)
 			resp.Succeeded = true

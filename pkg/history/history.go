@@ -27,7 +27,7 @@ const (
 	Get            Kind = "get"    // linearizable (or serializable) get of Key
 	Put            Kind = "put"    // put Key=Value, with Lease when non-zero
 	Delete         Kind = "delete" // delete Key
-	Txn            Kind = "txn"    // compare-and-put; see Operation.ExpectModRev and Operation.ExpectValue
+	Txn            Kind = "txn"    // compare, then put or delete Key, else get it; see Operation.ExpectModRev, ExpectValue and Then
 	Range          Kind = "range"  // range [Key, End)
 	LeaseGrant     Kind = "lease-grant"
 	LeaseRevoke    Kind = "lease-revoke"
@@ -110,9 +110,14 @@ type Operation struct {
 	// TTL is the requested TTL of a grant, in seconds.
 	TTL int64 `json:"ttl,omitempty"`
 	// ExpectModRev is a txn's revision compare, used when ExpectValue is
-	// nil: if mod_revision(Key)==ExpectModRev then put Key=Value else get
-	// Key. 0 means "key does not exist".
+	// nil: if mod_revision(Key)==ExpectModRev then put Key=Value (or
+	// delete Key, see Then) else get Key. 0 means "key does not exist".
 	ExpectModRev int64 `json:"expect_mod_rev,omitempty"`
+	// Then is what a txn's then branch does to Key: "" puts Value (with
+	// Lease), Delete deletes it, and the response's Deleted says whether
+	// it removed anything. A Kubernetes apiserver deletes so, on the mod
+	// revision it last read.
+	Then Kind `json:"then,omitempty"`
 	// ExpectValue, when set, makes a txn a compare-and-set on the value:
 	// if value(Key)==*ExpectValue then put Key=Value, else nothing (the
 	// txn has no else branch, so a failed one returns no keys), or with
@@ -143,6 +148,38 @@ type Operation struct {
 	Outcome Outcome   `json:"outcome"`
 	Error   string    `json:"error,omitempty"`
 	Resp    *Response `json:"resp,omitempty"`
+}
+
+// WritesValue reports whether op, when it takes effect, stores Value
+// under Key: a put, or a txn whose then branch puts.
+func (op *Operation) WritesValue() bool {
+	return op.Kind == Put || op.Kind == Txn && op.Then != Delete
+}
+
+// DeletesKey reports whether op, when it takes effect, deletes Key: a
+// delete, or a txn whose then branch deletes.
+func (op *Operation) DeletesKey() bool {
+	return op.Kind == Delete || op.Kind == Txn && op.Then == Delete
+}
+
+// Changed reports whether an ok operation's response says it changed
+// Key: a put; a txn whose compare held, and whose then branch put or
+// deleted something; a delete that deleted something. A succeeded txn
+// that deletes an absent key (compare on mod revision 0) changed nothing,
+// and etcd spends no revision on it.
+func (op *Operation) Changed() bool {
+	if op.Outcome != OK || op.Resp == nil {
+		return false
+	}
+	switch op.Kind {
+	case Put:
+		return true
+	case Txn:
+		return op.Resp.Succeeded && (op.Then != Delete || op.Resp.Deleted > 0)
+	case Delete:
+		return op.Resp.Deleted > 0
+	}
+	return false
 }
 
 // ElseReads reports whether op is a txn whose else branch gets its key, so

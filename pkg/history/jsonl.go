@@ -256,6 +256,23 @@ func validateOp(op *Operation, noRevisions bool) error {
 	if op.Return < op.Call {
 		return fmt.Errorf("operation %d: returns (%d) before it is called (%d)", op.ID, op.Return, op.Call)
 	}
+	switch {
+	case op.Then == "":
+	case op.Kind != Txn:
+		return fmt.Errorf("operation %d: then on a %s; only a txn has branches", op.ID, op.Kind)
+	case op.Then == Put:
+		return fmt.Errorf("operation %d: then %q; a txn that puts leaves then out", op.ID, op.Then)
+	case op.Then != Delete:
+		return fmt.Errorf("operation %d: then %q; a txn's then branch puts (then left out) or deletes (then \"delete\")", op.ID, op.Then)
+	case op.Value != "" || op.Lease != 0:
+		return fmt.Errorf("operation %d: a txn whose then branch deletes writes no value or lease", op.ID)
+	}
+	if op.Kind == Txn && op.Then != Delete && op.Outcome == OK && op.Resp.Deleted != 0 {
+		return fmt.Errorf("operation %d: a txn whose then branch puts deletes nothing (resp.deleted %d)", op.ID, op.Resp.Deleted)
+	}
+	if op.Kind == Txn && op.Outcome == OK && !op.Resp.Succeeded && op.Resp.Deleted != 0 {
+		return fmt.Errorf("operation %d: a failed txn ran its else branch, which deletes nothing (resp.deleted %d)", op.ID, op.Resp.Deleted)
+	}
 	if op.ExpectValue != nil {
 		if op.Kind != Txn {
 			return fmt.Errorf("operation %d: expect_value on a %s; only a txn compares", op.ID, op.Kind)

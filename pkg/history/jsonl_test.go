@@ -78,6 +78,12 @@ func TestReadRejectsBadInput(t *testing.T) {
 		{"failed value txn with keys", lines[0] + `{"type":"op","id":1,"kind":"txn","key":"k","value":"v","expect_value":"a","call":1,"return":2,"outcome":"ok","resp":{"rev":3,"kvs":[{"key":"k","value":"b","mod_rev":2}]}}` + "\n", "line 2: operation 1: a failed value-compare txn without else_get returns no keys"},
 		{"else_get without a value compare", lines[0] + `{"type":"op","id":1,"kind":"txn","key":"k","value":"v","expect_mod_rev":3,"else_get":true,"call":1,"return":2,"outcome":"fail"}` + "\n", "line 2: operation 1: else_get on a txn without expect_value"},
 		{"else_get on a get", lines[0] + `{"type":"op","id":1,"kind":"get","key":"k","else_get":true,"call":1,"return":2,"outcome":"fail"}` + "\n", "line 2: operation 1: else_get on a get"},
+		{"then on a put", lines[0] + `{"type":"op","id":1,"kind":"put","key":"k","value":"v","then":"delete","call":1,"return":2,"outcome":"fail"}` + "\n", "line 2: operation 1: then on a put"},
+		{"then put spelled out", lines[0] + `{"type":"op","id":1,"kind":"txn","key":"k","value":"v","then":"put","call":1,"return":2,"outcome":"fail"}` + "\n", `line 2: operation 1: then "put"; a txn that puts leaves then out`},
+		{"then get", lines[0] + `{"type":"op","id":1,"kind":"txn","key":"k","then":"get","call":1,"return":2,"outcome":"fail"}` + "\n", `line 2: operation 1: then "get"`},
+		{"delete that writes a value", lines[0] + `{"type":"op","id":1,"kind":"txn","key":"k","value":"v","then":"delete","call":1,"return":2,"outcome":"fail"}` + "\n", "line 2: operation 1: a txn whose then branch deletes writes no value"},
+		{"put txn that deleted", lines[0] + `{"type":"op","id":1,"kind":"txn","key":"k","value":"v","call":1,"return":2,"outcome":"ok","resp":{"rev":3,"succeeded":true,"deleted":1}}` + "\n", "line 2: operation 1: a txn whose then branch puts deletes nothing"},
+		{"failed delete txn that deleted", lines[0] + `{"type":"op","id":1,"kind":"txn","key":"k","expect_mod_rev":2,"then":"delete","call":1,"return":2,"outcome":"ok","resp":{"rev":3,"deleted":1}}` + "\n", "line 2: operation 1: a failed txn ran its else branch, which deletes nothing"},
 		{"mod revision compare without revisions", `{"type":"meta","format":1,"seed":1,"started":"2026-01-01T00:00:00Z","no_revisions":true}` + "\n" + `{"type":"op","id":1,"kind":"txn","key":"k","value":"v","expect_mod_rev":3,"call":1,"return":2,"outcome":"fail"}` + "\n", "line 2: operation 1: a txn comparing mod revision 3 in a history with no_revisions"},
 	}
 	for _, tc := range cases {
@@ -140,6 +146,46 @@ func TestNoRevisionsAndValueCompareRoundTrip(t *testing.T) {
 	}
 	if rev := (&Operation{Kind: Txn, ExpectModRev: 3}); !rev.ElseReads() {
 		t.Error("a revision-compare txn's else branch gets its key")
+	}
+}
+
+// A txn whose then branch deletes survives the round trip, and the
+// helpers say what each kind of write does to its key.
+func TestThenDeleteRoundTrip(t *testing.T) {
+	h := &History{
+		Meta: Meta{Format: FormatVersion},
+		Operations: []Operation{
+			{ID: 1, Kind: Txn, Key: "k", Value: "1", Call: 1, Return: 2, Outcome: OK, Resp: &Response{Revision: 2, Succeeded: true}},
+			{ID: 2, Kind: Txn, Key: "k", ExpectModRev: 2, Then: Delete, Call: 3, Return: 4, Outcome: OK, Resp: &Response{Revision: 3, Succeeded: true, Deleted: 1}},
+			{ID: 3, Kind: Txn, Key: "k", Then: Delete, Call: 5, Return: 6, Outcome: OK, Resp: &Response{Revision: 3, Succeeded: true}},
+			{ID: 4, Kind: Txn, Key: "k", ExpectModRev: 7, Then: Delete, Call: 7, Return: 8, Outcome: OK, Resp: &Response{Revision: 3}},
+			{ID: 5, Kind: Delete, Key: "k", Call: 9, Return: 10, Outcome: OK, Resp: &Response{Revision: 3}},
+			{ID: 6, Kind: Put, Key: "k", Value: "6", Call: 11, Return: 12, Outcome: Unknown},
+		},
+	}
+	var buf bytes.Buffer
+	if err := Write(&buf, h); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), `"then":"delete"`) || strings.Contains(buf.String(), `"then":""`) {
+		t.Fatalf("written history spells then wrongly:\n%s", buf.String())
+	}
+	got, err := Read(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []struct{ writes, deletes, changed bool }{
+		{true, false, true},  // put txn that held
+		{false, true, true},  // delete txn that removed the key
+		{false, true, false}, // delete txn on an absent key: held, removed nothing
+		{false, true, false}, // delete txn whose compare failed
+		{false, true, false}, // delete that removed nothing
+		{true, false, false}, // unknown put: not known to have changed anything
+	} {
+		op := &got.Operations[i]
+		if op.Then != h.Operations[i].Then || op.WritesValue() != want.writes || op.DeletesKey() != want.deletes || op.Changed() != want.changed {
+			t.Errorf("op %d: then %q, writes %v, deletes %v, changed %v; want then %q, %+v", op.ID, op.Then, op.WritesValue(), op.DeletesKey(), op.Changed(), h.Operations[i].Then, want)
+		}
 	}
 }
 

@@ -34,7 +34,7 @@ type Backend struct {
 // after Open returned; Open itself cleans up whatever it started when it
 // fails.
 func Open(ctx context.Context, b Backend) (cluster.Cluster, error) {
-	if err := localOnly(b); err != nil {
+	if err := LocalOnly(b); err != nil {
 		return nil, err
 	}
 	switch b.Name {
@@ -58,10 +58,14 @@ func Open(ctx context.Context, b Backend) (cluster.Cluster, error) {
 	}
 }
 
-// localOnly refuses settings a Kubernetes backend cannot apply. Settings at
+// LocalOnly refuses settings a Kubernetes backend cannot apply. Settings at
 // their defaults (what an unset flag or an empty ETCD_SETTINGS parses to,
-// a non-zero snapshot count included) are no request at all.
-func localOnly(b Backend) error {
+// a non-zero snapshot count included) are no request at all, even when a
+// flag named them explicitly: the rule is about what the members would
+// run with, not about which flags were typed. Open applies it; callers
+// that want to refuse bad input before any work (etcd-chaos run, as a
+// usage error) call it first.
+func LocalOnly(b Backend) error {
 	if b.Name == "" || b.Name == "local" {
 		return nil
 	}

@@ -144,20 +144,20 @@ func TestKubernetesBackendsTakeDefaultSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := localOnly(Backend{Name: "kube-host", Settings: defaults}); err != nil {
+	if err := LocalOnly(Backend{Name: "kube-host", Settings: defaults}); err != nil {
 		t.Errorf("default settings refused: %v", err)
 	}
 	asked, err := local.ParseSettings("--snapshot-count 100")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := localOnly(Backend{Name: "kube-host", Settings: asked}); err == nil {
+	if err := LocalOnly(Backend{Name: "kube-host", Settings: asked}); err == nil {
 		t.Error("a snapshot count was accepted on kube-host, where nothing applies it")
 	}
-	if err := localOnly(Backend{Name: "kind", Failpoints: true}); err == nil {
+	if err := LocalOnly(Backend{Name: "kind", Failpoints: true}); err == nil {
 		t.Error("failpoints were accepted on kind")
 	}
-	if err := localOnly(Backend{Name: "local", Settings: asked, Failpoints: true}); err != nil {
+	if err := LocalOnly(Backend{Name: "local", Settings: asked, Failpoints: true}); err != nil {
 		t.Errorf("local refused its own settings: %v", err)
 	}
 }

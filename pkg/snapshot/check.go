@@ -239,25 +239,26 @@ func expectedState(h *history.History, rev int64) *expected {
 	for i := range h.Operations {
 		op := &h.Operations[i]
 		switch {
-		case op.Outcome == history.Unknown && (op.Kind == history.Put || op.Kind == history.Txn):
+		case op.Outcome == history.Unknown && op.WritesValue():
 			w := &write{op: op, value: op.Value, lease: op.Lease}
 			e.byValue[op.Value] = w
 			state(op.Key)
 			unknowns = append(unknowns, op)
-		case op.Outcome == history.Unknown && op.Kind == history.Delete:
+		case op.Outcome == history.Unknown && op.DeletesKey():
 			state(op.Key).mayBeGone = true
 		case op.Outcome != history.OK || op.Resp == nil:
-		case op.Kind == history.Put || (op.Kind == history.Txn && op.Resp.Succeeded):
+		case op.Kind == history.LeaseRevoke:
+			revokes = append(revokes, op)
+		case !op.Changed():
+		case op.WritesValue():
 			w := &write{op: op, rev: op.Resp.Revision, value: op.Value, lease: op.Lease}
 			e.byValue[op.Value] = w
 			oks = append(oks, w)
 			e.okRevs[w.rev] = true
-		case op.Kind == history.Delete && op.Resp.Deleted > 0:
+		case op.DeletesKey():
 			w := &write{op: op, rev: op.Resp.Revision, deleted: true}
 			oks = append(oks, w)
 			e.okRevs[w.rev] = true
-		case op.Kind == history.LeaseRevoke:
-			revokes = append(revokes, op)
 		}
 	}
 	for _, w := range oks {

@@ -154,3 +154,25 @@ func TestOnlyExpiries(t *testing.T) {
 		})
 	}
 }
+
+// A txn whose then branch deletes removes its key from the snapshot's
+// expected state when it deleted something, and leaves it otherwise.
+func TestCompareStateConditionalDeletes(t *testing.T) {
+	cdel := func(key string, expect int64, ok bool, deleted, rev int64) history.Operation {
+		return history.Operation{Kind: history.Txn, Key: key, ExpectModRev: expect, Then: history.Delete, Resp: &history.Response{Revision: rev, Succeeded: ok, Deleted: deleted}}
+	}
+	h := hist(
+		put("/kv/a", "v1", 2),
+		put("/kv/b", "v2", 3),
+		cdel("/kv/a", 2, true, 1, 4),
+		cdel("/kv/b", 2, false, 0, 4),
+		cdel("/kv/c", 0, true, 0, 4),
+		history.Operation{Kind: history.Txn, Key: "/kv/b", ExpectModRev: 3, Then: history.Delete, Outcome: history.Unknown},
+	)
+	wantPass(t, judge(t, h, 4, kv("/kv/b", "v2", 3)))
+	// The unknown delete may have removed /kv/b later.
+	wantPass(t, judge(t, h, 5))
+	wantFail(t, judge(t, h, 4, kv("/kv/a", "v1", 2), kv("/kv/b", "v2", 3)), "operation 3 deleted it")
+	// Without the unknown delete, /kv/b must still be there.
+	wantFail(t, judge(t, hist(h.Operations[:5]...), 4), `"/kv/b" is missing`)
+}

@@ -207,6 +207,24 @@ func (c *client) CompareAndPut(ctx context.Context, req CAS) history.Operation {
 	})
 }
 
+// CompareAndDelete deletes key if its mod revision is expectModRev (0: the
+// key is absent, and the delete removes nothing), else gets it: the
+// delete a Kubernetes apiserver sends, on the mod revision it last read.
+// It is recorded as a txn with then "delete".
+func (c *client) CompareAndDelete(ctx context.Context, key string, expectModRev int64) history.Operation {
+	op := history.Operation{Kind: history.Txn, Key: key, ExpectModRev: expectModRev, Then: history.Delete}
+	return c.do(ctx, op, func(ctx context.Context, _ *history.Operation) (*history.Response, error) {
+		resp, err := c.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", expectModRev)).
+			Then(clientv3.OpDelete(key)).
+			Else(clientv3.OpGet(key)).
+			Commit()
+		if err != nil {
+			return nil, err
+		}
+		return txnResponse(resp), nil
+	})
+}
+
 // CompareValueAndPut is a compare-and-set on the value: if key holds
 // expect, put a value unique to the run, else get key. etcd fails a value
 // compare on a missing key, whatever expect is. It is recorded as a txn
@@ -226,14 +244,18 @@ func (c *client) CompareValueAndPut(ctx context.Context, key, expect string) his
 	})
 }
 
-// txnResponse records a txn of one put and, on failure, one get: which
-// branch ran, and what the get returned.
+// txnResponse records a txn of one request in the branch that ran (a put
+// or a delete then, a get else): which branch ran, how many keys its
+// delete removed, and what its get returned.
 func txnResponse(resp *clientv3.TxnResponse) *history.Response {
 	r := headerOnly(resp.Header)
 	r.Succeeded = resp.Succeeded
-	if !resp.Succeeded && len(resp.Responses) > 0 {
+	if len(resp.Responses) > 0 {
 		if rr := resp.Responses[0].GetResponseRange(); rr != nil {
 			r.KVs = convKVs(rr.Kvs)
+		}
+		if dr := resp.Responses[0].GetResponseDeleteRange(); dr != nil {
+			r.Deleted = dr.Deleted
 		}
 	}
 	return r

@@ -15,9 +15,9 @@ import (
 // a conflict answers the current object), lists read in pages at one
 // revision (the first page at the latest revision, the next ones from
 // after the last key at the first page's revision), and watches started
-// from the revision after a list. The apiserver deletes by a txn on the
-// mod revision too; the history has no conditional delete yet, so deletes
-// here are plain deletes of an object last seen present, one at a time.
+// from the revision after a list. Objects are deleted as the apiserver
+// deletes them: a txn on the mod revision last read that deletes the
+// object, or answers the current one on a conflict.
 
 // KubeWatchClientBase + n is the ClientID of the n-th watch the kubernetes
 // profile opens: each is a logical watch of its own.
@@ -36,7 +36,6 @@ var kubeWatches atomic.Int64
 // kubeStep issues one apiserver-shaped request (or a list, or a watch).
 func (kc *kvClient) kubeStep(ctx context.Context) {
 	k := kc.rnd.Intn(kc.cfg.Keys)
-	key := keyspace.KubeKey(k)
 	switch n := kc.rnd.Intn(100); {
 	case n < 20: // create
 		kc.kubeWrite(ctx, k, 0)
@@ -49,9 +48,7 @@ func (kc *kvClient) kubeStep(ctx context.Context) {
 		}
 		select {
 		case kc.deletes <- struct{}{}:
-			if op := kc.Delete(ctx, key); op.Outcome == history.OK {
-				kc.seen[k] = 0
-			}
+			kc.kubeDelete(ctx, k)
 			<-kc.deletes
 		default:
 			kc.kubeList(ctx)
@@ -74,6 +71,21 @@ func (kc *kvClient) kubeWrite(ctx context.Context, k int, expect int64) {
 	}
 	if op.Resp.Succeeded {
 		kc.seen[k] = op.Resp.Revision
+	} else {
+		kc.seen[k] = firstModRev(op.Resp.KVs)
+	}
+}
+
+// kubeDelete deletes object k if it is still at the mod revision last
+// read; a conflict answers the current object, whose mod revision it
+// learns.
+func (kc *kvClient) kubeDelete(ctx context.Context, k int) {
+	op := kc.CompareAndDelete(ctx, keyspace.KubeKey(k), kc.seen[k])
+	if op.Outcome != history.OK {
+		return
+	}
+	if op.Resp.Succeeded {
+		kc.seen[k] = 0
 	} else {
 		kc.seen[k] = firstModRev(op.Resp.KVs)
 	}

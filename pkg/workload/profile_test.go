@@ -64,9 +64,13 @@ func TestDeleteHeavyProfile(t *testing.T) {
 
 func TestKubernetesProfile(t *testing.T) {
 	h := runProfile(t, ProfileKubernetes)
-	var creates, pages, watches int
+	var creates, pages, watches, deletes int
 	for _, op := range h.Operations {
 		switch {
+		case op.Kind == history.Delete && strings.HasPrefix(op.Key, keyspace.KubePrefix):
+			t.Errorf("op %d deletes %s without a compare; the apiserver deletes by txn on the mod revision", op.ID, op.Key)
+		case op.Kind == history.Txn && op.Then == history.Delete && op.Outcome == history.OK && op.Resp.Succeeded && op.Resp.Deleted == 1:
+			deletes++
 		case op.Kind == history.Txn && op.ExpectModRev == 0 && op.Outcome == history.OK && op.Resp.Succeeded:
 			creates++
 		case op.Kind == history.Range && op.Revision != 0 && op.Outcome == history.OK:
@@ -78,7 +82,8 @@ func TestKubernetesProfile(t *testing.T) {
 			watches++
 		}
 	}
-	if creates == 0 || pages == 0 || watches == 0 {
-		t.Errorf("%d creates, %d list pages at a revision, %d watches from a list's revision; want some of each", creates, pages, watches)
+	if creates == 0 || deletes == 0 || pages == 0 || watches == 0 {
+		t.Errorf("%d creates, %d deletes on a mod revision, %d list pages at a revision, %d watches from a list's revision; want some of each", creates, deletes, pages, watches)
 	}
+	t.Logf("%d creates, %d deletes on a mod revision, %d list pages at a revision, %d watches", creates, deletes, pages, watches)
 }

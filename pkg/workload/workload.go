@@ -86,7 +86,7 @@ const (
 var Profiles = []struct{ Name, Meaning string }{
 	{ProfileDefault, "puts, gets, ranges, txns on mod revision and on value, rare deletes and lease puts over the key pool"},
 	{ProfileDeleteHeavy, "as many deletes as writes, plus keys created and at once deleted (churn), and gets at recent revisions"},
-	{ProfileKubernetes, "apiserver-shaped: objects created and updated by txn on mod revision, deleted, listed in pages at one revision, watched from the list's revision"},
+	{ProfileKubernetes, "apiserver-shaped: objects created, updated and deleted by txn on mod revision, listed in pages at one revision, watched from the list's revision"},
 }
 
 // Config configures KV traffic. Zero fields take the documented defaults.

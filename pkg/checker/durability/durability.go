@@ -347,7 +347,11 @@ func keyWrites(h *history.History) map[string][]write {
 		case history.Put:
 			out[op.Key] = append(out[op.Key], write{op: op, rev: rev, value: op.Value, lease: op.Lease})
 		case history.Txn:
-			if op.Outcome == history.OK && !op.Resp.Succeeded {
+			if op.Outcome == history.OK && !op.Changed() {
+				continue
+			}
+			if op.DeletesKey() {
+				out[op.Key] = append(out[op.Key], write{op: op, rev: rev, deletes: true})
 				continue
 			}
 			out[op.Key] = append(out[op.Key], write{op: op, rev: rev, value: op.Value, lease: op.Lease})

@@ -322,7 +322,7 @@ func TestAcceptsRecordedHistories(t *testing.T) {
 // bug always does.
 func TestSimulatedHistories(t *testing.T) {
 	for seed := int64(1); seed <= 30; seed++ {
-		cfg := histgen.Config{Ops: 1500, Clients: 6, Seed: seed, UnknownRate: 0.25}
+		cfg := histgen.Config{Ops: 1500, Clients: 6, Seed: seed, UnknownRate: 0.25, CondDeletes: seed%2 == 0}
 		if c := Check(histgen.Generate(cfg)); c.Status == verdict.Fail {
 			t.Errorf("seed %d: a linearizable history failed: %s %v", seed, c.Summary, c.Violations)
 		}

@@ -120,7 +120,7 @@ func newIndex(h *history.History) *index {
 			x.revokes[op.Lease] = append(x.revokes[op.Lease], op)
 		case history.Put, history.Txn, history.Delete:
 			x.writes[op.Key] = append(x.writes[op.Key], op)
-			if op.Kind != history.Delete && op.Value != "" {
+			if op.WritesValue() && op.Value != "" {
 				if _, dup := x.byValue[op.Value]; !dup {
 					x.byValue[op.Value] = op
 				}

@@ -62,7 +62,7 @@ func (f *fast) assignRoles() (byValue map[string]int32, keySet map[string]struct
 		if op.Kind != history.LeaseGrant && op.Kind != history.LeaseRevoke && op.Kind != history.LeaseKeepAlive {
 			keySet[op.Key] = struct{}{}
 		}
-		if op.Kind == history.Put || op.Kind == history.Txn {
+		if op.WritesValue() {
 			if _, dup := byValue[op.Value]; dup || op.Value == "" {
 				f.undecide("written values are not unique (%q), so reads cannot name their writes", op.Value)
 				return nil, nil, nil, false
@@ -86,14 +86,11 @@ func (f *fast) assignRoles() (byValue map[string]int32, keySet map[string]struct
 		switch op.Kind {
 		case history.Put:
 			f.place.role[i] = roleWrite
-		case history.Txn:
+		case history.Txn, history.Delete:
+			// A txn whose compare failed, a delete or a txn's delete
+			// that removed nothing: a read at its revision.
 			f.place.role[i] = roleRead
-			if r.Succeeded {
-				f.place.role[i] = roleWrite
-			}
-		case history.Delete:
-			f.place.role[i] = roleRead
-			if r.Deleted > 0 {
+			if op.Changed() {
 				f.place.role[i] = roleWrite
 			}
 		case history.Get, history.Range:

@@ -24,23 +24,29 @@ type fillAt struct {
 // earliest deadline. This is a heuristic: when it picks wrong, the replay
 // finds a contradiction it cannot call certain, and porcupine decides.
 func (f *fast) chooseFiller(rev int64, cands []int32, used []bool, deadline int64) int {
+	if f.hints.staleToo {
+		// The second order (see decideFast): a choice the gaps force (a
+		// mandatory write that must go now, an optional write that fits
+		// only here) stands whoever made the write, as a paused member
+		// applies requests its clients gave up on long before.
+		if c, forced := f.chooseFrom(rev, cands, used, deadline, false); forced {
+			return c
+		}
+	}
 	// An unknown write most likely took effect before its client gave up
 	// on it. Writes whose client gave up before the store can have reached
-	// this gap are tried only when no fresher one fits. (A paused member
-	// applies requests its clients gave up on long before, so this can
-	// strand a write that fits only here: soak run 44, still open, see
-	// docs/PRECISION.md. Choosing over every candidate whenever the gaps
-	// force a choice fixed that run but left five partition runs
-	// undecided.)
-	if c := f.chooseFrom(rev, cands, used, deadline, true); c >= 0 {
+	// this gap are tried only when no fresher one fits.
+	if c, _ := f.chooseFrom(rev, cands, used, deadline, true); c >= 0 {
 		return c
 	}
-	return f.chooseFrom(rev, cands, used, deadline, false)
+	c, _ := f.chooseFrom(rev, cands, used, deadline, false)
+	return c
 }
 
 // chooseFrom picks a filler for gap rev among cands (only those whose
-// client had not given up by then, when freshOnly).
-func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64, freshOnly bool) int {
+// client had not given up by then, when freshOnly), or -1, and says
+// whether the gaps forced the choice.
+func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64, freshOnly bool) (int, bool) {
 	n := f.eligible(cands, deadline)
 	// quiet is the optional write with the earliest deadline; spare the
 	// same among those that may fit no later gap (see below).
@@ -100,7 +106,7 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 	}
 	for j, jb := range jobs {
 		if later(jb.due) < j+1 {
-			return jobs[0].c // Hall's condition: a mandatory write must go now
+			return jobs[0].c, true // Hall's condition: a mandatory write must go now
 		}
 	}
 	if f.cfg.foreign {
@@ -110,7 +116,7 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 	}
 	switch {
 	case quiet >= 0 && later(quietDue) <= 0:
-		return quiet // an optional write that fits only here
+		return quiet, true // an optional write that fits only here
 	case spare >= 0 && len(jobs) > 0 && later(jobs[len(jobs)-1].due)+1 > len(jobs) && f.spoils(cands, jobs, cands[spare], spareKey):
 		// More gaps come before the last deadline than there are
 		// mandatory writes (expiries among them, which fit any gap
@@ -122,11 +128,11 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 		// later, or after a read at this revision still shows its key)
 		// may need a gap before the same deadline, so an optional
 		// write that would fit later too must not take it.
-		return spare
+		return spare, false
 	case len(jobs) > 0:
-		return jobs[0].c
+		return jobs[0].c, false
 	}
-	return quiet
+	return quiet, false
 }
 
 // job is a mandatory filler: candidate c, needed by the operation at
@@ -165,6 +171,14 @@ func (f *fast) fits(w int32, rev int64) (fits bool, due int64, needed bool, key 
 	op := f.ops[w]
 	switch op.Kind {
 	case history.Put, history.Txn:
+		if op.DeletesKey() {
+			k := f.st.keyIdx[op.Key]
+			if !f.st.ks[k].present || !f.compares(k, op) {
+				return false, 0, false, 0
+			}
+			ok, due, need := f.agrees(k, &keyState{}, rev)
+			return ok, due, need, k
+		}
 		if op.Lease != 0 && !f.st.leases[op.Lease] {
 			return false, 0, false, 0
 		}
@@ -318,7 +332,7 @@ func (f *fast) consistent(k int32, s *keyState, e keyEvent) (ok, blind bool) {
 		case history.Put:
 			return true, false
 		case history.Txn:
-			return compares, false
+			return compares && (!op.DeletesKey() || s.present), false
 		case history.Delete:
 			return s.present, false
 		}
@@ -328,6 +342,9 @@ func (f *fast) consistent(k int32, s *keyState, e keyEvent) (ok, blind bool) {
 	case history.Get:
 		return same(op.Resp.KVs), false
 	case history.Txn:
+		if op.Resp.Succeeded {
+			return compares && !s.present, false // its then branch deleted nothing
+		}
 		if !op.ElseReads() {
 			return !compares, false // no else branch: it shows only that the compare failed
 		}

@@ -136,3 +136,52 @@ func TestUnreadExpiryLeavesSpareGap(t *testing.T) {
 		t.Fatalf("got %s, want fail: %s", c.Status, c.Summary)
 	}
 }
+
+// staleTxn is the shape of soak run 44 (a single member paused for 8 s):
+// an unknown txn on /kv/y, whose client gave up at 1 s, holds only while
+// /kv/y is at mod revision 4, so it can make only gap 5; but a put called
+// at 1.1 s owns 4, so by gap 5 the txn is stale. Two 2 s leases' expiries
+// (fresh: no client gives up on them) fit gap 5 too, and reads at 8 need
+// both, with gaps 7 and 8 left for them. The fresh-first order gives gap 5
+// to an expiry and leaves gap 8 empty; the second order lets the gap
+// force the stale txn. With seen, a read at 5 still shows /kv/y at mod
+// revision 4: the txn fits nowhere, and two expiries cannot fill three
+// gaps: not linearizable.
+func staleTxn(seen bool) *history.History {
+	b := &builder{}
+	b.grantTTL(1, 0, 10, 7, 2, 1)
+	b.grantTTL(1, 20, 30, 8, 2, 1)
+	b.putLease(1, 40, 50, "/lease-expire/a", "a1", 7, 2)
+	b.putLease(1, 60, 70, "/lease-expire/b", "b1", 8, 3)
+	b.add(history.Operation{ClientID: 3, Kind: history.Txn, Key: "/kv/y", ExpectModRev: 4, Value: "y2", Call: 500 * sec / 1000, Return: sec, Outcome: history.Unknown})
+	b.put(2, 1100*sec/1000, 1150*sec/1000, "/kv/y", "y1", 4)
+	if seen {
+		b.get(4, 1950*sec/1000, 2050*sec/1000, "/kv/y", 5, kv("/kv/y", "y1", 4))
+	}
+	b.put(2, 1300*sec/1000, 2000*sec/1000, "/kv/y", "y3", 6)
+	b.get(1, 2500*sec/1000, 2600*sec/1000, "/lease-expire/a", 8)
+	b.get(1, 2700*sec/1000, 2800*sec/1000, "/lease-expire/b", 8)
+	return b.history()
+}
+
+// TestStaleWriteTakesForcedGap: the fast path decides the run-44 shape, in
+// one replay of its second order, and porcupine agrees; the variant where
+// a read rules the txn out must fail.
+func TestStaleWriteTakesForcedGap(t *testing.T) {
+	h := staleTxn(false)
+	bothAgree(t, h, verdict.Pass)
+	ops, _ := selectOps(h, false)
+	hs := newHints()
+	hs.staleToo = true
+	fr, _ := fastRun(context.Background(), ops, config{}, hs, 1, 0)
+	if fr.undecided != "" || len(fr.definite) > 0 {
+		t.Fatalf("one replay of the second order did not decide: undecided %q, violations %v", fr.undecided, fr.definite)
+	}
+	bad := staleTxn(true)
+	if c := Check(context.Background(), bad, Options{mode: modeFastOnly}); c.Status == verdict.Pass {
+		t.Fatalf("fast path passed a gap nothing can fill: %s", c.Summary)
+	}
+	if c := Check(context.Background(), bad, Options{Timeout: time.Minute}); c.Status != verdict.Fail {
+		t.Fatalf("got %s, want fail: %s", c.Status, c.Summary)
+	}
+}

@@ -10,6 +10,10 @@ import (
 type hints struct {
 	banned map[int32]bool  // candidates not to use as fillers
 	forced map[int64]int32 // gap revision -> candidate to use there
+	// staleToo makes the gap filler's forced choices range over every
+	// candidate, not only those whose client had not yet given up: the
+	// second order decideFast tries.
+	staleToo bool
 }
 
 // hint is the first uncertain contradiction of a pass.
@@ -106,9 +110,9 @@ func (f *fast) learnHint(h *hintAt) bool {
 			}
 			var fits bool
 			if ht.wantAbsent {
-				fits = op.Kind == history.Delete && op.Key == key || op.Kind == history.LeaseRevoke && op.Lease != 0 && op.Lease == h.lease
+				fits = op.DeletesKey() && op.Key == key || op.Kind == history.LeaseRevoke && op.Lease != 0 && op.Lease == h.lease
 			} else {
-				fits = (op.Kind == history.Put || op.Kind == history.Txn) && op.Key == key
+				fits = op.WritesValue() && op.Key == key
 			}
 			if fits {
 				f.hints.forced[gap] = int32(i)

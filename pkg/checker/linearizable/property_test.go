@@ -17,11 +17,12 @@ var seeds = flag.Int("seeds", 150, "histgen seeds per configuration in the prope
 // path may say "undecided" (Check then asks porcupine), but it must never
 // pass what porcupine rejects, nor fail what porcupine accepts.
 func TestFastPathAgreesWithPorcupine(t *testing.T) {
-	bugs := []histgen.Bug{histgen.NoBug, histgen.StaleRead, histgen.LostWrite, histgen.RevisionRegression}
+	bugs := []histgen.Bug{histgen.NoBug, histgen.StaleRead, histgen.LostWrite, histgen.RevisionRegression, histgen.MovedDelete}
 	var decided, undecided, agreedFail int
 	shapes := []histgen.Config{
 		{Ops: 120, Clients: 4, UnknownRate: 0.3, Keys: 4, FaultEvery: 30e6, FaultLength: 8e6},
 		{Ops: 80, Clients: 6, UnknownRate: 0.5, Keys: 2, FaultEvery: 20e6, FaultLength: 10e6},
+		{Ops: 120, Clients: 4, UnknownRate: 0.3, Keys: 3, FaultEvery: 30e6, FaultLength: 8e6, CondDeletes: true},
 	}
 	for i, bug := range bugs {
 		for seed := int64(1); seed <= int64(*seeds); seed++ {
@@ -65,11 +66,11 @@ func TestFastPathAgreesWithPorcupine(t *testing.T) {
 // TestBugsAreCaught requires each injected bug to be rejected on larger,
 // faulty histories, by whichever path Check takes.
 func TestBugsAreCaught(t *testing.T) {
-	for _, bug := range []histgen.Bug{histgen.StaleRead, histgen.LostWrite, histgen.RevisionRegression} {
+	for _, bug := range []histgen.Bug{histgen.StaleRead, histgen.LostWrite, histgen.RevisionRegression, histgen.MovedDelete} {
 		caught := 0
 		const n = 10
 		for seed := int64(1); seed <= n; seed++ {
-			h := histgen.Generate(histgen.Config{Ops: 5000, Clients: 8, Seed: seed, UnknownRate: 0.2, Bug: bug})
+			h := histgen.Generate(histgen.Config{Ops: 5000, Clients: 8, Seed: seed, UnknownRate: 0.2, Bug: bug, CondDeletes: bug == histgen.MovedDelete})
 			c := Check(context.Background(), h, Options{Timeout: 20 * time.Second})
 			if c.Status == verdict.Pass {
 				// A lost write that is overwritten before anyone reads it
@@ -91,7 +92,7 @@ func TestBugsAreCaught(t *testing.T) {
 
 func TestGeneratedHistoriesPass(t *testing.T) {
 	for seed := int64(1); seed <= 5; seed++ {
-		h := histgen.Generate(histgen.Config{Ops: 20000, Clients: 8, Seed: seed, UnknownRate: 0.2, Keys: 50})
+		h := histgen.Generate(histgen.Config{Ops: 20000, Clients: 8, Seed: seed, UnknownRate: 0.2, Keys: 50, CondDeletes: seed%2 == 0})
 		c := Check(context.Background(), h, Options{Timeout: 20 * time.Second})
 		if c.Status != verdict.Pass {
 			t.Fatalf("seed %d: got %s: %s %v %v", seed, c.Status, c.Summary, c.Violations, c.Warnings)

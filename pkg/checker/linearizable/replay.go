@@ -106,11 +106,11 @@ func (f *fast) prepareReplay() *candidates {
 	f.prog.deletes = map[int32][]int32{}
 	f.prog.revokes = map[int64][]int32{}
 	for _, i := range cs.list {
-		switch op := f.ops[i]; op.Kind {
-		case history.Delete:
+		switch op := f.ops[i]; {
+		case op.DeletesKey():
 			k := f.st.keyIdx[op.Key]
 			f.prog.deletes[k] = append(f.prog.deletes[k], i)
-		case history.LeaseRevoke:
+		case op.Kind == history.LeaseRevoke:
 			f.prog.revokes[op.Lease] = append(f.prog.revokes[op.Lease], i)
 		}
 	}
@@ -290,7 +290,15 @@ func (f *fast) processReads(rev int64) {
 			f.checkRead(p, rev)
 		case history.Txn:
 			k := f.st.keyIdx[op.Key]
-			if f.compares(k, op) {
+			if op.Resp.Succeeded {
+				// A txn whose then branch deleted nothing: it saw the
+				// key absent.
+				if !f.compares(k, op) {
+					f.stateViolation(k, rev, true, "%s passed its compare at revision %d, but %s's mod revision was %d and value %q, which fail it", f.desc(p), rev, op.Key, f.st.ks[k].mod, f.st.ks[k].value)
+				} else if f.st.ks[k].present {
+					f.stateViolation(k, rev, true, "%s deleted nothing at revision %d, but %s held %q (mod revision %d)", f.desc(p), rev, op.Key, f.st.ks[k].value, f.st.ks[k].mod)
+				}
+			} else if f.compares(k, op) {
 				f.stateViolation(k, rev, len(op.Resp.KVs) == 0, "%s failed its compare at revision %d, but %s's mod revision was %d and value %q, as expected", f.desc(p), rev, op.Key, f.st.ks[k].mod, f.st.ks[k].value)
 			} else if op.ElseReads() { // a value compare without else_get has no else branch to read
 				f.compareKey(p, k, op.Resp.KVs, rev)

@@ -330,7 +330,11 @@ func (r Rule) Describe(op *history.Operation, resp *history.Response) string {
 	case history.Delete:
 		fmt.Fprintf(&b, "delete(%s)", op.Key)
 	case history.Txn:
-		fmt.Fprintf(&b, "txn(if %s then put %q)", r.compareText(op), op.Value)
+		if op.Then == history.Delete {
+			fmt.Fprintf(&b, "txn(if %s then delete)", r.compareText(op))
+		} else {
+			fmt.Fprintf(&b, "txn(if %s then put %q)", r.compareText(op), op.Value)
+		}
 	case history.LeaseGrant:
 		fmt.Fprintf(&b, "lease-grant(ttl %d)", op.TTL)
 	case history.LeaseRevoke:
@@ -352,6 +356,8 @@ func (r Rule) Describe(op *history.Operation, resp *history.Response) string {
 		fmt.Fprintf(&b, "deleted %d", resp.Deleted)
 	case history.Txn:
 		switch {
+		case resp.Succeeded && op.Then == history.Delete:
+			fmt.Fprintf(&b, "succeeded, deleted %d", resp.Deleted)
 		case resp.Succeeded:
 			b.WriteString("succeeded")
 		case !op.ElseReads():

@@ -184,3 +184,48 @@ func TestNoRevisionsRule(t *testing.T) {
 		t.Errorf("state without revisions renders as %s", got)
 	}
 }
+
+// A txn whose then branch deletes (the apiserver's delete on the mod
+// revision it last read): the compare decides, a delete of the key
+// spends a revision, a delete of an absent key (compare on mod revision 0)
+// spends none, and a failed one reads the key like any revision compare.
+func TestTxnThenDelete(t *testing.T) {
+	s := mustStep(t, Init(), history.Operation{Kind: history.Put, Key: "a", Value: "1"}, &history.Response{Revision: 2})
+	s = mustStep(t, s, history.Operation{Kind: history.Put, Key: "a", Value: "2"}, &history.Response{Revision: 3})
+	del := func(expect int64) history.Operation {
+		return history.Operation{Kind: history.Txn, Key: "a", ExpectModRev: expect, Then: history.Delete}
+	}
+	held := []history.KV{{Key: "a", Value: "2", ModRevision: 3}}
+
+	d := mustStep(t, s, del(3), &history.Response{Revision: 4, Succeeded: true, Deleted: 1})
+	if _, ok := d.Get("a"); ok || d.Revision != 4 {
+		t.Fatalf("the delete left %s", d)
+	}
+	mustStep(t, s, del(2), &history.Response{Revision: 3, KVs: held})
+	// The mod revision had moved on, yet the delete "succeeded".
+	mustReject(t, s, del(2), &history.Response{Revision: 4, Succeeded: true, Deleted: 1})
+	// It held, but the txn claims it failed, or deleted nothing, or kept
+	// the revision, or the else branch shows the wrong object.
+	mustReject(t, s, del(3), &history.Response{Revision: 3, KVs: held})
+	mustReject(t, s, del(3), &history.Response{Revision: 3, Succeeded: true})
+	mustReject(t, s, del(3), &history.Response{Revision: 3, Succeeded: true, Deleted: 1})
+	mustReject(t, s, del(2), &history.Response{Revision: 3, KVs: []history.KV{{Key: "a", Value: "1", ModRevision: 2}}})
+	// The key is gone: compare on 0 holds and deletes nothing, at the
+	// same revision; compare on its old revision fails and reads nothing.
+	mustStep(t, d, del(0), &history.Response{Revision: 4, Succeeded: true})
+	mustReject(t, d, del(0), &history.Response{Revision: 5, Succeeded: true, Deleted: 1})
+	mustStep(t, d, del(3), &history.Response{Revision: 4})
+	mustReject(t, d, del(3), &history.Response{Revision: 5, Succeeded: true, Deleted: 1})
+
+	// Unknown outcome: it takes effect only where the compare holds.
+	u := mustStep(t, s, del(3), nil)
+	if _, ok := u.Get("a"); ok || u.Revision != 4 {
+		t.Fatalf("an unknown delete whose compare held left %s", u)
+	}
+	if u := mustStep(t, s, del(2), nil); !u.Equal(s) {
+		t.Fatalf("an unknown delete whose compare failed changed %s to %s", s, u)
+	}
+	if got := Describe(&history.Operation{Kind: history.Txn, Key: "a", ExpectModRev: 3, Then: history.Delete}, &history.Response{Revision: 4, Succeeded: true, Deleted: 1}); got != "txn(if mod(a)==3 then delete) -> succeeded, deleted 1 @rev 4" {
+		t.Errorf("described as %s", got)
+	}
+}

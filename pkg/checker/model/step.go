@@ -133,23 +133,20 @@ func Apply(st Store, op *history.Operation, resp *history.Response, rule Rule) s
 			succeed = resp.Succeeded
 		}
 		if unknown {
-			if !succeed || op.Lease != 0 && !st.HasLease(op.Lease) {
-				return "" // etcd rejects the whole txn when the lease is missing
+			if !succeed {
+				return ""
 			}
-			return rule.write(st, op, nil, "")
+			return rule.then(st, op, nil, exists)
 		}
 		if resp.Succeeded != succeed {
 			why := fmt.Sprintf("txn's compare %s %s, but %s", rule.compareText(op), outcomeText(resp.Succeeded), rule.keyText(cur, exists))
 			if resp.Succeeded {
-				return first(why, rule.write(st, op, resp, "txn returned"))
+				return first(why, rule.then(st, op, resp, exists))
 			}
 			return first(why, rule.advance(st, st.Rev(), resp, "txn header"))
 		}
 		if succeed {
-			if op.Lease != 0 && !st.HasLease(op.Lease) {
-				return first(fmt.Sprintf("txn succeeded with lease %x, which does not exist", op.Lease), rule.write(st, op, resp, "txn returned"))
-			}
-			return rule.write(st, op, resp, "txn returned")
+			return rule.then(st, op, resp, exists)
 		}
 		if !op.ElseReads() {
 			// A value-compare txn without else_get has no else branch:
@@ -201,6 +198,37 @@ func Apply(st Store, op *history.Operation, resp *history.Response, rule Rule) s
 		return fmt.Sprintf("keep-alive of lease %x succeeded, but it does not exist", op.Lease)
 	}
 	return fmt.Sprintf("unsupported operation kind %q", op.Kind)
+}
+
+// then runs a txn's then branch on its key, which exists or not: the put
+// of op's value, or the delete of the key (op.Then), checked against resp
+// (nil: unknown outcome, the branch takes effect if it can).
+func (r Rule) then(st Store, op *history.Operation, resp *history.Response, exists bool) string {
+	if op.Then == history.Delete {
+		if resp != nil && (resp.Deleted > 0) != exists {
+			why := fmt.Sprintf("txn's delete removed %d keys, but the key did not exist", resp.Deleted)
+			if exists {
+				why = "txn's delete removed nothing, but the key existed"
+			}
+			if resp.Deleted > 0 {
+				st.Delete(op.Key)
+			}
+			return first(why, r.advance(st, st.Rev()+boolInt(resp.Deleted > 0), resp, "txn returned"))
+		}
+		if !exists {
+			// etcd spends no revision on a txn that changed nothing.
+			return r.advance(st, st.Rev(), resp, "txn returned")
+		}
+		st.Delete(op.Key)
+		return r.advance(st, st.Rev()+1, resp, "txn returned")
+	}
+	if op.Lease != 0 && !st.HasLease(op.Lease) {
+		if resp == nil {
+			return "" // etcd rejects the whole txn when the lease is missing
+		}
+		return first(fmt.Sprintf("txn succeeded with lease %x, which does not exist", op.Lease), r.write(st, op, resp, "txn returned"))
+	}
+	return r.write(st, op, resp, "txn returned")
 }
 
 // TxnCompare evaluates a txn's compare against its key as the store holds

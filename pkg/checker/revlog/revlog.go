@@ -145,7 +145,7 @@ func Build(h *history.History) (*Log, []string) {
 
 	for i := range h.Operations {
 		op := &h.Operations[i]
-		if (op.Kind == history.Put || op.Kind == history.Txn) && op.Value != "" {
+		if op.WritesValue() && op.Value != "" {
 			if _, dup := l.writers[op.Value]; !dup {
 				l.writers[op.Value] = op
 			}
@@ -174,17 +174,12 @@ func Build(h *history.History) (*Log, []string) {
 			continue
 		}
 		src := fmt.Sprintf("%s op %d (client %d)", op.Kind, op.ID, op.ClientID)
-		switch op.Kind {
-		case history.Put:
+		switch {
+		case !op.Changed():
+		case op.WritesValue():
 			l.add(Event{Type: PutEvent, Key: op.Key, Value: op.Value, ModRevision: op.Resp.Revision, Lease: op.Lease}, src, true, conflict)
-		case history.Txn:
-			if op.Resp.Succeeded {
-				l.add(Event{Type: PutEvent, Key: op.Key, Value: op.Value, ModRevision: op.Resp.Revision, Lease: op.Lease}, src, true, conflict)
-			}
-		case history.Delete:
-			if op.Resp.Deleted > 0 && op.End == "" {
-				l.add(Event{Type: DeleteEvent, Key: op.Key, ModRevision: op.Resp.Revision}, src, true, conflict)
-			}
+		case op.DeletesKey() && op.End == "":
+			l.add(Event{Type: DeleteEvent, Key: op.Key, ModRevision: op.Resp.Revision}, src, true, conflict)
 		}
 	}
 	// Values returned by reads: each names the put that wrote it.

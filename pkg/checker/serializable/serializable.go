@@ -99,7 +99,7 @@ func CheckLog(h *history.History, log *revlog.Log) verdict.Check {
 	x := &checker{h: h, log: log, c: &c, keys: writtenKeys(h), writers: map[string][]*history.Operation{}, baseline: map[string]bool{}}
 	for i := range h.Operations {
 		op := &h.Operations[i]
-		if op.Kind == history.Put || op.Kind == history.Txn {
+		if op.WritesValue() {
 			k := op.Key + "\x00" + op.Value
 			x.writers[k] = append(x.writers[k], op)
 		}
@@ -150,7 +150,7 @@ func writtenKeys(h *history.History) []string {
 	var out []string
 	for i := range h.Operations {
 		op := &h.Operations[i]
-		if (op.Kind == history.Put || op.Kind == history.Txn) && !seen[op.Key] {
+		if op.WritesValue() && !seen[op.Key] {
 			seen[op.Key] = true
 			out = append(out, op.Key)
 		}

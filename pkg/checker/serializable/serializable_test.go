@@ -300,7 +300,7 @@ func TestSimulatedHistories(t *testing.T) {
 		return h
 	}
 	for seed := int64(1); seed <= 30; seed++ {
-		cfg := histgen.Config{Ops: 1500, Clients: 6, Seed: seed, UnknownRate: 0.25}
+		cfg := histgen.Config{Ops: 1500, Clients: 6, Seed: seed, UnknownRate: 0.25, CondDeletes: seed%2 == 0}
 		if c := Check(mark(histgen.Generate(cfg))); c.Status != verdict.Pass {
 			t.Errorf("seed %d: %s %s %v", seed, c.Status, c.Summary, c.Violations)
 		}

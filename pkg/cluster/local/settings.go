@@ -203,17 +203,6 @@ func (s *Settings) RegisterFlags(fs *flag.FlagSet) {
 	})
 }
 
-// IsSettingFlag reports whether name is one of the flags RegisterFlags
-// defines.
-func IsSettingFlag(name string) bool {
-	for _, n := range settingFlagNames {
-		if n == name {
-			return true
-		}
-	}
-	return false
-}
-
 // ParseSettings reads settings written as `etcd-chaos run` flags, such as
 // "--snapshot-count 100 --peer-tls" (the suites' ETCD_SETTINGS).
 func ParseSettings(args string) (Settings, error) {
