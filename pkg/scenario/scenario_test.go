@@ -176,7 +176,7 @@ type (
 	}
 )
 
-func (c autoCompactingCluster) AutoCompaction() string { return c.why }
+func (c autoCompactingCluster) AutoCompaction(context.Context) string { return c.why }
 
 // The history says every compaction is recorded only when the cluster
 // vouches that its members never compact on their own; otherwise it says
@@ -191,7 +191,7 @@ func TestMetaSaysWhetherCompactionsAreRecorded(t *testing.T) {
 		{autoCompactingCluster{why: "members run with --auto-compaction-retention=1h"}, "members run with --auto-compaction-retention=1h"},
 		{plainCluster{}, ""},
 	} {
-		if got := compactions(tc.c); got != tc.want {
+		if got := compactions(context.Background(), tc.c); got != tc.want {
 			t.Errorf("compactions(%T) = %q, want %q", tc.c, got, tc.want)
 		}
 	}

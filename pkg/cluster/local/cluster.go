@@ -108,7 +108,9 @@ func (c *Cluster) Settings() Settings { return c.settings }
 // AutoCompaction says why the members may compact their store without a
 // client asking (Settings.AutoCompaction, in the environment they
 // inherit), or "" when they never do.
-func (c *Cluster) AutoCompaction() string { return c.settings.AutoCompaction(os.Environ()) }
+func (c *Cluster) AutoCompaction(context.Context) string {
+	return c.settings.AutoCompaction(os.Environ())
+}
 
 // Faults returns the cluster itself.
 func (c *Cluster) Faults() cluster.Faults { return c }

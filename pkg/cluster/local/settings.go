@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 )
 
 // Settings are the etcd member settings a local cluster runs with. Zero
@@ -140,25 +142,10 @@ func (s Settings) AutoCompaction(environ []string) string {
 			return "members read the config file --" + f + ", which may set auto-compaction"
 		}
 	}
-	if retentionOff(retention) {
+	if cluster.RetentionOff(retention) {
 		return ""
 	}
 	return "members run with " + from
-}
-
-// retentionOff reports whether an auto-compaction retention turns it off:
-// empty (etcd's default, 0) or zero, as hours or revisions ("0") or as a
-// duration ("0s"). Anything else, even what etcd would refuse, counts as on.
-func retentionOff(v string) bool {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return true
-	}
-	if n, err := strconv.ParseFloat(v, 64); err == nil {
-		return n == 0
-	}
-	d, err := time.ParseDuration(v)
-	return err == nil && d == 0
 }
 
 // CatchupEntries is the snapshot catch-up entries the members run with:
