@@ -18,7 +18,7 @@ E2E_TIMEOUT ?= 90m
 # smoke uses ETCD_VERSION.
 TEST_ETCD_VERSIONS = v3.6.4 $(ETCD_VERSION) v3.5.8
 # `make e2e` adds the old releases its known-bug specs pin (suites/knownbugs_test.go).
-E2E_ETCD_VERSIONS = $(TEST_ETCD_VERSIONS) v3.5.2
+E2E_ETCD_VERSIONS = $(TEST_ETCD_VERSIONS) v3.5.2 v3.5.15 v3.5.22
 # The failpoint builds the known-bugs-slow specs pin (built by `make known-bugs-slow`).
 KNOWN_BUGS_FAILPOINT_VERSIONS = v3.5.4 v3.5.6
 

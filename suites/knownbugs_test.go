@@ -39,6 +39,12 @@ type knownBug struct {
 	settings        local.Settings
 	watch           bool
 	compactInterval time.Duration
+	// profile is the traffic shape (--profile; "" is the default one).
+	profile string
+	// futureWatchers and spreadWatchers add watchers that open watches
+	// at future revisions and that move from member to member
+	// (--future-watchers, --spread-watchers).
+	futureWatchers, spreadWatchers int
 	// detectedBy are the general checks that see the bug; the affected
 	// version must fail at least one of them.
 	detectedBy []string
@@ -56,6 +62,21 @@ var knownBugs = []knownBug{
 		issue: "etcd-io/etcd#15220", what: "progress notifications ahead of undelivered events",
 		affected: "v3.5.2", fixed: "v3.5.8", members: 3, nemesis: "partition-leader", duration: 30 * time.Second,
 		watch: true, detectedBy: []string{"watch/bookmarkable"}, attempts: 3,
+	},
+	{
+		issue: "etcd-io/etcd#18089", what: "a watch from a compaction revision missing the delete at that revision",
+		// Watchers refused as compacted resume at the compaction
+		// revision; with deletes as common as puts, some compactions
+		// land on a delete, whose tombstone the affected releases
+		// compact away. The fix shipped in v3.5.16, but releases before
+		// v3.5.22 can also fail watch/bookmarkable on this traffic
+		// (etcd-io/etcd#20221: a watch the client library moves to a
+		// lagging member hears a progress notification below the
+		// revision it resumed from), so v3.5.22, the first release with
+		// both fixes, is the one that must pass.
+		affected: "v3.5.15", fixed: "v3.5.22", members: 3, nemesis: "kill-random", duration: 30 * time.Second,
+		watch: true, compactInterval: 2 * time.Second, profile: "delete-heavy", futureWatchers: 2, spreadWatchers: 2,
+		detectedBy: []string{"watch/reliable", "watch/resumable"}, attempts: 3,
 	},
 	{
 		issue: "etcd-io/etcd#14370", what: "a single member losing acknowledged writes when it crashes before saving its WAL",
@@ -87,6 +108,15 @@ func (b knownBug) command(version string, seed int64) string {
 	}
 	if b.compactInterval > 0 {
 		cmd += fmt.Sprintf(" --compact-interval %v", b.compactInterval)
+	}
+	if b.profile != "" {
+		cmd += " --profile " + b.profile
+	}
+	if b.futureWatchers > 0 {
+		cmd += fmt.Sprintf(" --future-watchers %d", b.futureWatchers)
+	}
+	if b.spreadWatchers > 0 {
+		cmd += fmt.Sprintf(" --spread-watchers %d", b.spreadWatchers)
 	}
 	return cmd + b.settings.Args()
 }
@@ -122,11 +152,11 @@ func (b knownBug) run(ctx context.Context, version string, seed int64) *scenario
 		Nemesis:  b.nemesis,
 		Duration: b.duration,
 		Seed:     seed,
-		Traffic:  workload.Config{Clients: 6, Keys: 10, CompactInterval: b.compactInterval, CompactKeep: workload.DefaultCompactKeep},
+		Traffic:  workload.Config{Clients: 6, Keys: 10, Profile: b.profile, CompactInterval: b.compactInterval, CompactKeep: workload.DefaultCompactKeep},
 		Leases:   &workload.LeaseConfig{},
 	}
 	if b.watch {
-		cfg.Watch = &workload.WatchConfig{}
+		cfg.Watch = &workload.WatchConfig{FutureWatchers: b.futureWatchers, SpreadWatchers: b.spreadWatchers}
 	}
 	label := "known-bugs"
 	if b.slow {

@@ -26,6 +26,9 @@ type failpointNemesis struct {
 	// trigger makes the step run when traffic alone does not (a defrag, a
 	// compaction); nil when traffic does.
 	trigger func(ctx context.Context, c cluster.Cluster, member string) error
+	// compacts: trigger compacts the store, which the history does not
+	// record as an operation (Fault.Compacts).
+	compacts bool
 }
 
 var failpointNemeses = []failpointNemesis{
@@ -39,7 +42,7 @@ var failpointNemeses = []failpointNemesis{
 		// Every compaction passes these four; the CommitBatch ones only
 		// when it deletes more than the compaction batch limit.
 		points: []string{"compactBeforeCommitScheduledCompact", "compactAfterCommitScheduledCompact", "compactBeforeSetFinishedCompact", "compactAfterSetFinishedCompact"},
-		term:   "panic", trigger: compact},
+		term:   "panic", trigger: compact, compacts: true},
 	{name: "failpoint-watch-sleep", doc: "delay every watch response a random member sends by 100ms",
 		points: []string{"beforeSendWatchResponse"}, term: "sleep(100)"},
 }
@@ -106,8 +109,9 @@ func (n failpointNemesis) plan(ctx context.Context, c cluster.Cluster, rng *rand
 		return Fault{}, err
 	}
 	f := Fault{
-		Action:  fmt.Sprintf("failpoint %s=%s on %s", point, n.term, m),
-		Targets: []string{m},
+		Action:   fmt.Sprintf("failpoint %s=%s on %s", point, n.term, m),
+		Targets:  []string{m},
+		Compacts: n.compacts,
 	}
 	if n.term == "panic" {
 		f.Apply = func(ctx context.Context) error { return n.panicAt(ctx, c, ff, m, point) }

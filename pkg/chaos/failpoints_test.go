@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 )
 
 // failpointFake is a fake cluster of a failpoint build with the given
@@ -58,5 +59,36 @@ func TestFailpointNemesisUsesOnlyFailpointsTheVersionHas(t *testing.T) {
 	}
 	if err := f.Heal(context.Background()); err != nil || c.armed[m+"/beforeSendWatchResponse"] != "off" {
 		t.Fatalf("heal: %v, armed %v; want the failpoint off", err, c.armed)
+	}
+}
+
+// A compaction failpoint compacts the store through a client of its own,
+// which the history does not record as an operation: its fault window is
+// marked as compacting, so a read refused as compacted after it began is
+// not judged against the recorded compactions alone. A fault that does not
+// compact is not marked.
+func TestScheduleMarksFaultsThatCompact(t *testing.T) {
+	for _, tc := range []struct {
+		nemesis string
+		want    bool
+	}{{"failpoint-compaction", true}, {"failpoint-backend-commit", false}} {
+		t.Run(tc.nemesis, func(t *testing.T) {
+			c := &failpointFake{fakeCluster: newFake(3), armed: map[string]string{},
+				points: []string{"compactBeforeCommitScheduledCompact", "beforeCommit"}}
+			n, err := ByName(tc.nemesis)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := history.NewRecorder(history.Meta{})
+			s := Schedule{Nemesis: n, Seed: 7, MaxFaults: 1}
+			r, err := s.Run(context.Background(), c, rec)
+			if err != nil || r.Applied != 1 {
+				t.Fatalf("schedule: %v, %d of %d faults applied (%v)", err, r.Applied, r.Faults, r.Errors)
+			}
+			h := rec.History()
+			if len(h.Faults) != 1 || h.Faults[0].Compacts != tc.want {
+				t.Fatalf("timeline = %+v; want one fault with compacts %v", h.Faults, tc.want)
+			}
+		})
 	}
 }

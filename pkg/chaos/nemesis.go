@@ -30,6 +30,11 @@ type Fault struct {
 	// Instant faults (a rolling restart) are complete when Apply returns; the
 	// schedule does not hold them for the fault duration.
 	Instant bool
+	// Compacts says Apply compacts the store without recording a compact
+	// operation; the schedule marks the fault window so (history.Fault.
+	// Compacts), and reads refused as compacted after it began are not
+	// judged against the recorded compactions alone.
+	Compacts bool
 }
 
 // Nemesis plans faults against a cluster.

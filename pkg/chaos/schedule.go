@@ -125,6 +125,9 @@ func (s Schedule) inject(ctx context.Context, c cluster.Cluster, rec *history.Re
 		s.OnFault(f.Action)
 	}
 	id := rec.StartFault(s.Nemesis.Name(), f.Action, f.Targets...)
+	if f.Compacts {
+		rec.FaultCompacts(id)
+	}
 	res.Faults++
 	applyErr := f.Apply(ctx)
 	if applyErr == nil {

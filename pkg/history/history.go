@@ -241,6 +241,10 @@ type Fault struct {
 	// End is when the fault was healed; 0 while it is still active.
 	End   int64  `json:"end,omitempty"`
 	Error string `json:"error,omitempty"`
+	// Compacts says the fault compacts the store (or may) without a
+	// recorded compact operation, from Start on: a compaction failpoint
+	// triggers its own compaction to crash a member applying it.
+	Compacts bool `json:"compacts,omitempty"`
 }
 
 // Meta describes the run that produced a history.
@@ -269,7 +273,20 @@ type Meta struct {
 	// every check that needs revisions, saying so. A history without it
 	// must carry the header revision of every ok key-value operation.
 	NoRevisions bool `json:"no_revisions,omitempty"`
+	// Compactions says which compactions of the store the history shows,
+	// so that a read refused as compacted can be judged: CompactionsRecorded
+	// when the store compacts only through recorded compact operations and
+	// inside faults marked Compacts; any other text says why the store may
+	// compact at any time without a record ("members run with
+	// --auto-compaction-retention=1h"). Empty (a history written before
+	// this field, a backend that cannot tell) means not known, and is
+	// judged as not recorded.
+	Compactions string `json:"compactions,omitempty"`
 }
+
+// CompactionsRecorded is Meta.Compactions of a run whose every compaction
+// is a recorded compact operation or inside a fault marked Compacts.
+const CompactionsRecorded = "recorded"
 
 // History is everything one run recorded.
 type History struct {
@@ -371,6 +388,16 @@ func (r *Recorder) StartFault(nemesis, action string, targets ...string) int {
 	id := len(r.faults) + 1
 	r.faults = append(r.faults, Fault{ID: id, Nemesis: nemesis, Action: action, Targets: targets, Start: r.Now()})
 	return id
+}
+
+// FaultCompacts marks fault id as one that compacts the store without a
+// recorded compact operation (Fault.Compacts).
+func (r *Recorder) FaultCompacts(id int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if id >= 1 && id <= len(r.faults) {
+		r.faults[id-1].Compacts = true
+	}
 }
 
 // EndFault records that fault id was healed; a non-nil err is kept with it.

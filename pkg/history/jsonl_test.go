@@ -12,7 +12,7 @@ import (
 )
 
 func sample() *History {
-	rec := NewRecorder(Meta{Scenario: "unit", Backend: "local", Members: 3, Seed: 42})
+	rec := NewRecorder(Meta{Scenario: "unit", Backend: "local", Members: 3, Seed: 42, Compactions: CompactionsRecorded})
 	rec.AddOperation(Operation{ID: rec.NextID(), ClientID: 1, Kind: Put, Key: "/kv/k001", Value: "c1-1", Call: 10, Return: 20, Outcome: OK, Resp: &Response{Revision: 2}})
 	rec.AddOperation(Operation{ID: rec.NextID(), ClientID: 2, Kind: Get, Key: "/kv/k001", Call: 5, Return: 30, Outcome: OK,
 		Resp: &Response{Revision: 2, KVs: []KV{{Key: "/kv/k001", Value: "c1-1", ModRevision: 2, CreateRevision: 2, Version: 1}}}})
@@ -22,6 +22,9 @@ func sample() *History {
 		{Time: 25, Revision: 2, Progress: true},
 	}})
 	id := rec.StartFault("kill-leader", "kill member-1", "member-1")
+	rec.EndFault(id, nil)
+	id = rec.StartFault("failpoint-compaction", "failpoint compactBeforeSetFinishedCompact=panic on member-2", "member-2")
+	rec.FaultCompacts(id)
 	rec.EndFault(id, nil)
 	return rec.History()
 }
@@ -45,6 +48,9 @@ func TestRoundTrip(t *testing.T) {
 	got.Meta.Started = h.Meta.Started
 	if !reflect.DeepEqual(got, h) {
 		t.Fatalf("round trip differs:\n got %+v\nwant %+v", got, h)
+	}
+	if got.Meta.Compactions != CompactionsRecorded || got.Faults[0].Compacts || !got.Faults[1].Compacts {
+		t.Fatalf("compactions %q, faults %+v; want recorded, and only the second fault compacting", got.Meta.Compactions, got.Faults)
 	}
 	if h.Operations[0].Call != 5 {
 		t.Fatalf("operations not sorted by call: %+v", h.Operations)

@@ -18,6 +18,8 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/chaos"
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker"
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/kube"
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/keyspace"
 	"github.com/etcd-chaos/etcd-chaos/pkg/report"
@@ -126,6 +128,12 @@ func Run(ctx context.Context, c cluster.Cluster, cfg Config) (*Result, error) {
 	}
 	end := r.windDown(ctx, grace, d)
 	h := r.rec.History()
+	if h.Meta.Compactions == history.CompactionsRecorded {
+		// The members may have been started with other settings since
+		// (a chart upgrade): every compaction is recorded only if they
+		// never auto-compacted, at the start or at the end.
+		h.Meta.Compactions = compactions(grace, r.c)
+	}
 	if ctx.Err() != nil {
 		if d.cut {
 			h.Meta.Interrupted = fmt.Sprintf("after %s of the %s of traffic (%v)",
@@ -225,6 +233,7 @@ func prepare(ctx context.Context, c cluster.Cluster, cfg Config) (*run, error) {
 		Seed:        cfg.Seed,
 		Rerun:       cfg.Rerun,
 		Notes:       cfg.Notes,
+		Compactions: compactions(ctx, c),
 	})
 	// A baseline read of the whole key pool, before any other request, tells
 	// the checkers what the store held at the start: nothing on a fresh
@@ -236,6 +245,35 @@ func prepare(ctx context.Context, c cluster.Cluster, cfg Config) (*run, error) {
 		return nil, fmt.Errorf("baseline read: %w", err)
 	}
 	return r, nil
+}
+
+// autoCompacting is a cluster that can tell whether its members compact
+// their store on their own: the local backend knows the flags and
+// environment it starts them with, the Kubernetes one reads the settings
+// each pod's etcd logged as it started. It returns why they may ("" when
+// they never do).
+type autoCompacting interface {
+	AutoCompaction(ctx context.Context) string
+}
+
+var (
+	_ autoCompacting = (*local.Cluster)(nil)
+	_ autoCompacting = (*kube.Cluster)(nil)
+)
+
+// compactions is the history's meta.compactions for c: whether every
+// compaction of the run will be recorded (the workload's compact
+// operations, the faults marked as compacting), why not, or "" when c
+// cannot tell, which the checkers treat as not recorded.
+func compactions(ctx context.Context, c cluster.Cluster) string {
+	a, ok := c.(autoCompacting)
+	if !ok {
+		return ""
+	}
+	if why := a.AutoCompaction(ctx); why != "" {
+		return why
+	}
+	return history.CompactionsRecorded
 }
 
 // driven is what drive leaves for the wind-down and the judge.

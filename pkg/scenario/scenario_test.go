@@ -13,6 +13,7 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/chaos"
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster/local"
+	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/verdict"
 	"github.com/etcd-chaos/etcd-chaos/pkg/workload"
 )
@@ -75,6 +76,9 @@ func TestRunWritesEveryArtifact(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Errorf("artifact %s: %v", f, err)
 		}
+	}
+	if res.History.Meta.Compactions != history.CompactionsRecorded {
+		t.Errorf("meta.compactions = %q: a local cluster at the default settings compacts only when asked", res.History.Meta.Compactions)
 	}
 	if res.History.Operations[0].Kind != "range" {
 		t.Errorf("the first operation must be the baseline read, got %s", res.History.Operations[0].Kind)
@@ -159,5 +163,36 @@ func TestKubernetesBackendsTakeDefaultSettings(t *testing.T) {
 	}
 	if err := LocalOnly(Backend{Name: "local", Settings: asked, Failpoints: true}); err != nil {
 		t.Errorf("local refused its own settings: %v", err)
+	}
+}
+
+// autoCompactingCluster is a cluster that says whether its members compact
+// on their own; plainCluster cannot tell.
+type (
+	plainCluster          struct{ cluster.Cluster }
+	autoCompactingCluster struct {
+		cluster.Cluster
+		why string
+	}
+)
+
+func (c autoCompactingCluster) AutoCompaction(context.Context) string { return c.why }
+
+// The history says every compaction is recorded only when the cluster
+// vouches that its members never compact on their own; otherwise it says
+// why not, or nothing (not known), and reads refused as compacted are then
+// left unjudged rather than failed.
+func TestMetaSaysWhetherCompactionsAreRecorded(t *testing.T) {
+	for _, tc := range []struct {
+		c    cluster.Cluster
+		want string
+	}{
+		{autoCompactingCluster{}, history.CompactionsRecorded},
+		{autoCompactingCluster{why: "members run with --auto-compaction-retention=1h"}, "members run with --auto-compaction-retention=1h"},
+		{plainCluster{}, ""},
+	} {
+		if got := compactions(context.Background(), tc.c); got != tc.want {
+			t.Errorf("compactions(%T) = %q, want %q", tc.c, got, tc.want)
+		}
 	}
 }

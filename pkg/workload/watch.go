@@ -56,7 +56,9 @@ type WatchConfig struct {
 	// their watches at future revisions: each opens a watch FutureOffset
 	// revisions above the newest revision it knows of, keeps it (resuming
 	// it like any other) until it has seen FutureOffset revisions past its
-	// start, then opens the next. etcd must deliver every event from the
+	// start, then opens the next. Their first watches open at staggered
+	// offsets (FutureOffset*n/FutureWatchers for the n-th), so that at any
+	// moment some of them are waiting for their start. etcd must deliver every event from the
 	// start revision on, once the store gets there. Each such watch is a
 	// logical watch of its own, with its own ClientID from
 	// FutureWatchClientBase. Default 0.
@@ -168,6 +170,13 @@ type watcher struct {
 	// at a future revision (a future watcher).
 	future  bool
 	futures *atomic.Int64 // shared counter of future watches, for ClientIDs
+	// firstOffset is how far above the start a future watcher's first
+	// watch opens: future watcher n of N uses FutureOffset*(n+1)/N, so
+	// that their windows are staggered. Opened all at one revision, they
+	// would all wait for their start, then all deliver, in step: a fault
+	// in a delivering phase would meet no watch still waiting for its
+	// start. Zero once used.
+	firstOffset int64
 	// seen is the highest revision this watcher has proven it saw: the
 	// largest event mod revision or progress-notify revision.
 	seen atomic.Int64
@@ -259,6 +268,8 @@ func StartWatch(ctx context.Context, c cluster.Cluster, rec *history.Recorder, c
 			}
 		default:
 			wt.future = true
+			n := int64(i - cfg.Watchers - cfg.SpreadWatchers)
+			wt.firstOffset = max(1, cfg.FutureOffset*(n+1)/int64(cfg.FutureWatchers))
 		}
 		w.ws = append(w.ws, wt)
 		for _, ep := range eps {
@@ -384,13 +395,17 @@ func (wt *watcher) run(ctx context.Context, start int64) {
 // nextFuture starts the future watcher's next logical watch: a ClientID of
 // its own (so the checker does not join it to the one before, whose
 // revisions it skips) and a start FutureOffset revisions above the newest
-// revision the watcher knows of.
+// revision the watcher knows of (the first one firstOffset above).
 func (wt *watcher) nextFuture() {
 	id := FutureWatchClientBase + int(wt.futures.Add(1)) - 1
 	for _, cl := range wt.clients {
 		cl.id = id
 	}
-	wt.start = max(wt.start, wt.seen.Load()+1) + wt.cfg.FutureOffset
+	offset := wt.cfg.FutureOffset
+	if wt.firstOffset > 0 {
+		offset, wt.firstOffset = wt.firstOffset, 0
+	}
+	wt.start = max(wt.start, wt.seen.Load()+1) + offset
 	wt.until = wt.start + wt.cfg.FutureOffset
 }
 

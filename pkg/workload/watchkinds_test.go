@@ -46,11 +46,17 @@ func TestFutureAndSpreadWatchers(t *testing.T) {
 	h := rec.History()
 
 	futures, futureEvents := map[int]bool{}, 0
+	// The first watch of each future watcher (ClientIDs base and base+1)
+	// opens at a staggered offset, so their starts differ.
+	firstStart := map[int]int64{}
 	spreadEndpoints := map[int]map[string]bool{}
 	for _, w := range h.Watches {
 		switch {
 		case w.ClientID >= FutureWatchClientBase:
 			futures[w.ClientID] = true
+			if s, ok := firstStart[w.ClientID]; w.ClientID < FutureWatchClientBase+2 && (!ok || w.StartRevision < s) {
+				firstStart[w.ClientID] = w.StartRevision
+			}
 			for _, r := range w.Responses {
 				for _, e := range r.Events {
 					futureEvents++
@@ -68,6 +74,9 @@ func TestFutureAndSpreadWatchers(t *testing.T) {
 	}
 	if len(futures) < 2 || futureEvents == 0 {
 		t.Errorf("%d future watches got %d events; want at least 2 watches with events", len(futures), futureEvents)
+	}
+	if a, b := firstStart[FutureWatchClientBase], firstStart[FutureWatchClientBase+1]; a == 0 || a == b {
+		t.Errorf("the two future watchers' first watches start at revisions %d and %d; want two different starts", a, b)
 	}
 	for id, eps := range spreadEndpoints {
 		if len(eps) < 2 {

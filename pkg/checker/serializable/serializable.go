@@ -38,8 +38,10 @@
 //   - a refusal as compacted is right only if a compaction above the
 //     revision may have applied before the read returned (a recorded
 //     compact that did not fail, or the compact revision of a watch
-//     refused as compacted); when the run's faults compact without
-//     recording it, the refusal is not judged;
+//     refused as compacted); when the history says compactions may have
+//     applied without a record by then (meta.compactions not "recorded",
+//     or a fault marked compacts that started before the read returned),
+//     the refusal is not judged;
 //   - a refusal as a future revision is right only if no operation that
 //     returned before the read was sent had seen the store at or past it.
 //
@@ -49,6 +51,7 @@ package serializable
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -414,7 +417,20 @@ func (x *checker) readsAtRevision(rds []*history.Operation) (judged, unjudged in
 			refusedAt = max(refusedAt, r.CompactRevision)
 		}
 	}
-	unrecorded := unrecordedCompactions(x.h.Meta.Nemesis)
+	// unrecordedFrom is when a compaction the history does not show may
+	// first have applied: never when the run says every compaction is
+	// recorded, from the start of the first fault that compacts without a
+	// record, and from the beginning when the run says its store may
+	// compact on its own or (an older history) does not say.
+	unrecordedFrom := int64(math.MaxInt64)
+	if x.h.Meta.Compactions != history.CompactionsRecorded {
+		unrecordedFrom = math.MinInt64
+	}
+	for _, f := range x.h.Faults {
+		if f.Compacts {
+			unrecordedFrom = min(unrecordedFrom, f.Start)
+		}
+	}
 	// seenBy[i] is the highest header revision of an operation that
 	// returned at or before returns[i].
 	type ret struct{ at, rev int64 }
@@ -454,7 +470,7 @@ func (x *checker) readsAtRevision(rds []*history.Operation) (judged, unjudged in
 			switch {
 			case may:
 				judged++
-			case unrecorded:
+			case rd.Return > unrecordedFrom:
 				unjudged++
 			default:
 				judged++
@@ -470,11 +486,4 @@ func (x *checker) readsAtRevision(rds []*history.Operation) (judged, unjudged in
 		}
 	}
 	return judged, unjudged
-}
-
-// unrecordedCompactions reports whether a nemesis compacts the store
-// without recording it (the compaction failpoints), so that a read refused
-// as compacted cannot be judged from the recorded compactions.
-func unrecordedCompactions(nemesis string) bool {
-	return nemesis == "" || strings.Contains(nemesis, "compaction") || strings.Contains(nemesis, "mix") || strings.Contains(nemesis, "failpoint")
 }

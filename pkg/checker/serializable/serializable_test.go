@@ -334,11 +334,11 @@ func (b *builder) refusedAt(atMs int64, key string, rev int64, msg string) *buil
 		Error: "etcdserver: mvcc: " + msg})
 }
 
-// atRevision is lagging's writes (a1@2, a2@3, b1@4) in a run whose faults
-// record every compaction.
+// atRevision is lagging's writes (a1@2, a2@3, b1@4) in a run that records
+// every compaction.
 func atRevision() *builder {
 	b := lagging()
-	b.H.Meta.Nemesis = "kill-random"
+	b.H.Meta.Compactions = history.CompactionsRecorded
 	return b
 }
 
@@ -377,11 +377,49 @@ func TestReadsAtRevisionRejected(t *testing.T) {
 	}
 }
 
-// Faults that compact without recording it leave a compacted refusal
-// unjudged rather than wrongly judged.
-func TestReadAtRevisionCompactedUnderUnrecordedCompactionsUnjudged(t *testing.T) {
-	b := lagging()
-	b.H.Meta.Nemesis = "failpoint-compaction"
-	b.refusedAt(30, "/kv/a", 2, errCompacted)
-	check(t, b, verdict.Pass, "1 reads at a revision: 0 judged, 1 left unjudged")
+// A read refused as compacted is judged only on what the history says about
+// compactions (meta.compactions, faults marked compacts), never on the
+// nemesis's name: with a compaction recorded above its revision it passes;
+// with none, and every compaction recorded, it fails; and where a
+// compaction may have applied unrecorded before it returned, it is left
+// unjudged.
+func TestReadAtRevisionCompactedJudgedByRecordedCompactions(t *testing.T) {
+	compactFault := func(b *builder, startMs int64) *builder {
+		b.H.Faults = append(b.H.Faults, history.Fault{ID: 1, Nemesis: "kill-random", Action: "compact and crash member-1",
+			Start: startMs * ms1, End: (startMs + 5) * ms1, Compacts: true})
+		return b
+	}
+	for _, tc := range []struct {
+		name   string
+		b      *builder
+		status verdict.Status
+		want   string
+	}{
+		{"a recorded compact above the revision", atRevision().
+			add(29, history.Operation{Kind: history.Compact, Revision: 3, Resp: &history.Response{Revision: 4}}).
+			refusedAt(30, "/kv/a", 2, errCompacted), verdict.Pass, "1 reads at a revision: 1 judged, 0 left unjudged"},
+		{"no compaction, every compaction recorded", atRevision().refusedAt(30, "/kv/a", 2, errCompacted),
+			verdict.Fail, "no compaction above revision 2"},
+		{"no compaction, whatever the nemesis is called", func() *builder {
+			b := atRevision().refusedAt(30, "/kv/a", 2, errCompacted)
+			b.H.Meta.Nemesis = "failpoint-compaction"
+			return b
+		}(), verdict.Fail, "no compaction above revision 2"},
+		{"members that auto-compact", func() *builder {
+			b := lagging().refusedAt(30, "/kv/a", 2, errCompacted)
+			b.H.Meta.Compactions = "members run with --auto-compaction-retention=1h"
+			return b
+		}(), verdict.Pass, "1 reads at a revision: 0 judged, 1 left unjudged"},
+		{"a history that does not say (written before meta.compactions)", func() *builder {
+			b := lagging().refusedAt(30, "/kv/a", 2, errCompacted)
+			b.H.Meta.Nemesis = "kill-random"
+			return b
+		}(), verdict.Pass, "1 reads at a revision: 0 judged, 1 left unjudged"},
+		{"a compacting fault that began before the read returned",
+			compactFault(atRevision(), 25).refusedAt(30, "/kv/a", 2, errCompacted), verdict.Pass, "1 reads at a revision: 0 judged, 1 left unjudged"},
+		{"a compacting fault that began after the read returned",
+			compactFault(atRevision(), 40).refusedAt(30, "/kv/a", 2, errCompacted), verdict.Fail, "no compaction above revision 2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { check(t, tc.b, tc.status, tc.want) })
+	}
 }

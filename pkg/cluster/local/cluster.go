@@ -105,6 +105,13 @@ func (c *Cluster) WaitHealthy(ctx context.Context) error { return cluster.WaitHe
 // Settings are the member settings the cluster was created with.
 func (c *Cluster) Settings() Settings { return c.settings }
 
+// AutoCompaction says why the members may compact their store without a
+// client asking (Settings.AutoCompaction, in the environment they
+// inherit), or "" when they never do.
+func (c *Cluster) AutoCompaction(context.Context) string {
+	return c.settings.AutoCompaction(os.Environ())
+}
+
 // Faults returns the cluster itself.
 func (c *Cluster) Faults() cluster.Faults { return c }
 

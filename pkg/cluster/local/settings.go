@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 )
 
 // Settings are the etcd member settings a local cluster runs with. Zero
@@ -113,6 +115,37 @@ func settingFlags(ctx context.Context, bin, version string, s Settings) ([]strin
 		out = append(out, "--"+f)
 	}
 	return out, nil
+}
+
+// AutoCompaction says why members started with s in the environment
+// environ (which they inherit) may compact their store without a client
+// asking: an auto-compaction retention other than zero, from Flags or,
+// when no flag sets it, from ETCD_AUTO_COMPACTION_RETENTION, or a config
+// file, which may set one. It is "" when they never do (etcd's default
+// retention is 0: off).
+func (s Settings) AutoCompaction(environ []string) string {
+	var retention, from string
+	for _, e := range environ {
+		if v, ok := strings.CutPrefix(e, "ETCD_AUTO_COMPACTION_RETENTION="); ok {
+			retention, from = v, e
+		}
+		if strings.HasPrefix(e, "ETCD_CONFIG_FILE=") {
+			return "members read the config file " + e + ", which may set auto-compaction"
+		}
+	}
+	for _, f := range s.Flags {
+		f = strings.TrimLeft(strings.TrimSpace(f), "-")
+		if v, ok := strings.CutPrefix(f, "auto-compaction-retention="); ok {
+			retention, from = v, "--"+f
+		}
+		if strings.HasPrefix(f, "config-file=") {
+			return "members read the config file --" + f + ", which may set auto-compaction"
+		}
+	}
+	if cluster.RetentionOff(retention) {
+		return ""
+	}
+	return "members run with " + from
 }
 
 // CatchupEntries is the snapshot catch-up entries the members run with:

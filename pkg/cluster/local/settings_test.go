@@ -193,3 +193,31 @@ func TestParseSettingsRoundTripsArgs(t *testing.T) {
 		}
 	}
 }
+
+// Members compact on their own only with a non-zero auto-compaction
+// retention, from an etcd flag or, when no flag sets it, from the
+// environment they inherit; a config file may set one, so it counts too.
+func TestAutoCompaction(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		flags   []string
+		environ []string
+		want    string
+	}{
+		{"defaults", nil, []string{"HOME=/root"}, ""},
+		{"retention flag", []string{"auto-compaction-mode=revision", "--auto-compaction-retention=1000"}, nil, "members run with --auto-compaction-retention=1000"},
+		{"retention as a duration", []string{"auto-compaction-retention=5m"}, nil, "members run with --auto-compaction-retention=5m"},
+		{"retention zero", []string{"auto-compaction-retention=0"}, nil, ""},
+		{"retention zero duration", []string{"auto-compaction-retention=0s"}, nil, ""},
+		{"mode without retention", []string{"auto-compaction-mode=periodic"}, nil, ""},
+		{"environment", nil, []string{"ETCD_AUTO_COMPACTION_RETENTION=1"}, "members run with ETCD_AUTO_COMPACTION_RETENTION=1"},
+		{"a flag overrides the environment", []string{"auto-compaction-retention=0"}, []string{"ETCD_AUTO_COMPACTION_RETENTION=1"}, ""},
+		{"config file", []string{"config-file=/etc/etcd.yaml"}, nil, "members read the config file --config-file=/etc/etcd.yaml, which may set auto-compaction"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := (Settings{Flags: tc.flags}).AutoCompaction(tc.environ); got != tc.want {
+				t.Fatalf("AutoCompaction = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
