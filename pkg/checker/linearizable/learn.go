@@ -10,10 +10,11 @@ import (
 type hints struct {
 	banned map[int32]bool  // candidates not to use as fillers
 	forced map[int64]int32 // gap revision -> candidate to use there
-	// staleToo makes the gap filler's forced choices range over every
-	// candidate, not only those whose client had not yet given up: the
-	// second order decideFast tries.
-	staleToo bool
+	// relaxed is the second order decideFast tries: the gap filler's
+	// forced choices range over every candidate, not only those whose
+	// client had not yet given up, and an optional write may take a
+	// spare gap whether or not a mandatory write would spoil it.
+	relaxed bool
 }
 
 // hint is the first uncertain contradiction of a pass.

@@ -257,7 +257,7 @@ func check(ctx context.Context, h *history.History, opts Options) verdict.Check 
 			c.Status = verdict.Pass
 			c.Summary = fmt.Sprintf("linearizable (decided by the revision fast path: %d revisions, %d filled by unknown writes; its linearization of %d operations replayed through the model); %s", fr.revisions, fr.filled, len(fr.lin), countText)
 			if second {
-				c.Summary = fmt.Sprintf("linearizable (decided by the revision fast path, in its second order, which lets the gaps force stale unknown writes: %d revisions, %d filled by unknown writes; its linearization of %d operations replayed through the model); %s", fr.revisions, fr.filled, len(fr.lin), countText)
+				c.Summary = fmt.Sprintf("linearizable (decided by the revision fast path, in its second order of guesses: %d revisions, %d filled by unknown writes; its linearization of %d operations replayed through the model); %s", fr.revisions, fr.filled, len(fr.lin), countText)
 			}
 			if localised > 0 {
 				c.Summary = fmt.Sprintf("linearizable (decided by the revision fast path guided by porcupine on a window of %d operations: %d revisions, %d filled by unknown writes; its linearization of %d operations replayed through the model); %s", localised, fr.revisions, fr.filled, len(fr.lin), countText)
