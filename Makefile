@@ -24,7 +24,7 @@ KNOWN_BUGS_FAILPOINT_VERSIONS = v3.5.4 v3.5.6
 
 export ARTIFACTS SEED ETCD_VERSION E2E_ETCD_VERSIONS
 
-.PHONY: all build test test-etcd unit smoke smoke-kube-host soak e2e e2e-local e2e-kind e2e-kube-host kube-host-deps chart-upgrade etcd bench bench-history lint fmt vet clean help known-bugs known-bugs-slow
+.PHONY: all build test test-etcd unit smoke test-kube-host soak e2e e2e-local e2e-kind e2e-kube-host kube-host-deps chart-upgrade etcd bench bench-history lint fmt vet clean help known-bugs known-bugs-slow
 
 all: build test
 
@@ -37,7 +37,7 @@ build: ## build bin/etcd-chaos
 etcd: ## build and cache the etcd server binary for ETCD_VERSION
 	$(GO) run ./cmd/etcd-chaos etcd --version $(ETCD_VERSION)
 
-test: lint test-etcd unit smoke smoke-kube-host ## everything CI runs: lint, unit and integration tests, a short local e2e, a short real-Kubernetes e2e
+test: lint test-etcd unit smoke test-kube-host ## everything CI runs: lint, unit and integration tests, a short local e2e, every Kubernetes spec on a real single-node Kubernetes
 
 test-etcd: ## build and cache every etcd version the tests start, before any test runs
 	@for v in $(sort $(TEST_ETCD_VERSIONS)); do $(GO) run ./cmd/etcd-chaos etcd --version $$v >/dev/null || exit 1; done
@@ -60,13 +60,19 @@ smoke: test-etcd ## the short local e2e specs (label "smoke")
 # Kubernetes binaries first, so no test's timeout includes that build. The
 # kubehost package's boot, sandbox and interrupted-start tests (teardown
 # leaves nothing) run here too, where the runtime is known to be installed.
-smoke-kube-host: kube-host-deps ## the short real-Kubernetes spec (label kube-smoke) on a single-node Kubernetes on this host
-	@if [ "$$(id -u)" != 0 ]; then echo "smoke-kube-host: skipped: the kube-host backend needs root"; exit 0; fi; \
+# Then every Kubernetes spec (label kube: pod deletes, kills and pauses,
+# partitions, deleting every pod with and without persistence, a chart
+# upgrade, the smoke spec) and the backend-neutral specs whose fault or
+# check goes through the Kubernetes code (the partition sensitivity spec,
+# the snapshot round trip) run on the real cluster.
+KUBE_HOST_LABELS = kube || sensitivity || snapshot
+test-kube-host: kube-host-deps ## every Kubernetes spec (labels kube, sensitivity, snapshot) on a real single-node Kubernetes on this host
+	@if [ "$$(id -u)" != 0 ]; then echo "test-kube-host: skipped: the kube-host backend needs root"; exit 0; fi; \
 	nocolor=; [ -t 1 ] || nocolor=-ginkgo.no-color; set -x; \
 	ETCD_CHAOS_KUBE_HOST_TESTS=1 $(GO) test -count=1 -timeout 15m ./pkg/cluster/kubehost/ && \
-	ETCD_CHAOS_BACKEND=kube-host $(GO) test -v -count=1 -tags e2e -timeout 50m ./suites/ -args \
-		-ginkgo.label-filter=kube-smoke -ginkgo.v -ginkgo.timeout=20m $$nocolor \
-		-ginkgo.junit-report=$(ARTIFACTS)/junit-smoke-kube-host.xml
+	ETCD_CHAOS_BACKEND=kube-host $(GO) test -v -count=1 -tags e2e -timeout 80m ./suites/ -args \
+		-ginkgo.label-filter='$(KUBE_HOST_LABELS)' -ginkgo.v -ginkgo.timeout=70m $$nocolor \
+		-ginkgo.junit-report=$(ARTIFACTS)/junit-kube-host.xml
 
 soak: ## SOAK_RUNS (50) seeded faulted runs across etcd v3.5 and v3.6, 1-5 members, every nemesis; a table of verdicts (docs/PRECISION.md)
 	@bash scripts/soak.sh

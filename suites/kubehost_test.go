@@ -11,11 +11,12 @@ import (
 	"github.com/etcd-chaos/etcd-chaos/pkg/workload"
 )
 
-// The short real-Kubernetes check `make test` runs on the kube-host
-// backend (`make smoke-kube-host`): the chart installs, traffic flows
+// The shortest real-Kubernetes spec: the chart installs, traffic flows
 // through port-forwards, one pod is deleted and comes back, every check
-// passes, and the cluster is torn down. The longer specs in kube_test.go
-// run with ETCD_CHAOS_BACKEND=kube-host make e2e.
+// passes, and the cluster is torn down. `make test` runs it on the
+// kube-host backend with every other Kubernetes spec (`make
+// test-kube-host`); on its own: E2E_LABELS=kube-smoke
+// ETCD_CHAOS_BACKEND=kube-host make e2e.
 var _ = Describe("Chart on a real Kubernetes", Label("kube", "kube-smoke"), func() {
 	It("installs, serves traffic and survives a pod deletion", func(ctx SpecContext) {
 		needKubernetes("the Kubernetes smoke spec")

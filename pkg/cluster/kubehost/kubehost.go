@@ -196,13 +196,13 @@ func (p *Provider) Create(ctx context.Context) (c *Cluster, err error) {
 		return c, fmt.Errorf("kube-host: %w (process logs in %s)", err, c.logDir)
 	}
 	p.logf("kube-host: node %s Ready in %s (Kubernetes %s; logs in %s)", NodeName, time.Since(start).Round(100*time.Millisecond), p.version, c.logDir)
-	crictlConfig := filepath.Join(c.dir, "crictl.yaml")
-	if err := writeCrictlConfig(crictlConfig, c.sock); err != nil {
-		return c, fmt.Errorf("kube-host: crictl config: %w", err)
+	runner, err := newNodeRunner(c.dir, c.sock, bins.Crictl)
+	if err != nil {
+		return c, fmt.Errorf("kube-host: %w", err)
 	}
 	c.Provider = kube.NewProvider(
 		kube.WithKubeconfig(c.Kubeconfig),
-		kube.WithNodeRunner(&NodeRunner{sock: c.sock, crictl: bins.Crictl, config: crictlConfig}),
+		kube.WithNodeRunner(runner),
 		kube.WithBackendName("kube-host"),
 		kube.WithKeep(p.keep),
 		kube.WithLogf(p.logf),

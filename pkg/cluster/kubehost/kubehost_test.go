@@ -175,7 +175,11 @@ func TestBootRunsAPodAndTeardownLeavesNothing(t *testing.T) {
 		t.Fatalf("a running pod shows no netns, mounts or bridge %s (%+v): the leftover checks below would prove nothing", Bridge, during)
 	}
 	// The node runner sees the pod's container the way faults look for it.
-	out, err := (&NodeRunner{sock: c.sock, crictl: c.bins.Crictl}).Run(ctx, NodeName, "crictl", "ps", "-q", "--label", "io.kubernetes.pod.name=pause")
+	runner, err := newNodeRunner(c.dir, c.sock, c.bins.Crictl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := runner.Run(ctx, NodeName, "crictl", "ps", "-q", "--label", "io.kubernetes.pod.name=pause")
 	if err != nil || strings.TrimSpace(string(out)) == "" {
 		t.Errorf("crictl ps through the node runner: %v: %q", err, out)
 	}
@@ -330,7 +334,11 @@ func TestPodSandboxTeardownLeavesNothing(t *testing.T) {
  "linux": {"cgroup_parent": "/`+cgroupRootName+`/kh-test-1"}, "log_directory": "`+dir+`/pod-logs"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := (&NodeRunner{sock: c.sock, crictl: crictl}).Run(ctx, NodeName, "crictl", "--timeout", "60s", "runp", podCfg)
+	runner, err := newNodeRunner(dir, c.sock, crictl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := runner.Run(ctx, NodeName, "crictl", "--timeout", "60s", "runp", podCfg)
 	if err != nil {
 		log, _ := os.ReadFile(filepath.Join(c.logDir, "containerd.log"))
 		t.Fatalf("crictl runp: %v: %s\ncontainerd log:\n%s", err, out, log)

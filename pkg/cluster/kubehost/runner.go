@@ -23,11 +23,15 @@ type NodeRunner struct {
 	config string
 }
 
-// writeCrictlConfig writes the crictl configuration for the cluster's
-// containerd at path.
-func writeCrictlConfig(path, sock string) error {
+// newNodeRunner returns the runner for the cluster whose containerd
+// listens on sock, with crictl's configuration written into dir.
+func newNodeRunner(dir, sock, crictl string) (*NodeRunner, error) {
+	config := filepath.Join(dir, "crictl.yaml")
 	cfg := fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n", sock, sock)
-	return os.WriteFile(path, []byte(cfg), 0o644)
+	if err := os.WriteFile(config, []byte(cfg), 0o644); err != nil {
+		return nil, fmt.Errorf("crictl config: %w", err)
+	}
+	return &NodeRunner{sock: sock, crictl: crictl, config: config}, nil
 }
 
 // Run runs args on node (which must be NodeName) and returns stdout and
