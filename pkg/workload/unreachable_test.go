@@ -9,6 +9,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
@@ -82,5 +84,41 @@ func TestBadInputIsAnError(t *testing.T) {
 	}
 	if err := FinalRead(ctx, c, rec, ""); err == nil {
 		t.Error("FinalRead accepted an empty prefix")
+	}
+}
+
+// restartingCluster refuses the first opens as Unavailable, as a member
+// does while it restarts under an authenticating client, then opens.
+type restartingCluster struct {
+	*deadCluster
+	refusals int
+	calls    int
+	code     codes.Code
+}
+
+func (r *restartingCluster) Client(ctx context.Context, endpoints ...string) (*clientv3.Client, error) {
+	r.calls++
+	if r.calls <= r.refusals {
+		return nil, status.Error(r.code, `closing transport due to: connection error: desc = "error reading from server: EOF", received prior goaway: code: NO_ERROR, debug data: "graceful_stop"`)
+	}
+	return r.deadCluster.Client(ctx, endpoints...)
+}
+
+// TestOpenClientRidesOutARestart: a client open refused as Unavailable
+// (the member restarting) is retried; any other refusal is an error at once.
+func TestOpenClientRidesOutARestart(t *testing.T) {
+	r := &restartingCluster{deadCluster: newDeadCluster(t), refusals: 3, code: codes.Unavailable}
+	cli, err := openClient(context.Background(), r, "")
+	if err != nil {
+		t.Fatalf("open after %d Unavailable refusals: %v", r.refusals, err)
+	}
+	cli.Close()
+	if r.calls != 4 {
+		t.Errorf("opened after %d calls, want 4", r.calls)
+	}
+
+	other := &restartingCluster{deadCluster: newDeadCluster(t), refusals: 3, code: codes.Unauthenticated}
+	if _, err := openClient(context.Background(), other, ""); err == nil || other.calls != 1 {
+		t.Errorf("a refusal other than Unavailable: err = %v after %d calls, want an error after 1", err, other.calls)
 	}
 }

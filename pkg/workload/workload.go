@@ -30,6 +30,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/time/rate"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
@@ -240,6 +242,10 @@ func endpointFor(members []cluster.Member, i, pinned int) string {
 	return members[i%len(members)].ClientURL
 }
 
+// openRetry bounds how long opening a client retries a member that is
+// restarting.
+const openRetry = 30 * time.Second
+
 // openClient opens a client pinned to endpoint, or on every endpoint when it
 // is "".
 //
@@ -249,15 +255,31 @@ func endpointFor(members []cluster.Member, i, pinned int) string {
 // requests made after it (revokes, final reads). The backend's dial timeout
 // still bounds the dial.
 func openClient(ctx context.Context, c cluster.Cluster, endpoint string) (*clientv3.Client, error) {
+	live := ctx
 	ctx = context.WithoutCancel(ctx)
 	var (
 		cli *clientv3.Client
 		err error
 	)
-	if endpoint != "" {
-		cli, err = c.Client(ctx, endpoint)
-	} else {
-		cli, err = c.Client(ctx)
+	// With credentials, opening a client authenticates, which is a request:
+	// a member that restarts just then (a pod whose entrypoint stops its
+	// bootstrap etcd and execs the real one, a member the previous spec's
+	// fault left restarting) refuses it as Unavailable. That is a moment,
+	// not a cluster that is down, so it is retried for a while.
+	deadline := time.Now().Add(openRetry)
+	for {
+		if endpoint != "" {
+			cli, err = c.Client(ctx, endpoint)
+		} else {
+			cli, err = c.Client(ctx)
+		}
+		if err == nil || status.Code(err) != codes.Unavailable || time.Now().After(deadline) || live.Err() != nil {
+			break
+		}
+		select {
+		case <-live.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 	if err != nil {
 		where := endpoint
