@@ -9,13 +9,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(containerd runc iptables containernetworking-plugins conntrack socat)
-# What each package provides, to tell whether it is installed.
-probes=(/usr/bin/containerd /usr/sbin/runc /usr/sbin/iptables /usr/lib/cni/bridge /usr/sbin/conntrack /usr/bin/socat)
+# What each package provides, to tell whether it is installed: a command on
+# PATH, or (for the CNI plugins, which are not commands) files, any of them.
+# The CNI bridge plugin must never be looked up on PATH: iproute2's `bridge`
+# command would pass for it.
+probes=(containerd runc iptables "/usr/lib/cni/bridge /opt/cni/bin/bridge" conntrack socat)
+
+installed() {
+  case "$1" in
+    /*) for f in $1; do [ -x "$f" ] && return 0; done; return 1 ;;
+    *) command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] ;;
+  esac
+}
 
 missing=()
 for i in "${!packages[@]}"; do
-  p="${probes[$i]}"
-  [ -x "$p" ] || command -v "$(basename "$p")" >/dev/null 2>&1 || missing+=("${packages[$i]}")
+  installed "${probes[$i]}" || missing+=("${packages[$i]}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -35,7 +35,7 @@ import (
 
 func TestSuites(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "etcd-chaos")
+	RunSpecs(t, suiteName)
 }
 
 // env is what the suites read from the environment (see README).
@@ -179,10 +179,15 @@ func needKubernetes(what string) {
 	}
 }
 
+// suiteName is the suite's description in RunSpecs.
+const suiteName = "etcd-chaos"
+
 // rerun is the command that replays a spec.
 func rerun(string) string {
 	// Focus on this spec's full text, so exactly this spec runs again.
-	focus := "^" + regexp.QuoteMeta(CurrentSpecReport().FullText()) + "$"
+	// Ginkgo matches the focus against the suite's name, a space and the
+	// spec's full text, so an anchored pattern must start with the name.
+	focus := "^" + regexp.QuoteMeta(suiteName+" "+CurrentSpecReport().FullText()) + "$"
 	cmd := fmt.Sprintf("SEED=%d E2E_FOCUS='%s' ETCD_CHAOS_BACKEND=%s", env.Seed, focus, env.Backend)
 	if env.Backend == "local" {
 		cmd += " ETCD_VERSION=" + env.EtcdVersion

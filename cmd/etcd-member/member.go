@@ -163,17 +163,24 @@ func (m *member) prepare(ctx context.Context) ([]string, error) {
 		switch {
 		case v.healthy:
 			return m.join(ctx, v)
-		case v.answered == 0:
-			m.logf("no other member answers: bootstrapping a new cluster")
+		case v.answered == 0 && v.silent() == 0:
+			m.logf("no other member is listening: bootstrapping a new cluster")
 			return m.bootstrap(ctx)
-		case v.established == 0:
+		case v.established == 0 && v.silent() == 0:
 			m.logf("the members that answer (%d) are bootstrapping too: bootstrapping a new cluster", v.answered)
 			return m.bootstrap(ctx)
 		case time.Now().After(settleUntil):
-			m.logf("an established cluster answers without a leader for %v: bootstrapping a new cluster", m.settle)
+			m.logf("no leader among the other members for %v (%d answer, %d established, %d listen without answering): bootstrapping a new cluster", m.settle, v.answered, v.established, v.silent())
 			return m.bootstrap(ctx)
 		}
-		m.logf("an established cluster answers (%d members) but has no leader: waiting", v.established)
+		if v.silent() > 0 {
+			// A member that accepts connections but does not answer in
+			// time is slow (a loaded node, a paused process), not absent:
+			// bootstrapping beside it would start a second cluster.
+			m.logf("%d members listen but do not answer yet: waiting", v.silent())
+		} else {
+			m.logf("an established cluster answers (%d members) but has no leader: waiting", v.established)
+		}
 		if err := sleep(ctx, 2*time.Second); err != nil {
 			return nil, err
 		}
@@ -189,10 +196,14 @@ type view struct {
 	healthy bool
 	via     string
 	members []*etcdserverpb.Member
-	// answered counts members that answered Status; established those of
+	// listening counts members whose client port accepts a connection;
+	// answered those of them that answered Status; established those of
 	// them whose raft log is past the bootstrap entries.
-	answered, established int
+	listening, answered, established int
 }
+
+// silent is how many members accept connections but did not answer.
+func (v view) silent() int { return v.listening - v.answered }
 
 // find returns this member's entry: by name once it has started, by peer
 // URL before.
@@ -243,6 +254,12 @@ func (m *member) observe(ctx context.Context) (view, error) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
+			if !listens(ctx, ep) {
+				return
+			}
+			mu.Lock()
+			v.listening++
+			mu.Unlock()
 			cli, err := m.client(ctx, ep)
 			if err != nil {
 				if errors.Is(err, rpctypes.ErrAuthFailed) {
@@ -576,6 +593,23 @@ func probe(ctx context.Context, cfg config) error {
 		return err
 	}
 	return nil
+}
+
+// listens reports whether endpoint's port accepts a TCP connection: a
+// member process is there, whether or not it answers requests in time.
+func listens(ctx context.Context, endpoint string) bool {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return false
+	}
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", u.Host)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }
 
 func exists(path string) bool {

@@ -213,7 +213,7 @@ func (p *pods) start(ctx context.Context, i int) error {
 	p.mu.Unlock()
 	w := &lockedWriter{mu: &p.mu, w: log}
 	m := &member{
-		cfg: cfg, etcdBin: p.etcd, bootstrapTimeout: time.Minute, settle: 10 * time.Second,
+		cfg: cfg, etcdBin: p.etcd, bootstrapTimeout: time.Minute, settle: 30 * time.Second,
 		logf: func(f string, a ...any) { fmt.Fprintf(w, "etcd-member: "+f+"\n", a...) },
 	}
 	m.start = func(env []string) (*exec.Cmd, error) { return p.spawn(i, env, w) }
@@ -496,5 +496,92 @@ func TestBootstrapReturnsWhenEtcdExits(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("bootstrap still waiting a minute after its etcd exited")
+	}
+}
+
+// TestSilentPeerDelaysBootstrap: a member without data must not bootstrap
+// a new cluster while another member's port accepts connections but its
+// answers are late (a loaded node): that would start a second cluster
+// beside the real one. Only after the settle time does it give up waiting.
+func TestSilentPeerDelaysBootstrap(t *testing.T) {
+	// The silent peer: accepts and never answers.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	// A peer nothing listens on.
+	gone, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goneAddr := gone.Addr().String()
+	gone.Close()
+
+	for _, tc := range []struct {
+		name     string
+		peer     string
+		wantWait bool
+	}{
+		{"silent peer", l.Addr().String(), true},
+		{"no peer listening", goneAddr, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := configFromEnv(baseEnv())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.dataDir = filepath.Join(t.TempDir(), "data")
+			host, port, _ := net.SplitHostPort(tc.peer)
+			for i := range c.peers {
+				if c.peers[i].name != c.name {
+					// clientURL maps a peer URL to its client URL by port;
+					// point the peer's client port at the test listener.
+					c.peers[i].peerURL = "http://" + net.JoinHostPort(host, "1")
+				}
+			}
+			c.clientPort = port
+			var logs []string
+			var mu sync.Mutex
+			bootstrapped := make(chan time.Time, 1)
+			m := &member{
+				cfg: c, bootstrapTimeout: time.Second, settle: 4 * time.Second,
+				logf: func(f string, a ...any) {
+					mu.Lock()
+					logs = append(logs, fmt.Sprintf(f, a...))
+					mu.Unlock()
+				},
+				start: func([]string) (*exec.Cmd, error) {
+					bootstrapped <- time.Now()
+					return nil, errors.New("test: no etcd")
+				},
+			}
+			begin := time.Now()
+			if _, err := m.prepare(context.Background()); err == nil {
+				t.Fatal("prepare succeeded without an etcd to run")
+			}
+			var at time.Time
+			select {
+			case at = <-bootstrapped:
+			default:
+				t.Fatalf("prepare never bootstrapped; log: %q", logs)
+			}
+			waited := at.Sub(begin)
+			if tc.wantWait && waited < m.settle {
+				t.Fatalf("bootstrapped after %v beside a peer that listens (settle %v); log: %q", waited, m.settle, logs)
+			}
+			if !tc.wantWait && waited >= m.settle {
+				t.Fatalf("waited %v although no peer listens; log: %q", waited, logs)
+			}
+		})
 	}
 }

@@ -64,10 +64,14 @@ func (r Result) PerMinute() float64 {
 	return float64(r.Faults) / r.Elapsed.Minutes()
 }
 
-// healTimeout bounds a heal that runs after the run's context has ended: the
-// heal must still happen, or a paused or partitioned member would outlive
-// the run.
-const healTimeout = 60 * time.Second
+// healTimeout bounds a heal, which runs with a context of its own because
+// it must happen even after the run's context has ended, or a paused or
+// partitioned member would outlive the run. It covers a kubelet's crash-loop
+// back-off: on Kubernetes, healing a kill waits for the kubelet to restart
+// the container, and after repeated kills of the same member that back-off
+// reaches five minutes (Kubernetes' default cap). A heal on the local
+// backend takes seconds, so only a heal that is really stuck waits this long.
+const healTimeout = 6 * time.Minute
 
 // Run executes the schedule against c, recording fault windows in rec. It
 // returns when ctx ends, after healing any active fault; it returns an error

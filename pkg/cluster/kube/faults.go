@@ -97,7 +97,7 @@ func (c *Cluster) container(ctx context.Context, r NodeRunner, member string) (n
 	if err != nil {
 		return "", "", "", fmt.Errorf("crictl ps on node %s for %s: %v: %s", node, member, err, strings.TrimSpace(string(out)))
 	}
-	cid = firstLine(out)
+	cid = firstField(out, isContainerID)
 	if cid == "" {
 		return node, "", "", fmt.Errorf("pod %s/%s has no running etcd container on node %s (killed and not restarted yet?)", c.ns, member, node)
 	}
@@ -105,19 +105,36 @@ func (c *Cluster) container(ctx context.Context, r NodeRunner, member string) (n
 	if err != nil {
 		return "", "", "", fmt.Errorf("crictl inspect %s on node %s: %v: %s", cid, node, err, strings.TrimSpace(string(out)))
 	}
-	pid = firstLine(out)
-	if _, err := strconv.Atoi(pid); err != nil || pid == "0" {
-		return "", "", "", fmt.Errorf("crictl inspect %s on node %s gave no pid (%q): is the container running?", cid, node, pid)
+	pid = firstField(out, isPid)
+	if pid == "" {
+		return "", "", "", fmt.Errorf("crictl inspect %s on node %s gave no pid (%q): is the container running?", cid, node, strings.TrimSpace(string(out)))
 	}
 	return node, cid, pid, nil
 }
 
-func firstLine(b []byte) string {
-	s := strings.TrimSpace(string(b))
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = strings.TrimSpace(s[:i])
+// firstField returns the first line of a node command's output that is
+// what the caller asked for. The output holds stderr too, where crictl
+// logs warnings (a missing config file, a deprecated endpoint) ahead of
+// the answer; taking the first line took a warning for a pid.
+func firstField(b []byte, ok func(string) bool) string {
+	for _, line := range strings.Split(string(b), "\n") {
+		if line = strings.TrimSpace(line); ok(line) {
+			return line
+		}
 	}
-	return s
+	return ""
+}
+
+// isContainerID: crictl prints one ID per line, a single token; its log
+// lines (time="…" level=warning msg="…") have spaces and '='.
+func isContainerID(s string) bool {
+	return s != "" && !strings.ContainsAny(s, " \t=\"")
+}
+
+// isPid: a running process's pid (crictl gives 0 for a stopped container).
+func isPid(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n > 0
 }
 
 // Kill sends SIGKILL to the member's etcd process on its node. The pod and

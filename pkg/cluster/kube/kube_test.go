@@ -43,8 +43,13 @@ func secret(release, pw string) *corev1.Secret {
 		Data: map[string][]byte{"etcd-root-password": []byte(pw)}}
 }
 
+// crictlWarning is what crictl logs, to the output the runner returns, on
+// a node without /etc/crictl.yaml; answers must be found past it.
+const crictlWarning = `time="2026-12-02T10:26:57Z" level=warning msg="Config \"/etc/crictl.yaml\" does not exist, trying next: \"/usr/bin/crictl.yaml\""` + "\n"
+
 // fakeRunner records node commands and answers crictl like a node where
-// every pod's etcd container is "cid-<pod>" with pid "<pids[pod]>".
+// every pod's etcd container is "cid-<pod>" with pid "<pids[pod]>", after
+// the warning crictl prints without a config file.
 type fakeRunner struct {
 	mu   sync.Mutex
 	cmds []string
@@ -68,14 +73,14 @@ func (f *fakeRunner) Run(_ context.Context, node string, args ...string) ([]byte
 		for _, a := range args {
 			if p, ok := strings.CutPrefix(a, "io.kubernetes.pod.name="); ok {
 				if _, ok := f.pids[p]; ok {
-					return []byte("cid-" + p + "\n"), nil
+					return []byte(crictlWarning + "cid-" + p + "\n"), nil
 				}
-				return nil, nil
+				return []byte(crictlWarning), nil
 			}
 		}
 	case args[0] == "crictl" && args[1] == "inspect":
 		p := strings.TrimPrefix(args[len(args)-1], "cid-")
-		return []byte(f.pids[p] + "\n"), nil
+		return []byte(crictlWarning + f.pids[p] + "\n"), nil
 	case len(args) > 6 && args[4] == "iptables" && args[6] == "-C":
 		return []byte("iptables: Bad rule"), errors.New("exit status 1")
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/image"
 )
@@ -153,8 +155,33 @@ serverTLSBootstrap: false
 maxPods: 60
 `, HostIP, kubeletPort, c.pki.Path("ca.crt"), c.pki.Path("kubelet.crt"), c.pki.Path("kubelet.key"),
 		c.sock, cgroupRootName, HostIP, clusterDomain, resolv, filepath.Join(c.dir, "pod-logs"))
+	cfg += crashLoopBackOff(c.version)
 	path := filepath.Join(c.dir, "kubelet.yaml")
 	return path, os.WriteFile(path, []byte(cfg), 0o600)
+}
+
+// restartCap is the longest the kubelet waits before restarting a crashed
+// container. Kubernetes doubles the wait from 10 s after each crash up to
+// 5 minutes, so a kill nemesis that hits the same member (the leader, say)
+// a few times would leave it down for most of a short run and its heal
+// waiting minutes. Capping it at the first step keeps every kill's
+// recovery what a single kill gets on any cluster. Kubernetes before 1.32
+// has no such setting and keeps its default.
+const restartCap = "10s"
+
+// crashLoopBackOff is the kubelet configuration that caps the restart
+// back-off at restartCap, or "" on versions without the setting.
+func crashLoopBackOff(version string) string {
+	parts := strings.SplitN(strings.TrimPrefix(version, "v"), ".", 3)
+	if len(parts) < 2 {
+		return ""
+	}
+	major, err1 := strconv.Atoi(parts[0])
+	minor, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil || major != 1 || minor < 32 {
+		return ""
+	}
+	return "featureGates:\n  KubeletCrashLoopBackOffMax: true\ncrashLoopBackOff:\n  maxContainerRestartPeriod: " + restartCap + "\n"
 }
 
 func (c *Cluster) writeKubeProxyConfig(kubeconfig string) (string, error) {

@@ -110,6 +110,7 @@ type Cluster struct {
 	sock      string
 	cniBinDir string
 	bins      k8sbin.Binaries
+	version   string // Kubernetes version, for settings that depend on it
 	pki       *pki.CA
 	logf      func(string, ...any)
 	unlock    func()
@@ -171,7 +172,7 @@ func (p *Provider) Create(ctx context.Context) (c *Cluster, err error) {
 		unlock()
 		return nil, err
 	}
-	c = &Cluster{dir: dir, sock: filepath.Join(dir, "c.sock"), bins: bins, logf: p.logf, unlock: unlock, before: before, Chart: prep}
+	c = &Cluster{dir: dir, sock: filepath.Join(dir, "c.sock"), bins: bins, version: p.version, logf: p.logf, unlock: unlock, before: before, Chart: prep}
 	c.cniBinDir = cniBinDir(p.cniBinDirs)
 	c.logDir = p.logDir
 	if c.logDir == "" {
@@ -195,9 +196,13 @@ func (p *Provider) Create(ctx context.Context) (c *Cluster, err error) {
 		return c, fmt.Errorf("kube-host: %w (process logs in %s)", err, c.logDir)
 	}
 	p.logf("kube-host: node %s Ready in %s (Kubernetes %s; logs in %s)", NodeName, time.Since(start).Round(100*time.Millisecond), p.version, c.logDir)
+	crictlConfig := filepath.Join(c.dir, "crictl.yaml")
+	if err := writeCrictlConfig(crictlConfig, c.sock); err != nil {
+		return c, fmt.Errorf("kube-host: crictl config: %w", err)
+	}
 	c.Provider = kube.NewProvider(
 		kube.WithKubeconfig(c.Kubeconfig),
-		kube.WithNodeRunner(&NodeRunner{sock: c.sock, crictl: bins.Crictl}),
+		kube.WithNodeRunner(&NodeRunner{sock: c.sock, crictl: bins.Crictl, config: crictlConfig}),
 		kube.WithBackendName("kube-host"),
 		kube.WithKeep(p.keep),
 		kube.WithLogf(p.logf),

@@ -362,3 +362,17 @@ broken line
 		t.Errorf("parseMountinfo = %q, want %q", got, want)
 	}
 }
+
+// The restart cap needs a feature gate that exists from Kubernetes 1.32;
+// an older kubelet refuses an unknown gate, so it must get nothing.
+func TestCrashLoopBackOffOnlyWhereSupported(t *testing.T) {
+	for v, want := range map[string]bool{"v1.34.4": true, "v1.32.0": true, "v1.31.9": false, "v2.0.0": false, "dev": false} {
+		got := crashLoopBackOff(v)
+		if (got != "") != want {
+			t.Errorf("crashLoopBackOff(%q) = %q, want set: %v", v, got, want)
+		}
+		if want && !strings.Contains(got, "maxContainerRestartPeriod: "+restartCap) {
+			t.Errorf("crashLoopBackOff(%q) = %q, no cap", v, got)
+		}
+	}
+}

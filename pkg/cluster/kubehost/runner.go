@@ -17,6 +17,17 @@ import (
 type NodeRunner struct {
 	sock   string
 	crictl string
+	// config is crictl's configuration file, naming the cluster's
+	// containerd. Without one crictl prints a warning, to the same output
+	// fault commands parse, on every call.
+	config string
+}
+
+// writeCrictlConfig writes the crictl configuration for the cluster's
+// containerd at path.
+func writeCrictlConfig(path, sock string) error {
+	cfg := fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 30\n", sock, sock)
+	return os.WriteFile(path, []byte(cfg), 0o644)
 }
 
 // Run runs args on node (which must be NodeName) and returns stdout and
@@ -34,6 +45,7 @@ func (r *NodeRunner) Run(ctx context.Context, node string, args ...string) ([]by
 	}
 	cmd := exec.CommandContext(ctx, name, args[1:]...)
 	cmd.Env = append(os.Environ(),
+		"CRI_CONFIG_FILE="+r.config,
 		"CONTAINER_RUNTIME_ENDPOINT=unix://"+r.sock,
 		"IMAGE_SERVICE_ENDPOINT=unix://"+r.sock,
 		"PATH="+filepath.Dir(r.crictl)+string(os.PathListSeparator)+os.Getenv("PATH"))
