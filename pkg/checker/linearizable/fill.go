@@ -19,8 +19,10 @@ type fillAt struct {
 // with. Writes a later read needs (it sees their effect) are mandatory,
 // writes nobody observed optional; each has a deadline, the next operation
 // on its key. A mandatory write goes now when the gaps left before the
-// mandatory deadlines would not suffice (Hall's condition); else an
-// optional write that fits only here; else the mandatory write with the
+// mandatory deadlines would not suffice (Hall's condition, counting also
+// the mandatory writes called too late for this gap, before an optional
+// write may take it); else an optional write that fits only here; else
+// the mandatory write with the
 // earliest deadline. This is a heuristic: when it picks wrong, the replay
 // finds a contradiction it cannot call certain, and porcupine decides.
 func (f *fast) chooseFiller(rev int64, cands []int32, used []bool, deadline int64) int {
@@ -109,6 +111,13 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 			return jobs[0].c, true // Hall's condition: a mandatory write must go now
 		}
 	}
+	if len(jobs) > 0 && (quiet >= 0 || spare >= 0) && f.squeezed(rev, cands, used, n, needed, jobs) {
+		// Hall's condition again, counting the mandatory writes called
+		// too late for this gap (a lease expiring just after it) as well:
+		// giving this gap to an optional write would leave one of them
+		// no gap before its deadline.
+		return jobs[0].c, true
+	}
 	if f.cfg.foreign {
 		// An unrecorded write explains a gap at no cost to any key, so
 		// an unknown write nobody needs is better left out.
@@ -137,6 +146,71 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 		return jobs[0].c, false
 	}
 	return quiet, false
+}
+
+// squeezed reports whether the gaps after rev cannot take every
+// mandatory write due before the latest deadline in jobs: those in jobs,
+// which fit now, and the unused candidates from n on, called after this
+// gap's deadline (each fits only from the first gap it was called
+// before). It schedules them earliest deadline first, each from its
+// first gap on.
+func (f *fast) squeezed(rev int64, cands []int32, used []bool, n int, needed map[int32]job, jobs []job) bool {
+	type pend struct{ from, due int64 }
+	last := jobs[len(jobs)-1].due
+	var all []pend
+	for _, j := range jobs {
+		all = append(all, pend{rev + 1, j.due})
+	}
+	if last == math.MaxInt64 || last/2 <= f.place.base || last/2-f.place.base >= int64(len(f.prog.minRet)) {
+		return false
+	}
+	by := f.prog.minRet[last/2-f.place.base]
+	const scanLimit = 4096
+	for c := n; c < len(cands) && c < n+scanLimit && f.ops[cands[c]].Call <= by; c++ {
+		if used[c] {
+			continue
+		}
+		fits, due, need, key := f.fits(cands[c], rev)
+		if !fits || !need || due > last {
+			continue
+		}
+		if _, ok := needed[key]; ok {
+			continue // one write of the key is enough for its reader
+		}
+		call := f.ops[cands[c]].Call
+		g := sort.Search(len(f.prog.gaps), func(i int) bool {
+			return f.prog.gaps[i] > rev && f.prog.minRet[f.prog.gaps[i]-f.place.base] >= call
+		})
+		if g == len(f.prog.gaps) || 2*f.prog.gaps[g] >= due {
+			continue // fits no gap in time: the replay says so there
+		}
+		all = append(all, pend{f.prog.gaps[g], due})
+	}
+	if len(all) == len(jobs) {
+		return false
+	}
+	done := make([]bool, len(all))
+	left := len(all)
+	for g := sort.Search(len(f.prog.gaps), func(i int) bool { return f.prog.gaps[i] > rev }); g < len(f.prog.gaps) && left > 0; g++ {
+		slot := f.prog.gaps[g]
+		pick := -1
+		for i, p := range all {
+			if done[i] {
+				continue
+			}
+			if p.due <= 2*slot {
+				return true // its deadline passed with no gap left for it
+			}
+			if p.from <= slot && (pick < 0 || p.due < all[pick].due) {
+				pick = i
+			}
+		}
+		if pick >= 0 {
+			done[pick] = true
+			left--
+		}
+	}
+	return left > 0
 }
 
 // job is a mandatory filler: candidate c, needed by the operation at
