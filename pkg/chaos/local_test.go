@@ -115,7 +115,11 @@ func TestMemberReplaceOnLocalEtcd(t *testing.T) {
 
 func TestBlackholeUntilSnapshotOnLocalEtcd(t *testing.T) {
 	c := openLocal(t, scenario.Backend{Settings: local.Settings{SnapshotCount: 100, SnapshotCatchupEntries: 100}})
-	res := runOne(t, c, "blackhole-until-snapshot", 15*time.Second)
+	// The fault holds until the leader has snapshotted past the member
+	// (about 200 entries here); traffic must last long enough to write
+	// them even at the few requests a second a loaded CI machine manages,
+	// or the run ends with the fault still waiting, not applied.
+	res := runOne(t, c, "blackhole-until-snapshot", 45*time.Second)
 	m := target(t, res)
 	// The member caught up from a snapshot the leader sent it.
 	if log := logOf(t, c, m); !strings.Contains(log, "received and saved database snapshot") || !strings.Contains(log, "applied snapshot") {
