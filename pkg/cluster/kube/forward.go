@@ -94,6 +94,7 @@ type memberProxy struct {
 
 	mu     sync.Mutex
 	fw     *forward
+	empty  int // connections in a row the forward closed without a byte
 	conns  map[net.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
@@ -145,14 +146,44 @@ func (mp *memberProxy) handle(client net.Conn) {
 	}
 	defer upstream.Close()
 	done := make(chan struct{}, 2)
+	var got int64
 	go func() { _, _ = io.Copy(upstream, client); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(client, upstream); done <- struct{}{} }()
+	go func() { got, _ = io.Copy(client, upstream); done <- struct{}{} }()
 	// etcd's gRPC never half-closes, so the first direction to end (client
 	// gone, or the forward died with its pod) ends both.
 	<-done
 	client.Close()
 	upstream.Close()
 	<-done
+	mp.served(got > 0)
+}
+
+// wedgedAfter is how many connections in a row a forward may close without
+// a byte from the pod before it is replaced.
+const wedgedAfter = 3
+
+// served notes whether a connection got anything from the pod. A forward
+// whose SPDY connection to the kubelet is wedged still accepts local
+// connections but closes each one at once ("Error creating error stream:
+// Timeout occurred") and never dies by itself; seen on kube-host after a
+// rolling restart, it left a member unreachable for the rest of the run.
+// A few empty connections in a row retire it, so the next dial opens a
+// fresh one. While the member itself is down every connection is empty
+// too, and a fresh forward costs nothing then.
+func (mp *memberProxy) served(ok bool) {
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	if ok {
+		mp.empty = 0
+		return
+	}
+	mp.empty++
+	if mp.empty >= wedgedAfter && mp.fw != nil {
+		mp.logf("%s: port-forward closed %d connections in a row without an answer: opening a new one", mp.pod, mp.empty)
+		mp.fw.stop()
+		mp.fw = nil
+		mp.empty = 0
+	}
 }
 
 func (mp *memberProxy) track(c net.Conn, add bool) bool {

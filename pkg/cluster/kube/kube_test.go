@@ -405,6 +405,64 @@ func TestProxyFollowsPodReplacement(t *testing.T) {
 	}
 }
 
+// TestProxyReplacesAWedgedForward: a forward that accepts connections but
+// closes each without a byte (its SPDY connection wedged) is replaced after
+// a few, and one that answers is kept.
+func TestProxyReplacesAWedgedForward(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	var mu sync.Mutex
+	opens := 0
+	open := func(_ context.Context, _, _ string, _ int) (*forward, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		opens++
+		return &forward{addr: silent.Addr().String(), done: make(chan struct{}), stop: func() {}}, nil
+	}
+	podUID := func(context.Context) (types.UID, error) { return "a", nil }
+	mp, err := newMemberProxy(ns, "p", 2379, open, podUID, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mp.Close()
+	for i := 0; i < wedgedAfter+1; i++ {
+		c, err := net.Dial("tcp", mp.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.ReadAll(c)
+		c.Close()
+		// Wait until the proxy has noted the connection's end.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			mp.mu.Lock()
+			n := len(mp.conns)
+			mp.mu.Unlock()
+			if n == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if opens != 2 {
+		t.Fatalf("%d forwards opened for %d empty connections, want 2 (the first replaced after %d)", opens, wedgedAfter+1, wedgedAfter)
+	}
+}
+
 func withoutCrictl(cmds []string) []string {
 	var out []string
 	for _, c := range cmds {
