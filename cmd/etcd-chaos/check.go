@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/etcd-chaos/etcd-chaos/pkg/checker"
 	"github.com/etcd-chaos/etcd-chaos/pkg/history"
 	"github.com/etcd-chaos/etcd-chaos/pkg/report"
@@ -130,8 +132,15 @@ func formatName(format string) string {
 
 // defaultCheckDir puts the report next to the history, in a directory named
 // for when the check ran, adding a suffix rather than reusing an old one.
+// A history in a directory nobody may write (a read-only mount, an example
+// in the Go module cache) gets its report in the working directory
+// instead: root could write there anyway, and would change what it reads.
 func defaultCheckDir(in string, now time.Time) string {
-	base := filepath.Join(filepath.Dir(in), "check-"+now.UTC().Format("20060102-150405"))
+	parent := filepath.Dir(in)
+	if !writable(parent) {
+		parent = "."
+	}
+	base := filepath.Join(parent, "check-"+now.UTC().Format("20060102-150405"))
 	dir := base
 	for i := 2; ; i++ {
 		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
@@ -139,6 +148,16 @@ func defaultCheckDir(in string, now time.Time) string {
 		}
 		dir = fmt.Sprintf("%s-%d", base, i)
 	}
+}
+
+// writable says whether dir may be written: its mode grants write to
+// someone, and this process may write it.
+func writable(dir string) bool {
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm()&0o222 == 0 {
+		return false
+	}
+	return unix.Access(dir, unix.W_OK) == nil
 }
 
 // refuseOverwrite stops a report from replacing the history it was made

@@ -97,6 +97,34 @@ func TestCheckDefaultOutDir(t *testing.T) {
 	}
 }
 
+// A history where nobody may write (a read-only mount; Jepsen's examples in
+// the Go module cache, which root could write anyway) is checked with its
+// report in the working directory, and its own directory is left as it was.
+func TestCheckDefaultOutDirOfAReadOnlyHistory(t *testing.T) {
+	dir := t.TempDir()
+	in := goodHistory(t, dir)
+	if err := os.Chmod(dir, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod(dir, 0o755) })
+	wd := t.TempDir()
+	t.Chdir(wd)
+	code, stdout, stderr := checkCLI(in)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr: %s", code, stderr)
+	}
+	if got, _ := filepath.Glob(filepath.Join(dir, "check-*")); len(got) != 0 {
+		t.Errorf("wrote %q beside a read-only history", got)
+	}
+	dirs, _ := filepath.Glob(filepath.Join(wd, "check-*"))
+	if len(dirs) != 1 {
+		t.Fatalf("want one check-<timestamp> dir in the working directory, got %q", dirs)
+	}
+	if !strings.Contains(stdout, filepath.Join(filepath.Base(dirs[0]), report.HTMLFile)) {
+		t.Errorf("stdout does not say where the report is:\n%s", stdout)
+	}
+}
+
 func TestCheckRefusesToOverwriteInput(t *testing.T) {
 	dir := t.TempDir()
 	in := goodHistory(t, dir)

@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+
+	"golang.org/x/mod/semver"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/image"
 )
@@ -172,13 +173,10 @@ const restartCap = "10s"
 // crashLoopBackOff is the kubelet configuration that caps the restart
 // back-off at restartCap, or "" on versions without the setting.
 func crashLoopBackOff(version string) string {
-	parts := strings.SplitN(strings.TrimPrefix(version, "v"), ".", 3)
-	if len(parts) < 2 {
-		return ""
-	}
-	major, err1 := strconv.Atoi(parts[0])
-	minor, err2 := strconv.Atoi(parts[1])
-	if err1 != nil || err2 != nil || major != 1 || minor < 32 {
+	v := "v" + strings.TrimPrefix(version, "v")
+	// An unparseable version gets nothing: an unknown kubelet may refuse the
+	// feature gate, and then the node never starts.
+	if !semver.IsValid(v) || semver.Major(v) != "v1" || semver.Compare(v, "v1.32") < 0 {
 		return ""
 	}
 	return "featureGates:\n  KubeletCrashLoopBackOffMax: true\ncrashLoopBackOff:\n  maxContainerRestartPeriod: " + restartCap + "\n"

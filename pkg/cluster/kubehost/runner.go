@@ -48,6 +48,10 @@ func (r *NodeRunner) Run(ctx context.Context, node string, args ...string) ([]by
 		name = r.crictl
 	}
 	cmd := exec.CommandContext(ctx, name, args[1:]...)
+	// The endpoints repeat the config file's on purpose: crictl prefers
+	// the environment's, and an inherited CONTAINER_RUNTIME_ENDPOINT (the
+	// host's own containerd) would otherwise send faults to the wrong
+	// runtime. exec keeps the last of duplicate variables, so these win.
 	cmd.Env = append(os.Environ(),
 		"CRI_CONFIG_FILE="+r.config,
 		"CONTAINER_RUNTIME_ENDPOINT=unix://"+r.sock,

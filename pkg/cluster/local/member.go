@@ -10,11 +10,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/mod/semver"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/faultproxy"
 )
@@ -146,7 +147,7 @@ func (c *Cluster) args(m *member) []string {
 	if c.peerTLS != nil {
 		a = append(a, c.peerTLS.args()...)
 	}
-	if atLeast(c.version, 3, 4) {
+	if atLeast(c.version, "v3.4") {
 		// zap to stderr, which goes to the member's log file: that also
 		// catches Go panics, which bypass the logger.
 		a = append(a, "--logger", "zap", "--log-outputs", "stderr")
@@ -161,14 +162,12 @@ func (c *Cluster) clusterState(m *member) string {
 	return "new"
 }
 
-func atLeast(version string, major, minor int) bool {
-	parts := strings.SplitN(strings.TrimPrefix(version, "v"), ".", 3)
-	if len(parts) < 2 {
-		return true
-	}
-	ma, _ := strconv.Atoi(parts[0])
-	mi, _ := strconv.Atoi(parts[1])
-	return ma > major || (ma == major && mi >= minor)
+// atLeast says whether version is at least want ("v3.4"). A version that is
+// not one (a build from a branch) counts as new: flags old etcd lacks are
+// the rare case.
+func atLeast(version, want string) bool {
+	v := "v" + strings.TrimPrefix(version, "v")
+	return !semver.IsValid(v) || semver.Compare(v, want) >= 0
 }
 
 // startMember picks real ports and starts the member's process; it does not

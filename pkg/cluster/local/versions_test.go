@@ -55,3 +55,13 @@ func TestVersions(t *testing.T) {
 		})
 	}
 }
+
+// The zap logger flags exist from 3.4; a build that names no version (from
+// a branch) is assumed new, since it is far likelier than a 3.3.
+func TestAtLeast(t *testing.T) {
+	for v, want := range map[string]bool{"3.3.27": false, "v3.3.27": false, "3.4.0": true, "3.6.4": true, "3.6.0-rc.1": true, "main": true, "": true} {
+		if got := atLeast(v, "v3.4"); got != want {
+			t.Errorf("atLeast(%q, v3.4) = %v, want %v", v, got, want)
+		}
+	}
+}
