@@ -41,7 +41,7 @@ var checkFormats = `Formats:
 // a cluster.
 func runCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("check", checkSynopsis, stdout)
-	out := fs.String("out", "", "write the report into `DIR` (default: <history dir>/check-<timestamp>)")
+	out := fs.String("out", "", "write the report into `DIR` (default: <history dir>/check-<timestamp>, or ./check-<timestamp> when that dir is read-only)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "bound on the linearizability search; when it runs out the verdict is unknown, never pass")
 	format := fs.String("format", "jsonl", "what the input is: `jsonl` (an etcd-chaos history) or jepsen (a Jepsen register log); see below")
 	usage := fs.Usage
