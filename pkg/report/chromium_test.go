@@ -36,6 +36,11 @@ func runChromium(t *testing.T, bin string, args ...string) []byte {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Chromium keeps its singleton socket in a directory under TMPDIR and
+	// removes it only when it exits cleanly; a killed run (a hang, Ctrl-C)
+	// left /tmp/org.chromium.Chromium.* behind. The test's own temp dir is
+	// removed whatever happens.
+	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
 	var stdout, stderr bytes.Buffer
