@@ -42,18 +42,14 @@ var _ = Describe("Watches and leases", Label("watch", "lease"), func() {
 	It("never loses an update guarded by a concurrency.Mutex while leaders die", func(ctx SpecContext) {
 		const name = "lock-counter-kill-leader"
 		c := openCluster(ctx, name, 3)
-		var lock workload.LockResult
 		res := runScenario(ctx, c, scenario.Config{
 			Name:     name,
 			Nemesis:  "kill-leader",
 			Duration: 30 * time.Second,
 			Traffic:  workload.Config{Clients: 2, Keys: 10},
-			DuringTraffic: func(ctx context.Context, rec *history.Recorder) error {
-				var err error
-				lock, err = workload.RunLockCounter(ctx, c, rec, workload.LockConfig{Clients: 3, Seed: specSeed(name)})
-				return err
-			},
+			Lock:     &workload.LockConfig{Clients: 3, Seed: specSeed(name)},
 		})
+		lock := res.Lock
 		GinkgoWriter.Printf("lock counter: %d acknowledged, %d unknown, %d rejected, final %d\n", lock.Acked, lock.Unknown, lock.Rejected, lock.Final)
 		Expect(lock.Acked).To(BeNumerically(">", 0), "no increment was acknowledged; the lock never worked")
 		// expectPass includes the lock/counter check of the history.

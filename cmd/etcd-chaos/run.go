@@ -74,6 +74,7 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	out := fs.String("out", "", "artifact dir (default artifacts/run-<time>)")
 	watch := fs.Bool("watch", true, "run watchers and check watch guarantees")
 	leases := fs.Bool("leases", true, "run lease expiry and keep-alive traffic")
+	lockClients := fs.Int("lock-clients", 0, "clients that increment a counter under one concurrency.Mutex, judged by the lock/counter check (0: none)")
 	checkTimeout := fs.Duration("check-timeout", 5*time.Minute, "bound on the linearizability search (unknown verdict past it)")
 	var settings local.Settings
 	settings.RegisterFlags(fs)
@@ -106,6 +107,9 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *faultDuration < 0 {
 		return usageErr("--fault-duration must not be negative")
+	}
+	if *lockClients < 0 || *lockClients > 100 {
+		return usageErr("--lock-clients must be 0 to 100, got %d", *lockClients)
 	}
 	if !slices.ContainsFunc(workload.Profiles, func(p struct{ Name, Meaning string }) bool { return p.Name == *profile }) {
 		return usageErr("unknown --profile %q; see --help for the profiles", *profile)
@@ -188,6 +192,9 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	if *spreadWatchers > 0 {
 		rerun += fmt.Sprintf(" --spread-watchers %d", *spreadWatchers)
 	}
+	if *lockClients > 0 {
+		rerun += fmt.Sprintf(" --lock-clients %d", *lockClients)
+	}
 	if *backend == "local" {
 		rerun += " --etcd-version " + c.Version() + settingsArgs(settings, *failpoints)
 	}
@@ -216,6 +223,9 @@ func runRun(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *leases {
 		cfg.Leases = &workload.LeaseConfig{}
+	}
+	if *lockClients > 0 {
+		cfg.Lock = &workload.LockConfig{Clients: *lockClients, Seed: *seed}
 	}
 	cfg.InterruptGrace = 2 * time.Minute // a second Ctrl-C cuts it short
 	cfg.Abort = aborted(ctx)

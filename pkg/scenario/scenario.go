@@ -43,6 +43,10 @@ type Config struct {
 	Watch *workload.WatchConfig
 	// Leases, when non-nil, runs lease expiry and keep-alive traffic.
 	Leases *workload.LeaseConfig
+	// Lock, when non-nil, runs the lock counter (workload.RunLockCounter)
+	// beside the traffic and for as long: increments under one
+	// concurrency.Mutex, judged by the lock/counter check.
+	Lock *workload.LockConfig
 	// Schedule overrides the fault timings; zero fields take
 	// chaos.DefaultSchedule's.
 	Schedule chaos.Schedule
@@ -80,6 +84,8 @@ type Result struct {
 	Checks  []verdict.Check
 	Traffic workload.Stats
 	Faults  chaos.Result
+	// Lock is what the lock counter saw, when Config.Lock was set.
+	Lock workload.LockResult
 	// Unsupported is set (wrapping cluster.ErrUnsupported) when the backend
 	// cannot inject the nemesis at all; the "faults" check is then unknown,
 	// and the suites skip the spec with this reason.
@@ -142,7 +148,7 @@ func Run(ctx context.Context, c cluster.Cluster, cfg Config) (*Result, error) {
 			h.Meta.Interrupted = fmt.Sprintf("while winding down after the %s of traffic (%v)", r.cfg.Duration, context.Cause(ctx))
 		}
 	}
-	res := &Result{History: h, Traffic: d.stats, Faults: d.faults, Duration: time.Since(r.started)}
+	res := &Result{History: h, Traffic: d.stats, Lock: d.lock, Faults: d.faults, Duration: time.Since(r.started)}
 	if err := r.saveHistory(h); err != nil {
 		return nil, err
 	}
@@ -279,6 +285,7 @@ func compactions(ctx context.Context, c cluster.Cluster) string {
 // driven is what drive leaves for the wind-down and the judge.
 type driven struct {
 	stats    workload.Stats
+	lock     workload.LockResult
 	faults   chaos.Result
 	watchers *workload.Watchers
 	// traffic is how long traffic ran: Duration, more when a DuringTraffic
@@ -289,7 +296,8 @@ type driven struct {
 	// schedErr is the fault schedule's error: a fault that could not be
 	// healed, or cluster.ErrUnsupported.
 	schedErr error
-	// failed are the checks the run itself failed: a DuringTraffic hook.
+	// failed are the checks the run itself failed: a DuringTraffic hook,
+	// the lock counter.
 	failed []verdict.Check
 }
 
@@ -313,7 +321,7 @@ func (r *run) drive(ctx, grace context.Context) (*driven, error) {
 	runCtx, stopRun := trafficWindow(ctx, r.cfg.Duration, hookDone)
 	defer stopRun()
 	var wg sync.WaitGroup
-	var trafficErr, leaseErr, duringErr, schedErr error
+	var trafficErr, leaseErr, lockErr, duringErr, schedErr error
 	traffic := r.cfg.Traffic
 	traffic.Seed = r.cfg.Seed
 	wg.Add(1)
@@ -326,6 +334,13 @@ func (r *run) drive(ctx, grace context.Context) (*driven, error) {
 		go func() {
 			defer wg.Done()
 			_, leaseErr = workload.RunLeases(runCtx, r.c, r.rec, *r.cfg.Leases)
+		}()
+	}
+	if r.cfg.Lock != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.lock, lockErr = workload.RunLockCounter(runCtx, r.c, r.rec, *r.cfg.Lock)
 		}()
 	}
 	sched := withDefaults(r.cfg.Schedule, r.nemesis, r.cfg.Seed)
@@ -360,6 +375,11 @@ func (r *run) drive(ctx, grace context.Context) (*driven, error) {
 	d.schedErr = schedErr
 	if duringErr != nil {
 		d.failed = append(d.failed, verdict.Check{Name: "during-traffic", Status: failedUnless(ctx), Summary: duringErr.Error()})
+	}
+	if lockErr != nil {
+		// Its increments are in the history and judged there; what failed
+		// is the lock counter's own final read (or its start).
+		d.failed = append(d.failed, verdict.Check{Name: "lock-counter", Status: failedUnless(ctx), Summary: lockErr.Error()})
 	}
 	return d, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +47,11 @@ func TestRunWritesEveryArtifact(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a real etcd cluster")
 	}
-	ctx := context.Background()
+	// The lock counter must stop with the traffic: were it bound to the
+	// run's context, the run would go on until this deadline and end
+	// interrupted.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	dir := t.TempDir()
 	c, err := Open(ctx, Backend{Name: "local", Members: 3, ArtifactDir: dir})
 	if err != nil {
@@ -60,6 +65,7 @@ func TestRunWritesEveryArtifact(t *testing.T) {
 		Seed:        1,
 		Traffic:     workload.Config{Clients: 3},
 		Watch:       &workload.WatchConfig{Watchers: 2, Pinned: 1},
+		Lock:        &workload.LockConfig{Clients: 2, Seed: 1},
 		Schedule:    chaos.Schedule{Warmup: time.Second, Duration: time.Second, Interval: time.Second},
 		ArtifactDir: dir,
 	})
@@ -68,6 +74,12 @@ func TestRunWritesEveryArtifact(t *testing.T) {
 	}
 	if !res.Passed() {
 		t.Fatalf("checks failed (seed 1): %+v", res.Checks)
+	}
+	if res.Lock.Acked == 0 {
+		t.Errorf("the lock counter acknowledged no increment: %+v", res.Lock)
+	}
+	if !slices.ContainsFunc(res.Checks, func(c verdict.Check) bool { return c.Name == "lock/counter" && c.Status == verdict.Pass }) {
+		t.Errorf("no passing lock/counter check: %+v", res.Checks)
 	}
 	if res.Faults.Applied < 1 {
 		t.Fatal("no fault was injected")
