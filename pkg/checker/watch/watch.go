@@ -219,23 +219,26 @@ func rangeString(key, end string) string {
 	return fmt.Sprintf("range [%q, %q)", key, end)
 }
 
+// ordered compares each event with the one delivered just before it. The
+// logical watch is ordered exactly when every such pair is, and one event
+// out of place is then one violation: measured against the highest
+// revision seen instead, a single event from far in the future made every
+// later event a violation (thousands for one fault).
 func (c *checker) ordered(ck *verdict.Check, ch []*history.Watch) {
-	var last int64
-	var lastW *history.Watch
+	var prev int64
+	var prevW *history.Watch
 	for _, w := range ch {
 		for _, r := range w.Responses {
 			for _, e := range r.Events {
-				if e.ModRevision < last {
-					where := "earlier in the stream"
-					if lastW != w {
-						where = fmt.Sprintf("on watch %d, which this one resumed", lastW.ID)
+				if e.ModRevision < prev {
+					where := "just before it in the stream"
+					if prevW != w {
+						where = fmt.Sprintf("last on watch %d, which this one resumed", prevW.ID)
 					}
 					ck.Violate("%s: event on %q at revision %d arrived after an event at revision %d %s",
-						describe(w), e.Key, e.ModRevision, last, where)
+						describe(w), e.Key, e.ModRevision, prev, where)
 				}
-				if e.ModRevision >= last {
-					last, lastW = e.ModRevision, w
-				}
+				prev, prevW = e.ModRevision, w
 			}
 		}
 	}

@@ -82,6 +82,27 @@ func TestReorderedEventsFailOrdered(t *testing.T) {
 	expectOnly(t, Check(&b.H), Ordered)
 }
 
+// One event from far in the future is one violation, not one for every
+// event after it.
+func TestOneEventOutOfPlaceIsOneOrderedViolation(t *testing.T) {
+	b := base()
+	evs := goodEvents()
+	far := evs[1].Events[0]
+	far.ModRevision = 1000
+	stream := append(append(append([]history.WatchResponse(nil), evs[:2]...), resp(far)), evs[2:]...)
+	b.watch(1, "/kv/", prefixEnd, 2, true, stream...)
+	checks := Check(&b.H)
+	var ordered []string
+	for _, c := range checks {
+		if c.Name == Ordered {
+			ordered = c.Violations
+		}
+	}
+	if len(ordered) != 1 || !strings.Contains(ordered[0], "after an event at revision 1000") {
+		t.Errorf("ordered violations %q, want one naming the event at revision 1000", ordered)
+	}
+}
+
 func TestRevisionBackwardsInOneResponseFailsOrdered(t *testing.T) {
 	b := base()
 	evs := goodEvents()
