@@ -253,6 +253,22 @@ func runScenario(ctx context.Context, c cluster.Cluster, cfg scenario.Config) *s
 	return res
 }
 
+// expectedFailure marks the summary line of the run that wrote report as a
+// failure the spec wanted (a known bug found on a version that has it), so
+// that a FAIL there does not read as a broken run.
+func expectedFailure(report, why string) {
+	if report == "" {
+		return
+	}
+	summaries.Lock()
+	defer summaries.Unlock()
+	for i, l := range summaries.lines {
+		if strings.HasSuffix(l, " "+report) {
+			summaries.lines[i] = l + "   (expected: " + why + ")"
+		}
+	}
+}
+
 // expectPass fails the spec unless every check passed.
 func expectPass(res *scenario.Result, name string) {
 	failed := verdict.Failed(res.Checks)
