@@ -82,6 +82,7 @@ var _ = Describe("Bitnami chart on Kubernetes", Label("kube"), func() {
 		d := checkNamed(res, durability.Name)
 		Expect(d.Status).To(Equal(verdict.Fail), "deleting every pod of an ephemeral cluster must be reported as lost acknowledged writes; durability said: %s", d.Summary)
 		Expect(d.Summary).To(ContainSubstring("LOST ACKNOWLEDGED WRITES"))
+		expectedFailure(res.Report, "durability found the data loss an ephemeral cluster must show")
 		GinkgoWriter.Printf("expected data loss detected: %s\n", d.Summary)
 	}, SpecTimeout(20*time.Minute))
 
