@@ -35,12 +35,7 @@ func TestExpiryDeletesUnseenLeasePut(t *testing.T) {
 // fills one gap, and the read sees it absent), so it must not pass.
 func TestUnfillableGapBeforeExpiryRejected(t *testing.T) {
 	h := unseenLeasePut(sec)
-	if c := Check(context.Background(), h, Options{mode: modeFastOnly}); c.Status == verdict.Pass {
-		t.Fatalf("fast path passed a gap nothing can fill: %s", c.Summary)
-	}
-	if c := Check(context.Background(), h, Options{Timeout: time.Minute}); c.Status != verdict.Fail {
-		t.Fatalf("got %s, want fail: %s", c.Status, c.Summary)
-	}
+	rejectedByBoth(t, h, "a gap nothing can fill")
 }
 
 // spareGap is the shape of a pause-random soak run: three gaps (4, 5, 6)
@@ -73,10 +68,7 @@ func TestSpareGapTakesOptionalWrite(t *testing.T) {
 	h := spareGap(true)
 	bothAgree(t, h, verdict.Pass)
 	ops, _ := selectOps(h, false)
-	fr, _ := fastRun(context.Background(), ops, config{}, newHints(), 1, 0)
-	if fr.undecided != "" || len(fr.definite) > 0 {
-		t.Fatalf("one replay did not decide: undecided %q, violations %v", fr.undecided, fr.definite)
-	}
+	decidedInOneReplay(t, ops, newHints(), "one replay")
 	if c := Check(context.Background(), spareGap(false), Options{mode: modeFastOnly}); c.Status == verdict.Pass {
 		t.Fatalf("fast path passed a gap nothing can fill: %s", c.Summary)
 	}
@@ -124,17 +116,9 @@ func TestUnreadExpiryLeavesSpareGap(t *testing.T) {
 	h := unreadExpiry(false)
 	bothAgree(t, h, verdict.Pass)
 	ops, _ := selectOps(h, false)
-	fr, _ := fastRun(context.Background(), ops, config{}, newHints(), 1, 0)
-	if fr.undecided != "" || len(fr.definite) > 0 {
-		t.Fatalf("one replay did not decide: undecided %q, violations %v", fr.undecided, fr.definite)
-	}
+	decidedInOneReplay(t, ops, newHints(), "one replay")
 	bad := unreadExpiry(true)
-	if c := Check(context.Background(), bad, Options{mode: modeFastOnly}); c.Status == verdict.Pass {
-		t.Fatalf("fast path passed three needed deletes in two gaps: %s", c.Summary)
-	}
-	if c := Check(context.Background(), bad, Options{Timeout: time.Minute}); c.Status != verdict.Fail {
-		t.Fatalf("got %s, want fail: %s", c.Status, c.Summary)
-	}
+	rejectedByBoth(t, bad, "three needed deletes in two gaps")
 }
 
 // staleTxn is the shape of soak run 44 (a single member paused for 8 s):
@@ -173,17 +157,9 @@ func TestStaleWriteTakesForcedGap(t *testing.T) {
 	ops, _ := selectOps(h, false)
 	hs := newHints()
 	hs.relaxed = true
-	fr, _ := fastRun(context.Background(), ops, config{}, hs, 1, 0)
-	if fr.undecided != "" || len(fr.definite) > 0 {
-		t.Fatalf("one replay of the second order did not decide: undecided %q, violations %v", fr.undecided, fr.definite)
-	}
+	decidedInOneReplay(t, ops, hs, "one replay of the second order")
 	bad := staleTxn(true)
-	if c := Check(context.Background(), bad, Options{mode: modeFastOnly}); c.Status == verdict.Pass {
-		t.Fatalf("fast path passed a gap nothing can fill: %s", c.Summary)
-	}
-	if c := Check(context.Background(), bad, Options{Timeout: time.Minute}); c.Status != verdict.Fail {
-		t.Fatalf("got %s, want fail: %s", c.Status, c.Summary)
-	}
+	rejectedByBoth(t, bad, "a gap nothing can fill")
 }
 
 // optionalChain is the shape of a pause-leader soak run on one member
@@ -228,17 +204,9 @@ func TestSecondOrderKeepsSpareGapForOptionalWrite(t *testing.T) {
 	}
 	hs := newHints()
 	hs.relaxed = true
-	fr, _ = fastRun(context.Background(), ops, config{}, hs, 1, 0)
-	if fr.undecided != "" || len(fr.definite) > 0 {
-		t.Fatalf("one replay of the second order did not decide: undecided %q, violations %v", fr.undecided, fr.definite)
-	}
+	decidedInOneReplay(t, ops, hs, "one replay of the second order")
 	bad := optionalChain(true)
-	if c := Check(context.Background(), bad, Options{mode: modeFastOnly}); c.Status == verdict.Pass {
-		t.Fatalf("fast path passed gaps nothing can fill: %s", c.Summary)
-	}
-	if c := Check(context.Background(), bad, Options{Timeout: time.Minute}); c.Status != verdict.Fail {
-		t.Fatalf("got %s, want fail: %s", c.Status, c.Summary)
-	}
+	rejectedByBoth(t, bad, "gaps nothing can fill")
 }
 
 // secondLeaseLate is the shape of a blackhole-until-snapshot run (v3.5.22, 3
@@ -277,15 +245,31 @@ func TestLateExpiryKeepsGapForEarlierOne(t *testing.T) {
 	h := secondLeaseLate(false)
 	bothAgree(t, h, verdict.Pass)
 	ops, _ := selectOps(h, false)
-	fr, _ := fastRun(context.Background(), ops, config{}, newHints(), 1, 0)
-	if fr.undecided != "" || len(fr.definite) > 0 {
-		t.Fatalf("one replay of the first order did not decide: undecided %q, violations %v", fr.undecided, fr.definite)
-	}
+	decidedInOneReplay(t, ops, newHints(), "one replay of the first order")
 	bad := secondLeaseLate(true)
-	if c := Check(context.Background(), bad, Options{mode: modeFastOnly}); c.Status == verdict.Pass {
-		t.Fatalf("fast path passed two expiries at one gap: %s", c.Summary)
+	rejectedByBoth(t, bad, "two expiries at one gap")
+}
+
+// rejectedByBoth fails the test unless the fast path alone never passes h
+// (it may give up) and the whole check fails it: what the fast path could
+// not place, porcupine must reject. what names what h asks of the gaps.
+func rejectedByBoth(t *testing.T, h *history.History, what string) {
+	t.Helper()
+	if c := Check(context.Background(), h, Options{mode: modeFastOnly}); c.Status == verdict.Pass {
+		t.Fatalf("fast path passed %s: %s", what, c.Summary)
 	}
-	if c := Check(context.Background(), bad, Options{Timeout: time.Minute}); c.Status != verdict.Fail {
+	if c := Check(context.Background(), h, Options{Timeout: time.Minute}); c.Status != verdict.Fail {
 		t.Fatalf("got %s, want fail: %s", c.Status, c.Summary)
+	}
+}
+
+// decidedInOneReplay fails the test unless a single fast-path replay from
+// hints h decides ops with no violation; which names the replay (which
+// order of guesses) in the failure.
+func decidedInOneReplay(t *testing.T, ops []*history.Operation, h *hints, which string) {
+	t.Helper()
+	fr, _ := fastRun(context.Background(), ops, config{}, h, 1, 0)
+	if fr.undecided != "" || len(fr.definite) > 0 {
+		t.Fatalf("%s did not decide: undecided %q, violations %v", which, fr.undecided, fr.definite)
 	}
 }
