@@ -157,12 +157,12 @@ func (f *fast) chooseFrom(rev int64, cands []int32, used []bool, deadline int64,
 func (f *fast) squeezed(rev int64, cands []int32, used []bool, n int, needed map[int32]job, jobs []job) bool {
 	type pend struct{ from, due int64 }
 	last := jobs[len(jobs)-1].due
-	var all []pend
-	for _, j := range jobs {
-		all = append(all, pend{rev + 1, j.due})
-	}
 	if last == math.MaxInt64 || last/2 <= f.place.base || last/2-f.place.base >= int64(len(f.prog.minRet)) {
 		return false
+	}
+	all := make([]pend, 0, len(jobs))
+	for _, j := range jobs {
+		all = append(all, pend{rev + 1, j.due})
 	}
 	by := f.prog.minRet[last/2-f.place.base]
 	const scanLimit = 4096
