@@ -39,7 +39,7 @@ var _ = Describe("Key-value traffic", func() {
 			Leases:   &workload.LeaseConfig{},
 		})
 		expectPass(res, name)
-		Expect(res.Faults.Applied).To(BeNumerically(">=", 1), "at least one fault must take effect (%d attempted: %v)", res.Faults.Faults, res.Faults.Errors)
+		Expect(res.Faults.Applied).To(BeNumerically(">=", 1), "at least one fault must take effect (%d attempted: %v; plans retried: %v)", res.Faults.Faults, res.Faults.Errors, res.Faults.PlanErrors)
 	}, SpecTimeout(5*time.Minute))
 })
 
@@ -63,7 +63,7 @@ var _ = Describe("Faults under load", Label("nemesis"), func() {
 				Leases:   &workload.LeaseConfig{},
 			})
 			expectPass(res, nemesis)
-			Expect(res.Faults.Applied).To(BeNumerically(">=", 1), "at least one fault must take effect (%d attempted: %v)", res.Faults.Faults, res.Faults.Errors)
+			Expect(res.Faults.Applied).To(BeNumerically(">=", 1), "at least one fault must take effect (%d attempted: %v; plans retried: %v)", res.Faults.Faults, res.Faults.Errors, res.Faults.PlanErrors)
 		}, SpecTimeout(8*time.Minute))
 	}
 })

@@ -105,7 +105,7 @@ var _ = Describe("Bitnami chart on Kubernetes", Label("kube"), func() {
 			Schedule: scenarioSchedule(10*time.Second, 10*time.Minute, 1),
 		})
 		expectPass(res, name)
-		Expect(res.Faults.Applied).To(BeNumerically(">=", 1), "every pod must have been deleted (%d attempted: %v)", res.Faults.Faults, res.Faults.Errors)
+		Expect(res.Faults.Applied).To(BeNumerically(">=", 1), "every pod must have been deleted (%d attempted: %v; plans retried: %v)", res.Faults.Faults, res.Faults.Errors, res.Faults.PlanErrors)
 	}, SpecTimeout(20*time.Minute))
 
 	// What users run before promoting a chart upgrade: install version A,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/etcd-chaos/etcd-chaos/pkg/cluster"
@@ -42,5 +44,27 @@ func TestScheduleCountsOnlyFaultsThatTookEffect(t *testing.T) {
 	r, err = run(pauseFails{newFake(3), fmt.Errorf("%w: pause needs node access", cluster.ErrUnsupported)})
 	if !errors.Is(err, cluster.ErrUnsupported) || r.Faults != 1 || r.Applied != 0 {
 		t.Fatalf("unsupported faults: %+v %v, want ErrUnsupported after 1 attempt", r, err)
+	}
+}
+
+// A plan that fails (no leader on a cluster mid-recovery) is retried, not
+// counted as a fault: Result keeps it in PlanErrors, apart from the errors
+// of faults that were attempted.
+func TestScheduleRetriesFailedPlansApartFromFaults(t *testing.T) {
+	plans := 0
+	n := nemesisFunc{name: "flaky-plan", plan: func(context.Context, cluster.Cluster, *rand.Rand) (Fault, error) {
+		plans++
+		if plans <= 2 {
+			return Fault{}, errors.New("no leader")
+		}
+		return Fault{Action: "noop", Apply: func(context.Context) error { return nil }}, nil
+	}}
+	r, err := Schedule{Nemesis: n, Seed: 1, MaxFaults: 1}.Run(context.Background(), newFake(3), history.NewRecorder(history.Meta{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"plan flaky-plan: no leader", "plan flaky-plan: no leader"}
+	if r.Faults != 1 || r.Applied != 1 || len(r.Errors) != 0 || !slices.Equal(r.PlanErrors, want) {
+		t.Fatalf("got %+v, want one fault applied, no fault errors and plan errors %q", r, want)
 	}
 }

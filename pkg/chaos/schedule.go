@@ -49,7 +49,13 @@ type Result struct {
 	// them, whatever its checks say.
 	Faults  int
 	Applied int
-	Errors  []string
+	// Errors are what went wrong with faults: one that failed to apply, a
+	// cluster that did not recover after one.
+	Errors []string
+	// PlanErrors are plans that failed and were retried after Interval,
+	// such as finding no leader on a cluster mid-recovery. No fault was
+	// attempted for them, so they are kept apart from Errors.
+	PlanErrors []string
 	// Notes say what the nemesis could not do on this cluster, such as
 	// the nemeses "mix" left out and why.
 	Notes   []string
@@ -106,7 +112,7 @@ func (s Schedule) Run(ctx context.Context, c cluster.Cluster, rec *history.Recor
 			}
 			// A cluster mid-recovery may have no leader to pick; that is
 			// not the nemesis's failure. Note it and try again later.
-			res.Errors = append(res.Errors, fmt.Sprintf("plan %s: %v", s.Nemesis.Name(), err))
+			res.PlanErrors = append(res.PlanErrors, fmt.Sprintf("plan %s: %v", s.Nemesis.Name(), err))
 			if !sleep(ctx, s.Interval) {
 				break
 			}

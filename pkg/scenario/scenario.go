@@ -493,7 +493,7 @@ func (r *run) saveHistory(h *history.History) error {
 // and the fault schedule's warnings.
 func (r *run) judge(grace context.Context, h *history.History, end []verdict.Check, d *driven) []verdict.Check {
 	checks := append(checker.Check(grace, h, checker.Options{ArtifactDir: r.cfg.ArtifactDir, Timeout: r.cfg.CheckTimeout}), end...)
-	if r.nemesis.Name() != "none" || d.schedErr != nil || len(d.faults.Errors) > 0 {
+	if r.nemesis.Name() != "none" || d.schedErr != nil || len(d.faults.Errors) > 0 || len(d.faults.PlanErrors) > 0 {
 		checks = append(checks, FaultsCheck(r.nemesis.Name(), d.faults, d.schedErr, h.Meta.Interrupted != ""))
 	}
 	return checks
@@ -578,6 +578,9 @@ func FaultsCheck(nemesis string, r chaos.Result, schedErr error, interrupted boo
 	for _, e := range r.Errors {
 		c.Warn("%s", e)
 	}
+	for _, e := range r.PlanErrors {
+		c.Warn("%s (retried)", e)
+	}
 	for _, n := range r.Notes {
 		c.Warn("%s", n)
 	}
@@ -598,8 +601,12 @@ func FaultsCheck(nemesis string, r chaos.Result, schedErr error, interrupted boo
 		default:
 			c.Summary = fmt.Sprintf("none of the %d %s faults took effect, so the run proves nothing about them", r.Faults, nemesis)
 		}
+		// A fault's own error says most; with none attempted, a failed
+		// plan is the reason.
 		if len(r.Errors) > 0 {
 			c.Summary += "; first error: " + r.Errors[0]
+		} else if len(r.PlanErrors) > 0 {
+			c.Summary += "; first plan error: " + r.PlanErrors[0]
 		}
 	}
 	return c

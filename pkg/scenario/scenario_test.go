@@ -125,6 +125,7 @@ func TestTrafficWindowWaitsForTheHook(t *testing.T) {
 // pass, with the failed ones as warnings.
 func TestFaultsCheckNeedsAFaultThatTookEffect(t *testing.T) {
 	netem := "slow-network on m1: tc netem is missing on node n1: load it with `modprobe sch_netem`"
+	noLeader := "plan slow-network: no leader"
 	for _, tc := range []struct {
 		name     string
 		r        chaos.Result
@@ -137,6 +138,8 @@ func TestFaultsCheckNeedsAFaultThatTookEffect(t *testing.T) {
 		{"unsupported", chaos.Result{Faults: 1}, fmt.Errorf("kill m1: %w: kill needs a shell on the node", cluster.ErrUnsupported), verdict.Unknown, "cannot be injected on this backend"},
 		{"heal failed", chaos.Result{Faults: 2, Applied: 2}, errors.New(`heal "pause m1": exit status 1`), verdict.Fail, "heal"},
 		{"some applied", chaos.Result{Faults: 4, Applied: 3, Errors: []string{netem}}, nil, verdict.Pass, "3 of 4 slow-network faults took effect"},
+		{"every plan failed", chaos.Result{PlanErrors: []string{noLeader}}, nil, verdict.Unknown, "first plan error: " + noLeader},
+		{"plan retried", chaos.Result{Faults: 1, Applied: 1, PlanErrors: []string{noLeader}}, nil, verdict.Pass, "1 of 1 slow-network faults took effect"},
 	} {
 		c := FaultsCheck("slow-network", tc.r, tc.schedErr, false)
 		if c.Status != tc.want || !strings.Contains(c.Summary, tc.says) {
@@ -147,6 +150,9 @@ func TestFaultsCheckNeedsAFaultThatTookEffect(t *testing.T) {
 		}
 		if tc.name == "none applied" && !strings.Contains(c.Summary, "modprobe sch_netem") {
 			t.Errorf("%s: the summary must give the reason, got %q", tc.name, c.Summary)
+		}
+		if tc.name == "plan retried" && !slices.Equal(c.Warnings, []string{noLeader + " (retried)"}) {
+			t.Errorf("%s: warnings %q, want the plan error marked as retried", tc.name, c.Warnings)
 		}
 	}
 }
