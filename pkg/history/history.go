@@ -329,6 +329,8 @@ func (h *History) End() int64 {
 // usable; call NewRecorder.
 type Recorder struct {
 	start time.Time
+	// runTag is RunTag, formatted once: every write's value embeds it.
+	runTag string
 
 	mu      sync.Mutex
 	meta    Meta
@@ -345,7 +347,7 @@ func NewRecorder(meta Meta) *Recorder {
 	if meta.Started.IsZero() {
 		meta.Started = start
 	}
-	return &Recorder{start: start, meta: meta}
+	return &Recorder{start: start, runTag: strconv.FormatInt(start.UnixNano()/1000%(36*36*36*36*36), 36), meta: meta}
 }
 
 // Now returns nanoseconds since the run started on the monotonic clock.
@@ -354,9 +356,7 @@ func (r *Recorder) Now() int64 { return int64(time.Since(r.start)) }
 // RunTag is a short string unique to this run (from its start time). Write
 // values embed it so they stay unique across runs that share a store, such
 // as a run on a cluster restored from an earlier run's snapshot.
-func (r *Recorder) RunTag() string {
-	return strconv.FormatInt(r.start.UnixNano()/1000%(36*36*36*36*36), 36)
-}
+func (r *Recorder) RunTag() string { return r.runTag }
 
 // NextID hands out an ID unique within the run; operations and watches share
 // the sequence so that values derived from IDs stay unique.

@@ -102,7 +102,7 @@ func plainTraffic(b *testing.B, c cluster.Cluster, cfg Config, d time.Duration) 
 			m := cfg.Mix
 			var n int64
 			plainRec := history.NewRecorder(history.Meta{})
-			val := func() string { return uniqueValue(plainRec, i, time.Now().UnixNano()) }
+			val := func() string { return uniqueValue("", plainRec, i, time.Now().UnixNano()) }
 			for ctx.Err() == nil {
 				octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.OpTimeout)
 				op := func() context.Context { return octx }

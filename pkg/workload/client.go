@@ -39,6 +39,11 @@ type client struct {
 	// lastRev is the highest header revision this client was answered
 	// with, for traffic that chooses revisions to read at.
 	lastRev int64
+	// op is the operation do is recording. call gets a pointer to it
+	// rather than to a local, which would escape through the func value
+	// and cost a heap copy of every operation. One slot serves because a
+	// client is one sequential actor, as stats and lastRev assume.
+	op history.Operation
 }
 
 // do records op around call. op needs its Kind and request fields; do fills
@@ -56,11 +61,12 @@ func (c *client) do(ctx context.Context, op history.Operation, call func(context
 		ctx = context.WithoutCancel(ctx)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	op.Call = c.rec.Now()
-	resp, err := call(ctx, &op)
+	c.op = op
+	c.op.Call = c.rec.Now()
+	resp, err := call(ctx, &c.op)
 	cancel()
-	c.finish(&op, err, resp)
-	return op
+	c.finish(&c.op, err, resp)
+	return c.op
 }
 
 // finish records op's return and outcome.
@@ -84,7 +90,7 @@ func (c *client) finish(op *history.Operation, err error, resp *history.Response
 // by a string naming the operation.
 func (c *client) newWrite(kind history.Kind, key, prefix string) history.Operation {
 	op := history.Operation{ID: c.rec.NextID(), Kind: kind, Key: key}
-	op.Value = prefix + uniqueValue(c.rec, c.id, op.ID)
+	op.Value = uniqueValue(prefix, c.rec, c.id, op.ID)
 	return op
 }
 

@@ -14,9 +14,19 @@ import (
 // recorder hands out once per run, so no two writes of a run share a value
 // and a later read names exactly the write it observed; and the run's tag,
 // so a value left in the store by an earlier run (a restored snapshot) is
-// never mistaken for one of this run's writes.
-func uniqueValue(rec *history.Recorder, client int, id int64) string {
-	return "c" + strconv.Itoa(client) + "-" + strconv.FormatInt(id, 10) + "-" + rec.RunTag()
+// never mistaken for one of this run's writes. prefix starts it (the lock
+// counter's next count, say). It is built in one buffer on the stack and
+// copied to the heap once, because every write makes one.
+func uniqueValue(prefix string, rec *history.Recorder, client int, id int64) string {
+	var buf [64]byte
+	b := append(buf[:0], prefix...)
+	b = append(b, 'c')
+	b = strconv.AppendInt(b, int64(client), 10)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, id, 10)
+	b = append(b, '-')
+	b = append(b, rec.RunTag()...)
+	return string(b)
 }
 
 func convKVs(kvs []*mvccpb.KeyValue) []history.KV {

@@ -1,6 +1,9 @@
 package workload
 
 import (
+	"context"
+	"errors"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -123,7 +126,7 @@ func TestUniqueValues(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range perClient {
-				vals[c] = append(vals[c], uniqueValue(rec, c, rec.NextID()))
+				vals[c] = append(vals[c], uniqueValue("", rec, c, rec.NextID()))
 			}
 		}()
 	}
@@ -139,5 +142,70 @@ func TestUniqueValues(t *testing.T) {
 			}
 			seen[v] = true
 		}
+	}
+}
+
+// A write's value is its prefix, "c", the client, "-", the operation ID,
+// "-" and the run's tag, whatever the prefix's length.
+func TestUniqueValueFormat(t *testing.T) {
+	rec := history.NewRecorder(history.Meta{})
+	if rec.RunTag() == "" {
+		t.Fatal("empty run tag")
+	}
+	long := strings.Repeat("owner/", 20)
+	for _, tc := range []struct {
+		prefix string
+		client int
+		id     int64
+		want   string
+	}{
+		{"", 3, 1234567, "c3-1234567-" + rec.RunTag()},
+		{"lock/", 1007, 1, "lock/c1007-1-" + rec.RunTag()},
+		{long, 0, 9, long + "c0-9-" + rec.RunTag()},
+	} {
+		if got := uniqueValue(tc.prefix, rec, tc.client, tc.id); got != tc.want {
+			t.Errorf("uniqueValue(%q, %d, %d) = %q, want %q", tc.prefix, tc.client, tc.id, got, tc.want)
+		}
+	}
+}
+
+// do returns and records the operation as call left it (a relabelled CAS,
+// a failed request), in the order the requests ran, and an operation it
+// returned stays as it was when the client makes its next request.
+func TestDoRecordsTheOperationCallLeftIt(t *testing.T) {
+	rec := history.NewRecorder(history.Meta{})
+	c := &client{rec: rec, id: 4, endpoint: "m1", timeout: time.Second, detach: true}
+	resp := &history.Response{Revision: 7, MemberID: 1}
+
+	cas := c.newWrite(history.Txn, "/kv/k001", "p/")
+	cas.ExpectModRev = 3
+	value := cas.Value
+	first := c.do(context.Background(), cas, func(ctx context.Context, op *history.Operation) (*history.Response, error) {
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("request context has no deadline")
+		}
+		if op.Value != value || op.ClientID != 4 || op.Call == 0 {
+			t.Errorf("call got %+v, want the write with its client and call time", op)
+		}
+		op.Kind, op.Value, op.ExpectModRev = history.Get, "", 0
+		return resp, nil
+	})
+	kept := first
+	second := c.do(context.Background(), history.Operation{Kind: history.Delete, Key: "/kv/k002"}, func(context.Context, *history.Operation) (*history.Response, error) {
+		return resp, errors.New("etcdserver: request timed out")
+	})
+
+	if !reflect.DeepEqual(first, kept) {
+		t.Fatalf("the first operation changed under the second request: %+v, was %+v", first, kept)
+	}
+	if first.Kind != history.Get || first.Value != "" || first.ExpectModRev != 0 || first.Resp != resp || first.Outcome != history.OK ||
+		first.Endpoint != "m1" || first.Return < first.Call {
+		t.Errorf("first = %+v, want the relabelled get, answered", first)
+	}
+	if second.Kind != history.Delete || second.Resp != nil || second.Error == "" || second.ID <= first.ID {
+		t.Errorf("second = %+v, want the delete with its error and no response, after the first", second)
+	}
+	if got := rec.History().Operations; !reflect.DeepEqual(got, []history.Operation{first, second}) {
+		t.Errorf("recorded %+v, want what do returned, in order", got)
 	}
 }
