@@ -38,11 +38,9 @@ var _ = Describe("Checker sensitivity", Label("smoke", "sensitivity"), func() {
 			}
 		}
 		rec := history.NewRecorder(history.Meta{Scenario: "sensitivity", Backend: c.Backend(), Members: len(members), Seed: specSeed("sensitivity")})
-		minCli, err := c.Client(ctx, minority.ClientURL)
-		Expect(err).NotTo(HaveOccurred())
+		minCli := memberClient(ctx, c, minority)
 		defer minCli.Close()
-		majCli, err := c.Client(ctx, majority[0].ClientURL)
-		Expect(err).NotTo(HaveOccurred())
+		majCli := memberClient(ctx, c, majority[0])
 		defer majCli.Close()
 
 		const key = "/kv/k000"
@@ -101,3 +99,18 @@ var _ = Describe("Checker sensitivity", Label("smoke", "sensitivity"), func() {
 		Expect(honest.Status).To(Equal(verdict.Pass), "the same reads recorded as serializable promise nothing and must pass: %s", honest.Summary)
 	}, SpecTimeout(3*time.Minute))
 })
+
+// memberClient opens a client to one member. Through a Kubernetes
+// port-forward on a loaded machine, the first dial right after install can
+// outlast the client's dial timeout (seen on kube-host: the spec failed
+// before any partition), so the open is retried for a while; a member that
+// never answers still fails the spec.
+func memberClient(ctx context.Context, c cluster.Cluster, m cluster.Member) *clientv3.Client {
+	var cli *clientv3.Client
+	Eventually(ctx, func() error {
+		var err error
+		cli, err = c.Client(ctx, m.ClientURL)
+		return err
+	}).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed(), "open a client to %s", m.Name)
+	return cli
+}

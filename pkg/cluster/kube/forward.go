@@ -145,17 +145,39 @@ func (mp *memberProxy) handle(client net.Conn) {
 		return
 	}
 	defer upstream.Close()
-	done := make(chan struct{}, 2)
+	// done says which direction ended: true for the pod's side.
+	done := make(chan bool, 2)
 	var got int64
-	go func() { _, _ = io.Copy(upstream, client); done <- struct{}{} }()
-	go func() { got, _ = io.Copy(client, upstream); done <- struct{}{} }()
+	from := &readEnd{r: client}
+	go func() { _, _ = io.Copy(upstream, from); done <- false }()
+	go func() { got, _ = io.Copy(client, upstream); done <- true }()
 	// etcd's gRPC never half-closes, so the first direction to end (client
 	// gone, or the forward died with its pod) ends both.
-	<-done
+	podFirst := <-done
 	client.Close()
 	upstream.Close()
 	<-done
-	mp.served(got > 0)
+	// A client that hung up before the pod said anything (a dial timeout
+	// on a loaded machine, a health probe cancelled) says nothing about
+	// the forward; only a connection the pod's side ended counts. A failed
+	// write to the pod is the pod's side too, though its copy may end
+	// second.
+	clientQuit := !podFirst && from.err != nil
+	mp.served(got > 0, clientQuit)
+}
+
+// readEnd remembers why reading the client's side stopped.
+type readEnd struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readEnd) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // wedgedAfter is how many connections in a row a forward may close without
@@ -169,12 +191,18 @@ const wedgedAfter = 3
 // rolling restart, it left a member unreachable for the rest of the run.
 // A few empty connections in a row retire it, so the next dial opens a
 // fresh one. While the member itself is down every connection is empty
-// too, and a fresh forward costs nothing then.
-func (mp *memberProxy) served(ok bool) {
+// too, and a fresh forward costs nothing then. A connection its client
+// closed first (clientQuit) counts neither way: retiring a forward on it
+// would cut every live connection through the forward, which a loaded
+// machine's slow dials once did to a healthy member.
+func (mp *memberProxy) served(ok, clientQuit bool) {
 	mp.mu.Lock()
 	defer mp.mu.Unlock()
 	if ok {
 		mp.empty = 0
+		return
+	}
+	if clientQuit {
 		return
 	}
 	mp.empty++

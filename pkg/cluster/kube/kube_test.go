@@ -444,22 +444,89 @@ func TestProxyReplacesAWedgedForward(t *testing.T) {
 		}
 		_, _ = io.ReadAll(c)
 		c.Close()
-		// Wait until the proxy has noted the connection's end.
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			mp.mu.Lock()
-			n := len(mp.conns)
-			mp.mu.Unlock()
-			if n == 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		waitIdle(t, mp)
 	}
 	mu.Lock()
 	defer mu.Unlock()
 	if opens != 2 {
 		t.Fatalf("%d forwards opened for %d empty connections, want 2 (the first replaced after %d)", opens, wedgedAfter+1, wedgedAfter)
+	}
+}
+
+// TestProxyKeepsAForwardItsClientsGaveUpOn: connections whose clients hang
+// up before a slow pod answers (dial timeouts on a loaded machine) must not
+// retire the forward, which would cut a live connection through it.
+func TestProxyKeepsAForwardItsClientsGaveUpOn(t *testing.T) {
+	slow, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	var held sync.WaitGroup
+	defer held.Wait()
+	go func() {
+		for {
+			c, err := slow.Accept()
+			if err != nil {
+				return
+			}
+			// Answers nothing until the client has gone.
+			held.Add(1)
+			go func() {
+				defer held.Done()
+				_, _ = io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+	var mu sync.Mutex
+	opens, stops := 0, 0
+	open := func(_ context.Context, _, _ string, _ int) (*forward, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		opens++
+		return &forward{addr: slow.Addr().String(), done: make(chan struct{}), stop: func() { mu.Lock(); stops++; mu.Unlock() }}, nil
+	}
+	podUID := func(context.Context) (types.UID, error) { return "a", nil }
+	mp, err := newMemberProxy(ns, "p", 2379, open, podUID, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2*wedgedAfter; i++ {
+		c, err := net.Dial("tcp", mp.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("PRI * HTTP/2.0")); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		waitIdle(t, mp)
+	}
+	mu.Lock()
+	gotOpens, gotStops := opens, stops
+	mu.Unlock()
+	mp.Close()
+	if gotOpens != 1 || gotStops != 0 {
+		t.Fatalf("%d forwards opened and %d stopped after %d connections their clients closed, want 1 and 0", gotOpens, gotStops, 2*wedgedAfter)
+	}
+}
+
+// waitIdle waits until the proxy has noted the end of every connection.
+func waitIdle(t *testing.T, mp *memberProxy) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mp.mu.Lock()
+		n := len(mp.conns)
+		mp.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open in the proxy", n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
